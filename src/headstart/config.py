@@ -1,0 +1,168 @@
+"""One typed config object for a training run, saved as ``config.yaml`` in every run folder.
+
+``TrainConfig`` holds every setting of :func:`headstart.train`. It validates values on creation
+(unknown fields and bad values raise :class:`~headstart.errors.HeadstartError` naming the field),
+round-trips through YAML, and ``headstart train --config run.yaml`` reproduces a run.
+
+Example::
+
+    cfg = TrainConfig(data="data/", model="torchvision:mobilenet_v2", epochs=5)
+    cfg.save_yaml("run.yaml")
+    assert TrainConfig.from_yaml("run.yaml") == cfg
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from headstart.errors import HeadstartError
+
+StrategyName = Literal["feature-extract", "fine-tune", "partial"]
+OptimizerName = Literal["adamw", "sgd"]
+SchedulerName = Literal["cosine", "step", "onecycle", "none"]
+AugmentName = Literal["none", "light", "standard", "strong"]
+HeadName = Literal["linear", "mlp"]
+
+
+class TrainConfig(BaseModel):
+    """Every setting of a training run. Field docs are the CLI's help texts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    # --- data -------------------------------------------------------------------------------
+    data: str = Field(
+        description="Image folder (ImageFolder layout) or CSV with path,label columns."
+    )
+    val: str | None = Field(None, description="Separate validation folder or CSV.")
+    test: str | None = Field(None, description="Separate test folder or CSV.")
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Stratified validation share when data has no val split."
+    )
+    strict: bool = Field(False, description="Fail on unreadable images instead of skipping them.")
+
+    # --- model ------------------------------------------------------------------------------
+    model: str = Field(
+        "torchvision:mobilenet_v2", description="Model spec: torchvision:<name> or timm:<name>."
+    )
+    weights: str = Field(
+        "DEFAULT",
+        description="Weights enum name (DEFAULT, IMAGENET1K_V1, ...), a local file, or 'none'.",
+    )
+    head: HeadName = Field("linear", description="Classifier head: linear or mlp.")
+    head_hidden: int = Field(512, gt=0, description="Hidden width of the mlp head.")
+    head_dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Head dropout (default: 0 for linear, 0.2 for mlp)."
+    )
+    image_size: int | None = Field(
+        None, gt=0, description="Input crop size; default is the weights' own crop size."
+    )
+
+    # --- strategy ---------------------------------------------------------------------------
+    strategy: StrategyName = Field("feature-extract", description="Transfer strategy.")
+    unfreeze_last: int = Field(1, ge=1, description="Stages trained by the partial strategy.")
+    backbone_lr_mult: float = Field(
+        0.1, gt=0.0, le=1.0, description="Backbone LR = lr x this (discriminative learning rates)."
+    )
+    cache_features: bool = Field(
+        True,
+        description="With a frozen backbone, compute features once and train the head on them.",
+    )
+
+    # --- optimisation -----------------------------------------------------------------------
+    epochs: int = Field(10, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(32, ge=1, description="Batch size.")
+    optimizer: OptimizerName = Field("adamw", description="Optimizer.")
+    lr: float = Field(3e-3, gt=0.0, description="Learning rate of the head.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    weight_decay: float = Field(
+        1e-4, ge=0.0, description="Weight decay (never applied to norms and biases)."
+    )
+    scheduler: SchedulerName = Field("cosine", description="LR schedule (per step).")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warmup before cosine decay.")
+    step_size: int = Field(7, ge=1, description="StepLR: epochs between LR drops.")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="StepLR: LR multiplier at each drop.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing.")
+    augment: AugmentName = Field("light", description="Training augmentation preset.")
+    early_stopping_patience: int | None = Field(
+        5, ge=1, description="Stop after this many epochs without val-loss improvement (None: off)."
+    )
+
+    # --- runtime ----------------------------------------------------------------------------
+    accelerator: str = Field("auto", description="cpu, cuda, mps or auto.")
+    precision: str = Field(
+        "32-true", description="Lightning precision (32-true, bf16-mixed, 16-mixed)."
+    )
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader workers (default: sized to the machine)."
+    )
+    seed: int = Field(42, description="Random seed (splits, init, shuffling).")
+    out: str | None = Field(None, description="Run folder (default runs/<model>-<timestamp>).")
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_source(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError(
+                f"model spec {v!r} needs a source prefix, e.g. 'torchvision:{v}' or 'timm:{v}'"
+            )
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_known(cls, v: str) -> str:
+        known = {"32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true"}
+        if v not in known:
+            raise ValueError(f"precision {v!r} is not one of {sorted(known)}")
+        return v
+
+    # --- construction helpers ----------------------------------------------------------------
+    @classmethod
+    def create(cls, **values: Any) -> TrainConfig:
+        """Validate ``values``; bad fields raise :class:`HeadstartError` naming each field."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise HeadstartError(_describe_validation_error(err)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Load a config saved by a run; ``overrides`` replace values from the file."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HeadstartError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise HeadstartError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise HeadstartError(f"config file {path} must hold a mapping of field: value")
+        raw.update(overrides)
+        try:
+            return cls(**raw)
+        except ValidationError as err:
+            raise HeadstartError(f"config file {path}: {_describe_validation_error(err)}") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied and validated."""
+        return TrainConfig.create(**{**self.model_dump(), **changes})
+
+
+def _describe_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; see `headstart train --help`)"
+        parts.append(f"{field}: {msg}")
+    return "invalid settings — " + "; ".join(parts)

@@ -1,0 +1,78 @@
+"""Map-style image dataset over :class:`~headstart.data.folders.Sample` lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from headstart.data.folders import Sample
+from headstart.data.samplers import item_seed
+from headstart.errors import DataError
+
+
+def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    """Open an image as RGB with EXIF orientation applied.
+
+    ``draft_size`` lets JPEG decoding run at a reduced scale when the target is much smaller
+    (PIL ``draft``), which saves most of the decode time for large photos.
+    """
+    with Image.open(path) as f:
+        if draft_size and f.format == "JPEG":
+            f.draft("RGB", (draft_size, draft_size))
+        im: Image.Image = ImageOps.exif_transpose(f)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16/32-bit grayscale: scale to 8 bit instead of clipping.
+            arr = torch.from_numpy(np.asarray(im, dtype=np.float32))
+            hi = float(arr.max()) or 1.0
+            im = Image.fromarray((arr / hi * 255).clamp(0, 255).byte().numpy(), mode="L")
+        if im.mode in ("RGBA", "LA", "P", "PA"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        return im.convert("RGB")
+
+
+class ImageDataset(Dataset[tuple[Any, int]]):
+    """``(transform(image), class_index)`` pairs. Decoding errors name the file."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        class_to_idx: dict[str, int],
+        transform: Callable[[Image.Image], Any] | None = None,
+        draft_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.seed = seed
+        self.targets = [class_to_idx[s.label] for s in self.samples]
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+        """``key`` is an index, or ``(index, epoch)`` from :class:`EpochShuffleSampler`, in
+        which case the random augmentation is seeded from ``(seed, epoch, index)``."""
+        i, epoch = (key, None) if isinstance(key, int) else key
+        path = self.samples[i].path
+        try:
+            img = load_rgb(path, self.draft_size)
+        except Exception as err:
+            raise DataError(
+                f"cannot decode image {path}: {err}. Remove or replace the file."
+            ) from err
+        if self.transform is None:
+            return img, self.targets[i]
+        if epoch is None:
+            return self.transform(img), self.targets[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, epoch, i))
+            return self.transform(img), self.targets[i]

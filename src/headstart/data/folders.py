@@ -1,0 +1,294 @@
+"""Scan an ImageFolder tree or a CSV into validated train/val/test splits.
+
+Accepted layouts::
+
+    data/train/<class>/*.jpg  data/val/<class>/*  [data/test/<class>/*]   (explicit splits)
+    data/<class>/*.jpg                                                      (split with a seed)
+    labels.csv with columns path,label (paths relative to the CSV's folder)
+
+Every problem a user can cause ends in a :class:`~headstart.errors.DataError` naming the file or
+folder and what to do, or in a counted, logged skip (non-image files, unreadable images unless
+``strict``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from headstart.data.splits import stratified_split
+from headstart.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled example: a file and its class name."""
+
+    path: Path
+    label: str
+
+
+@dataclass
+class DataSplits:
+    """Validated splits and the class map (sorted class names -> index)."""
+
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    def targets(self, split: str) -> list[int]:
+        idx = self.class_to_idx
+        return [idx[s.label] for s in getattr(self, split)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per split, images per class (every class listed, zeros included)."""
+        out: dict[str, dict[str, int]] = {}
+        for split in ("train", "val", "test"):
+            c = Counter(s.label for s in getattr(self, split))
+            if getattr(self, split):
+                out[split] = {k: c.get(k, 0) for k in self.classes}
+        return out
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name in {"__MACOSX", "Thumbs.db", "desktop.ini"}
+
+
+def scan_class_folders(root: Path, skipped: Counter[str]) -> list[Sample]:
+    """Samples of ``root/<class>/**/<image>``; non-image and hidden files are counted as skips."""
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder (pass an image folder or a .csv file)")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    if not class_dirs:
+        raise DataError(
+            f"{root} has no class folders; expected {root}/<class>/<image files> "
+            f"or {root}/train/<class>/... (see docs/data.md)"
+        )
+    samples: list[Sample] = []
+    empty: list[str] = []
+    for d in class_dirs:
+        files = _walk_files(d, skipped)
+        images = [f for f in files if is_image_file(f)]
+        if len(files) > len(images):
+            skipped["non-image file"] += len(files) - len(images)
+        if not images:
+            empty.append(d.name)
+        samples.extend(Sample(f, d.name) for f in images)
+    if empty:
+        raise DataError(
+            f"class folder(s) with no images in {root}: {', '.join(empty)}. "
+            "Add images or remove the folder(s)."
+        )
+    return samples
+
+
+def _walk_files(folder: Path, skipped: Counter[str]) -> list[Path]:
+    """All files below ``folder`` in a stable order, following symlinks once (no loops)."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            real = d.resolve()
+        except (OSError, RuntimeError):
+            skipped["unresolvable symlink"] += 1
+            continue
+        if real in seen:
+            skipped["symlink loop"] += 1
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as err:
+            log.warning("cannot list %s: %s (skipped)", d, err)
+            skipped["unreadable folder"] += 1
+            continue
+        for e in entries:
+            if _is_hidden(e):
+                skipped["hidden file"] += 1
+            elif e.is_dir():
+                stack.append(e)
+            elif e.is_file():
+                out.append(e)
+            else:
+                skipped["broken link or special file"] += 1
+    return sorted(out)
+
+
+def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
+    """Samples from a CSV with ``path`` and ``label`` columns (others ignored; BOM tolerated)."""
+    if not path.is_file():
+        raise DataError(f"CSV file {path} does not exist")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        if "path" not in fields or "label" not in fields:
+            raise DataError(
+                f"{path}: the header must name a 'path' and a 'label' column (found: {fields or 'none'})"
+            )
+        samples: list[Sample] = []
+        for line_no, row in enumerate(reader, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            p, label = row.get("path", ""), row.get("label", "")
+            where = f"{path}:{line_no}"
+            if not p or not label:
+                _skip_or_fail(skipped, "CSV row missing path or label", where, strict)
+                continue
+            file = Path(p) if Path(p).is_absolute() else (path.parent / p)
+            if not file.is_file():
+                _skip_or_fail(skipped, "CSV path not found", f"{where} ({file})", strict)
+                continue
+            samples.append(Sample(file, label))
+    if not samples:
+        raise DataError(f"{path} lists no usable images")
+    return samples
+
+
+def _skip_or_fail(skipped: Counter[str], reason: str, where: str, strict: bool) -> None:
+    if strict:
+        raise DataError(f"{reason}: {where} (fix it, or drop --strict to skip such entries)")
+    if skipped[reason] < 5:
+        log.warning("%s: %s (skipped)", reason, where)
+    skipped[reason] += 1
+
+
+def load_source(source: str | Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
+    """Samples from a folder of class folders or a CSV file."""
+    p = Path(source)
+    if p.suffix.lower() == ".csv":
+        return read_csv(p, skipped, strict)
+    return scan_class_folders(p, skipped)
+
+
+def _check_readable(samples: Sequence[Sample], skipped: Counter[str], strict: bool) -> list[Sample]:
+    """Drop files PIL cannot identify/verify (zero-byte, truncated header, not an image)."""
+
+    def ok(s: Sample) -> str | None:
+        try:
+            with Image.open(s.path) as im:
+                im.verify()
+            return None
+        except Exception as err:  # PIL raises many types for bad files
+            return f"{type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = list(pool.map(ok, samples))
+    kept = []
+    for s, problem in zip(samples, problems, strict=True):
+        if problem is None:
+            kept.append(s)
+        else:
+            _skip_or_fail(skipped, "unreadable image", f"{s.path} ({problem})", strict)
+    return kept
+
+
+def load_splits(
+    data: str | Path,
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    strict: bool = False,
+) -> DataSplits:
+    """Resolve the layout, validate it, and return splits with a sorted class map.
+
+    Example::
+
+        splits = load_splits("data/")        # data/<class>/* split 80/20, or data/train + data/val
+        print(splits.classes, splits.counts())
+    """
+    skipped: Counter[str] = Counter()
+    root = Path(data)
+    test_samples: list[Sample] = []
+    if root.is_dir() and (root / "train").is_dir():
+        train = load_source(root / "train", skipped, strict)
+        val_dir = next(
+            (root / n for n in ("val", "valid", "validation") if (root / n).is_dir()), None
+        )
+        val_src = val or val_dir
+        val_samples = load_source(val_src, skipped, strict) if val_src else None
+        test_src = test or ((root / "test") if (root / "test").is_dir() else None)
+        if test_src:
+            test_samples = load_source(test_src, skipped, strict)
+    else:
+        train = load_source(root, skipped, strict)
+        val_samples = load_source(val, skipped, strict) if val else None
+        if test:
+            test_samples = load_source(test, skipped, strict)
+
+    train = _check_readable(train, skipped, strict)
+    classes = sorted({s.label for s in train})
+    if len(classes) < 2:
+        raise DataError(
+            f"{data} has only one class ({classes[0] if classes else 'none'}); "
+            "classification needs at least two class folders/labels"
+        )
+    if val_samples is None:
+        train, val_samples = _split(train, val_fraction, seed, data)
+    else:
+        val_samples = _check_readable(val_samples, skipped, strict)
+    test_samples = _check_readable(test_samples, skipped, strict) if test_samples else []
+
+    for name, split in (("validation", val_samples), ("test", test_samples)):
+        extra = sorted({s.label for s in split} - set(classes))
+        if extra:
+            raise DataError(
+                f"{name} data has class(es) not present in training data: {', '.join(extra)}. "
+                f"Training classes: {', '.join(classes)}. Rename or remove those folders/labels."
+            )
+    _warn_leakage(train, val_samples)
+    if skipped:
+        log.warning(
+            "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        )
+    return DataSplits(train, val_samples, test_samples, classes, skipped)
+
+
+def _split(
+    samples: list[Sample], val_fraction: float, seed: int, data: str | Path
+) -> tuple[list[Sample], list[Sample]]:
+    labels = [s.label for s in samples]
+    too_small = sorted(k for k, n in Counter(labels).items() if n < 2)
+    if too_small:
+        raise DataError(
+            f"class(es) {', '.join(too_small)} in {data} have fewer than 2 images: "
+            "cannot split off validation data. Add images or pass --val."
+        )
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+def _warn_leakage(train: Iterable[Sample], val: Iterable[Sample]) -> None:
+    train_paths = {s.path.resolve() for s in train}
+    dup = [s.path for s in val if s.path.resolve() in train_paths]
+    if dup:
+        log.warning(
+            "%d validation file(s) are also in training data (leakage), e.g. %s", len(dup), dup[0]
+        )

@@ -1,0 +1,148 @@
+"""Load a trained run and use it: ``load_run``, ``evaluate``, ``predict``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.config import TrainConfig
+from headstart.data import build_eval_transform
+from headstart.data.datasets import ImageDataset, load_rgb
+from headstart.data.folders import IMAGE_EXTENSIONS, Sample, load_source
+from headstart.errors import DataError, RunError
+from headstart.models import Backbone, Preprocessing, create_backbone
+from headstart.run import RunFolder, load_checkpoint_file
+
+
+@dataclass
+class LoadedRun:
+    """A run folder's model (best checkpoint, eval mode), classes and config."""
+
+    run: RunFolder
+    config: TrainConfig
+    classes: list[str]
+    model: Backbone
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.model.preprocessing
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Rebuild the model of ``runs/<name>`` from its config and best checkpoint (no download:
+    the architecture is built without pretrained weights, then the checkpoint is loaded)."""
+    run = RunFolder.open(path)
+    config = run.load_config()
+    classes = run.load_classes()
+    ckpt = load_checkpoint_file(run.checkpoint_for_inference())
+    model = create_backbone(
+        config.model,
+        len(classes),
+        weights="none",
+        head=config.head,
+        head_hidden=config.head_hidden,
+        head_dropout=config.head_dropout,
+        image_size=config.image_size,
+    )
+    meta = ckpt.get("headstart", {})
+    if "preprocessing" in meta:
+        model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    state = {
+        k.removeprefix("backbone."): v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith("backbone.")
+    }
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunError(
+            f"checkpoint of {path} does not fit {config.model}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    model.eval()
+    return LoadedRun(run, config, classes, model)
+
+
+def evaluate(
+    run: str | Path | LoadedRun, data: str | Path, *, batch_size: int = 64
+) -> dict[str, Any]:
+    """Metrics of a trained run on a labelled folder/CSV whose classes are among the run's."""
+    from headstart.evaluation import classification_metrics
+    from headstart.training.fit import predict_logits
+
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    samples = load_source(data, Counter())
+    unknown = sorted({s.label for s in samples} - set(loaded.classes))
+    if unknown:
+        raise DataError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown)} (model classes: {', '.join(loaded.classes)})"
+        )
+    idx = {c: i for i, c in enumerate(loaded.classes)}
+    ds = ImageDataset(
+        samples, idx, build_eval_transform(loaded.preprocessing), loaded.preprocessing.resize
+    )
+    logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size)
+    return classification_metrics(logits, targets, loaded.classes)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]]
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (sorted)."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix.lower() in IMAGE_EXTENSIONS
+                    and not f.name.startswith(".")
+                )
+            )
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p} does not exist")
+    if not files:
+        raise DataError("no image files to predict")
+    return files
+
+
+@torch.inference_mode()
+def predict(
+    run: str | Path | LoadedRun, inputs: list[str | Path], *, top_k: int = 1, batch_size: int = 32
+) -> list[Prediction]:
+    """Label and probability for each image (files or folders)."""
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    files = collect_images(inputs)
+    tf = build_eval_transform(loaded.preprocessing)
+    out: list[Prediction] = []
+    k = max(1, min(top_k, len(loaded.classes)))
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        batch = []
+        for f in chunk:
+            try:
+                batch.append(tf(load_rgb(f, loaded.preprocessing.resize)))
+            except Exception as err:
+                raise DataError(f"cannot read image {f}: {err}") from None
+        probs = loaded.model(torch.stack(batch)).softmax(1)
+        values, indices = probs.topk(k, dim=1)
+        for f, v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
+            top = [(loaded.classes[j], float(p)) for j, p in zip(i, v, strict=True)]
+            out.append(Prediction(str(f), top[0][0], top[0][1], top))
+    return out
+
+
+__all__ = ["LoadedRun", "Prediction", "Sample", "evaluate", "load_run", "predict"]

@@ -1,0 +1,151 @@
+"""The one surface every wrapped model offers: ordered stages, a head, features, preprocessing.
+
+Whatever the source (torchvision, timm, a local file), :class:`Backbone` exposes
+
+* ``stages`` — an ordered list of named parameter groups, input side first. Freezing, partial
+  unfreezing, gradual schedules and per-stage learning rates are written once against it.
+* ``head`` — the replaceable classifier created for ``num_classes``.
+* ``features(x)`` — the pooled embedding; ``forward(x) = head(features(x))``.
+* ``preprocessing`` — what the weights were trained with (from their own metadata).
+
+Frozen stages stay in eval mode whatever ``train()`` is called with, so BatchNorm running
+statistics and dropout of a frozen stage never change (the classic feature-extraction bug). When
+every stage is frozen the whole body is in eval mode, which makes ``features`` deterministic and
+lets the cached-feature fast path reproduce the slow path exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from headstart.models.preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named group of backbone parameters (by qualified name inside ``Backbone.body``)."""
+
+    name: str
+    param_names: tuple[str, ...]
+
+
+class Backbone(nn.Module):
+    """A pretrained body with a new head, and the stage surface described in the module doc."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        head: nn.Module,
+        stages: Sequence[Stage],
+        num_features: int,
+        preprocessing: Preprocessing,
+        spec: str,
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+        self.stages: list[Stage] = list(stages)
+        self.num_features = num_features
+        self.preprocessing = preprocessing
+        self.spec = spec
+        self._check_stages_cover_body()
+        self._stage_modules = [self._maximal_modules(s) for s in self.stages]
+        self._frozen: list[bool] = [False] * len(self.stages)
+        self.bn_frozen: list[bool] = [False] * len(self.stages)
+
+    # --- the surface -----------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding, shape (N, num_features)."""
+        f = self.body(x)
+        return f.flatten(1) if f.dim() > 2 else f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def stage_parameters(self, index: int) -> Iterator[nn.Parameter]:
+        params = dict(self.body.named_parameters())
+        for n in self.stages[index].param_names:
+            yield params[n]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    # --- freezing ----------------------------------------------------------------------------
+    def set_trainable_stages(self, trainable: Sequence[int] | set[int]) -> None:
+        """Make exactly the stages ``trainable`` (indices) trainable; the head always is.
+
+        Frozen stages get ``requires_grad=False`` and are held in eval mode (see module doc).
+        """
+        keep = set(trainable)
+        for i in range(len(self.stages)):
+            frozen = i not in keep
+            self._frozen[i] = frozen
+            for p in self.stage_parameters(i):
+                p.requires_grad_(not frozen)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+        self.train(self.training)
+
+    @property
+    def frozen_stages(self) -> list[bool]:
+        return list(self._frozen)
+
+    @property
+    def all_frozen(self) -> bool:
+        return all(self._frozen)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if not mode:
+            return self
+        if self.all_frozen:
+            self.body.eval()
+            return self
+        for i, modules in enumerate(self._stage_modules):
+            if self._frozen[i]:
+                for m in modules:
+                    m.eval()
+            elif self.bn_frozen[i]:
+                for m in modules:
+                    for sub in m.modules():
+                        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                            sub.eval()
+        return self
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, total
+
+    # --- internals ---------------------------------------------------------------------------
+    def _check_stages_cover_body(self) -> None:
+        names = [n for n, _ in self.body.named_parameters()]
+        covered = [n for s in self.stages for n in s.param_names]
+        if sorted(covered) != sorted(names):
+            missing = sorted(set(names) - set(covered))[:5]
+            extra = sorted(set(covered) - set(names))[:5]
+            dup = len(covered) - len(set(covered))
+            raise ValueError(
+                f"stages must cover each body parameter once (missing {missing}, unknown {extra}, "
+                f"duplicated {dup})"
+            )
+
+    def _maximal_modules(self, stage: Stage) -> list[nn.Module]:
+        """The largest sub-modules of ``body`` whose parameters all belong to ``stage``."""
+        wanted = set(stage.param_names)
+        chosen: list[nn.Module] = []
+        chosen_prefixes: list[str] = []
+        for name, module in self.body.named_modules():
+            if any(p == "" or name == p or name.startswith(p + ".") for p in chosen_prefixes):
+                continue
+            own = {f"{name}.{n}" if name else n for n, _ in module.named_parameters()}
+            if own and own <= wanted:
+                chosen.append(module)
+                chosen_prefixes.append(name)
+        return chosen

@@ -1,0 +1,71 @@
+"""Model spec strings (``torchvision:<name>``, ``timm:<name>``) -> :class:`Backbone`."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from headstart.errors import ModelError
+from headstart.models import timm_adapter, torchvision_adapter
+from headstart.models.backbone import Backbone
+from headstart.models.heads import make_head
+
+SOURCES = ("torchvision", "timm")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``."""
+    source, sep, name = spec.partition(":")
+    if not sep or not name:
+        raise ModelError(
+            f"model spec {spec!r} must look like 'torchvision:<name>' or 'timm:<name>'"
+        )
+    if source not in SOURCES:
+        raise ModelError(f"unknown model source {source!r} in {spec!r}; use one of {SOURCES}")
+    return source, name
+
+
+def create_backbone(
+    spec: str,
+    num_classes: int,
+    *,
+    weights: str = "DEFAULT",
+    head: str = "linear",
+    head_hidden: int = 512,
+    head_dropout: float | None = None,
+    image_size: int | None = None,
+) -> Backbone:
+    """Build the model for ``spec`` with a new head for ``num_classes``.
+
+    Example::
+
+        bb = create_backbone("torchvision:resnet18", 5, weights="none", image_size=64)
+        bb.stage_names   # ['conv1-bn1' ... 'layer4']
+    """
+    source, name = parse_spec(spec)
+    adapter = torchvision_adapter if source == "torchvision" else timm_adapter
+    body = adapter.build(name, weights, image_size)
+    new_head = make_head(head, body.num_features, num_classes, head_hidden, head_dropout)
+    bb = Backbone(body.module, new_head, body.stages, body.num_features, body.preprocessing, spec)
+    bb.weights_label = body.weights_label
+    return bb
+
+
+def list_models(pattern: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+    """Models that can be used; torchvision always, timm when ``pattern`` narrows the search.
+
+    Each entry: spec, weights names, input size, params (when known without building), and the
+    weights available offline right now.
+    """
+    out: list[dict[str, Any]] = []
+    pat = f"*{pattern}*" if pattern and not any(c in pattern for c in "*?[") else pattern
+    if source in (None, "torchvision"):
+        for name in torchvision_adapter.available():
+            if pat is None or fnmatch.fnmatch(name, pat):
+                out.append(torchvision_adapter.info(name))
+    if source == "timm" or (source is None and pat is not None):
+        import timm
+
+        for name in timm.list_models(pat or "*"):
+            out.append(timm_adapter.info(name))
+    return out

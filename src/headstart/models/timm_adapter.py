@@ -1,0 +1,129 @@
+"""timm models behind the :class:`~headstart.models.Backbone` surface.
+
+Stages come from timm's own ``group_matcher(coarse=True)`` (stem, then each stage/block group);
+preprocessing from timm's data config of the model's pretrained config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from typing import Any
+
+import timm
+import torch
+from timm.models import group_parameters
+
+from headstart.errors import ModelError
+from headstart.models.backbone import Stage
+from headstart.models.preprocessing import Preprocessing
+from headstart.models.stages import discover_stages
+from headstart.models.torchvision_adapter import Body
+from headstart.models.weights_files import looks_like_file
+
+
+def _check_name(name: str) -> None:
+    if timm.is_model(name):
+        return
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ModelError(f"unknown timm model {name!r}.{hint} `headstart models --filter` searches.")
+
+
+def _preprocessing(model: torch.nn.Module, note: str) -> Preprocessing:
+    cfg = timm.data.resolve_data_config({}, model=model)
+    crop = int(cfg["input_size"][-1])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    return Preprocessing(
+        crop=crop,
+        resize=math.floor(crop / crop_pct),
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+        source=f"timm data config of {note}",
+    )
+
+
+def _stage_name(names: list[str], index: int) -> str:
+    parts = [n.split(".")[:-1] for n in names]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    if common:
+        return ".".join(common)
+    roots = sorted({n.split(".", 1)[0] for n in names})
+    return "+".join(roots) if len(roots) <= 3 else f"group{index}"
+
+
+def _timm_stages(model: torch.nn.Module, example: torch.Tensor) -> list[Stage]:
+    matcher = getattr(model, "group_matcher", None)
+    if matcher is None:
+        return discover_stages(model, example)
+    try:
+        groups: dict[int, list[str]] = group_parameters(model, matcher(coarse=True))
+    except Exception:
+        return discover_stages(model, example)
+    ordered = [groups[k] for k in sorted(groups)]
+    return [Stage(_stage_name(g, i), tuple(g)) for i, g in enumerate(ordered) if g]
+
+
+def build(name: str, weights: str, image_size: int | None = None) -> Body:
+    """Create ``timm:<name>`` without classifier (``num_classes=0``) from ``weights``.
+
+    ``weights``: ``DEFAULT``/``pretrained`` (timm's pretrained tag, from the local HF cache),
+    ``none``, or a local file (loaded through timm's ``pretrained_cfg_overlay=dict(file=...)``).
+    """
+    _check_name(name)
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    lowered = weights.lower()
+    if lowered in ("none", "scratch", "random"):
+        pretrained, label = False, "none"
+    elif looks_like_file(weights):
+        if not os.path.isfile(weights):
+            raise ModelError(f"weights file {weights} does not exist")
+        pretrained, label = True, weights
+        kwargs["pretrained_cfg_overlay"] = {"file": weights}
+    elif lowered in ("default", "pretrained", "imagenet"):
+        pretrained, label = True, "timm pretrained (default tag)"
+    else:
+        raise ModelError(
+            f"weights {weights!r} for timm:{name}: use DEFAULT, none, or a path to a weights file"
+        )
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as err:
+        raise ModelError(
+            f"cannot create timm:{name} with weights {label!r}: {type(err).__name__}: {err}. "
+            "Pretrained weights must be in the local Hugging Face cache or given as a file "
+            "(--weights path); --weights none trains from scratch."
+        ) from None
+    preprocessing = _preprocessing(model, f"timm:{name}")
+    if image_size is not None and image_size != preprocessing.crop:
+        preprocessing = preprocessing.with_crop(image_size)
+    example = torch.zeros(1, 3, preprocessing.crop, preprocessing.crop)
+    model.eval()
+    try:
+        with torch.no_grad():
+            num_features = int(model(example).shape[-1])
+    except Exception as err:
+        raise ModelError(
+            f"timm:{name} does not run at {preprocessing.crop} px ({err}); try another --image-size"
+        ) from None
+    stages = _timm_stages(model, example)
+    return Body(model, num_features, preprocessing, stages, label)
+
+
+def info(name: str) -> dict[str, Any]:
+    cfg = timm.get_pretrained_cfg(name)
+    size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+    return {
+        "spec": f"timm:{name}",
+        "weights": ["DEFAULT", "none"],
+        "input_size": size,
+        "params": None,
+        "offline": [],
+    }

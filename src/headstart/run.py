@@ -1,0 +1,168 @@
+"""The run folder: everything later commands (evaluate, predict, export, resume) need.
+
+::
+
+    runs/<name>/
+      config.yaml      the TrainConfig (``headstart train --config`` reproduces the run)
+      classes.json     class names in index order
+      metrics.json     final evaluation (val, and test when given) + strategy decisions
+      log.csv          one row per epoch: losses, accuracies, learning rate, seconds
+      checkpoints/     best.ckpt (lowest val loss) and last.ckpt, written atomically
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.config import TrainConfig
+from headstart.errors import RunError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with a clear error for missing/corrupt/tampered files."""
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RunError(
+            f"checkpoint {path} cannot be loaded safely ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). It is truncated, corrupt, or holds "
+            "pickled code; retrain or restore it from a backup."
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise RunError(f"checkpoint {path} is not a headstart/Lightning checkpoint")
+    return ckpt
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def classes_path(self) -> Path:
+        return self.path / "classes.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @staticmethod
+    def default_path(config: TrainConfig, root: str | Path = "runs") -> Path:
+        name = config.model.replace(":", "-").replace("/", "_")
+        return Path(root) / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunFolder:
+        """A new run folder; an existing non-empty folder is never overwritten."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise RunError(
+                f"output folder {p} already exists and is not empty; choose another --out, "
+                f"delete it, or continue it with --resume {p}"
+            )
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            probe = p / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise RunError(f"cannot write to output folder {p}: {err.strerror or err}") from None
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        """An existing run folder, checked for the files later commands need."""
+        p = Path(path)
+        run = cls(p)
+        if not p.is_dir():
+            raise RunError(f"run folder {p} does not exist")
+        for need in (run.config_path, run.classes_path):
+            if not need.is_file():
+                raise RunError(
+                    f"{p} is not a complete headstart run folder: {need.name} is missing"
+                )
+        return run
+
+    # --- contents -----------------------------------------------------------------------------
+    def save_config(self, config: TrainConfig) -> None:
+        atomic_write_text(self.config_path, config.to_yaml())
+
+    def load_config(self) -> TrainConfig:
+        return TrainConfig.from_yaml(self.config_path)
+
+    def save_classes(self, classes: list[str]) -> None:
+        atomic_write_text(self.classes_path, json.dumps(classes, indent=2, ensure_ascii=False))
+
+    def load_classes(self) -> list[str]:
+        try:
+            classes = json.loads(self.classes_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunError(f"{self.classes_path} is unreadable: {err}") from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"{self.classes_path} must hold a JSON list of class names")
+        return classes
+
+    def save_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, ensure_ascii=False))
+
+    def load_metrics(self) -> dict[str, Any]:
+        if not self.metrics_path.is_file():
+            return {}
+        result: dict[str, Any] = json.loads(self.metrics_path.read_text(encoding="utf-8"))
+        return result
+
+    def checkpoint_for_inference(self) -> Path:
+        for p in (self.best_checkpoint, self.last_checkpoint):
+            if p.is_file():
+                return p
+        raise RunError(
+            f"{self.path} has no checkpoint in checkpoints/ (was training interrupted before the first epoch ended?)"
+        )

@@ -1,0 +1,1 @@
+"""Training on Lightning: the LightningModule, Trainer assembly, and the cached-feature path."""

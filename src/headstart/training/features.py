@@ -1,0 +1,51 @@
+"""Frozen-backbone fast path: one forward pass per image, then the head trains on tensors."""
+
+from __future__ import annotations
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.models.backbone import Backbone
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: Backbone,
+    dataset: Dataset,  # type: ignore[type-arg]
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    description: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, targets)`` for every item of ``dataset``, in order, with the body in eval mode.
+
+    Uses channels_last memory format for convolutional bodies and shows a progress bar.
+    """
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval().to(device)
+    body = backbone.body.to(memory_format=torch.channels_last)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task(description, total=len(dataset))  # type: ignore[arg-type]
+            for x, y in loader:
+                x = x.to(device).contiguous(memory_format=torch.channels_last)
+                f = body(x)
+                feats.append((f.flatten(1) if f.dim() > 2 else f).float().cpu())
+                targets.append(torch.as_tensor(y))
+                progress.advance(task, len(y))
+    finally:
+        backbone.body.to(memory_format=torch.contiguous_format)
+        backbone.train(was_training)
+    return torch.cat(feats), torch.cat(targets)

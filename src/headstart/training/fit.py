@@ -1,0 +1,335 @@
+"""``headstart.train``: config -> data -> backbone -> strategy -> Lightning -> evaluation -> run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from rich.table import Table
+from torch.utils.data import DataLoader, TensorDataset
+
+from headstart.config import TrainConfig
+from headstart.console import console, setup_logging
+from headstart.data import DataSplits, build_eval_transform, build_train_transform, load_splits
+from headstart.data.datasets import ImageDataset
+from headstart.data.samplers import EpochShuffleSampler
+from headstart.errors import HeadstartError, RunError, TrainingDiverged
+from headstart.evaluation import classification_metrics, metrics_table
+from headstart.models import Backbone, create_backbone
+from headstart.run import RunFolder, load_checkpoint_file
+from headstart.strategies import Strategy, make_strategy
+from headstart.training.callbacks import EpochLog, NonFiniteLossGuard
+from headstart.training.checkpoint_io import AtomicCheckpointIO
+from headstart.training.features import extract_features
+from headstart.training.module import HeadstartModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, the config used and the final metrics."""
+
+    run_dir: Path
+    config: TrainConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def val_accuracy(self) -> float:
+        return float(self.metrics["val"]["accuracy"])
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return RunFolder(self.run_dir).checkpoint_for_inference()
+
+
+def default_num_workers() -> int:
+    """DataLoader workers sized to the machine: half the cores, at most 4 (0 on 1-2 cores,
+    where worker processes only compete with the model for the same cores)."""
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def train(
+    config: TrainConfig | None = None, *, resume: str | Path | None = None, **overrides: Any
+) -> TrainResult:
+    """Train a model as described by ``config`` (or keyword settings) and evaluate it.
+
+    Example::
+
+        result = headstart.train(data="data/", model="torchvision:mobilenet_v2", epochs=5)
+        print(result.val_accuracy, result.run_dir)
+
+    ``resume="runs/x"`` continues an interrupted run from its ``last.ckpt`` with its own config;
+    the result equals an uninterrupted run (same seed-derived batches, strategy state, optimizer
+    and LR schedule).
+    """
+    setup_logging()
+    t_start = time.perf_counter()
+    ckpt_path: Path | None = None
+    if resume is not None:
+        run = RunFolder.open(resume)
+        saved = run.load_config()
+        changed = sorted(k for k, v in overrides.items() if getattr(saved, k, None) != v)
+        if config is not None:
+            changed += [
+                k
+                for k in TrainConfig.model_fields
+                if getattr(config, k) != getattr(saved, k) and k not in changed
+            ]
+        if changed:
+            raise RunError(
+                f"--resume {resume} continues the run exactly as configured in its config.yaml "
+                f"(model {saved.model}); it cannot change {', '.join(changed)}. Start a new run "
+                "(e.g. --config runs/<run>/config.yaml --out <new folder>) instead."
+            )
+        config = saved
+        if not run.last_checkpoint.is_file():
+            raise RunError(f"--resume {resume}: no checkpoints/last.ckpt to resume from")
+        ckpt_path = run.last_checkpoint
+    else:
+        config = (
+            config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
+        )
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = load_splits(
+        config.data,
+        config.val,
+        config.test,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        strict=config.strict,
+    )
+    console.print(_class_table(splits))
+    backbone = create_backbone(
+        config.model,
+        len(splits.classes),
+        weights=config.weights,
+        head=config.head,
+        head_hidden=config.head_hidden,
+        head_dropout=config.head_dropout,
+        image_size=config.image_size,
+    )
+    if resume is None:
+        run = RunFolder.create(config.out or RunFolder.default_path(config))
+        run.save_config(config)
+        run.save_classes(splits.classes)
+    elif run.load_classes() != splits.classes:
+        raise RunError(f"--resume {resume}: the data's classes differ from the run's classes.json")
+
+    strategy = make_strategy(config)
+    strategy.apply(backbone, 0)
+    trainable, total = backbone.param_counts()
+    console.print(
+        f"[bold]{config.model}[/] weights={backbone.weights_label}  input {backbone.preprocessing.crop}px "
+        f"({backbone.preprocessing.source})\n"
+        f"strategy {strategy.describe(backbone)}\n"
+        f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
+    )
+    fast = config.cache_features and _frozen_throughout(strategy, backbone, config.epochs)
+    num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
+    eval_tf = build_eval_transform(backbone.preprocessing)
+    idx = splits.class_to_idx
+    draft = backbone.preprocessing.resize
+    if fast:
+        console.print(
+            "backbone frozen for the whole run: computing features once (cached-feature path)"
+        )
+        t0 = time.perf_counter()
+        tr_x, tr_y = extract_features(
+            backbone,
+            ImageDataset(splits.train, idx, eval_tf, draft),
+            num_workers=num_workers,
+            description="train features",
+        )
+        va_x, va_y = extract_features(
+            backbone,
+            ImageDataset(splits.val, idx, eval_tf, draft),
+            num_workers=num_workers,
+            description="val features",
+        )
+        console.print(
+            f"features: {len(tr_x)}+{len(va_x)} images -> {tr_x.shape[1]}-d in {time.perf_counter() - t0:.1f}s"
+        )
+        train_loader: DataLoader[Any] = DataLoader(
+            _IndexedTensors(tr_x, tr_y),
+            batch_size=config.batch_size,
+            sampler=EpochShuffleSampler(len(tr_y), config.seed),
+            drop_last=_drop_last(len(tr_y), config.batch_size),
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        val_loader: DataLoader[Any] = DataLoader(TensorDataset(va_x, va_y), batch_size=256)
+    else:
+        train_tf = build_train_transform(backbone.preprocessing, config.augment)
+        loader_kw: dict[str, Any] = {
+            "num_workers": num_workers,
+            "persistent_workers": num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        train_ds = ImageDataset(splits.train, idx, train_tf, draft, seed=config.seed)
+        train_loader = DataLoader(
+            train_ds,
+            batch_size=config.batch_size,
+            sampler=EpochShuffleSampler(len(train_ds), config.seed),
+            drop_last=_drop_last(len(train_ds), config.batch_size),
+            generator=torch.Generator().manual_seed(config.seed),
+            **loader_kw,
+        )
+        val_loader = DataLoader(
+            ImageDataset(splits.val, idx, eval_tf, draft), batch_size=config.batch_size, **loader_kw
+        )
+
+    module = HeadstartModule(
+        backbone, strategy, config, steps_per_epoch=len(train_loader), inputs_are_features=fast
+    )
+    guard = NonFiniteLossGuard()
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run.checkpoints,
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        ),
+        EpochLog(run.log_path),
+        guard,
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
+        )
+    if console.is_terminal:
+        callbacks.append(RichProgressBar(leave=False))
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=1,
+        precision=config.precision,  # type: ignore[arg-type]
+        deterministic=True
+        if config.accelerator == "cpu" or not torch.cuda.is_available()
+        else "warn",
+        logger=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run.path,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=console.is_terminal,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+    )
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    if guard.tripped_at is not None:
+        raise TrainingDiverged(
+            f"training loss became NaN/inf in epoch {guard.tripped_at}; stopped. The best checkpoint "
+            f"so far is kept in {run.checkpoints}. Lower --lr or check the data."
+        )
+
+    best = run.checkpoint_for_inference()
+    state = load_checkpoint_file(best)["state_dict"]
+    module.load_state_dict(state)
+    module.eval()
+    results: dict[str, Any] = {}
+    if fast:
+        with torch.inference_mode():
+            results["val"] = classification_metrics(module(va_x), va_y, splits.classes)
+    else:
+        results["val"] = evaluate_backbone(
+            backbone, ImageDataset(splits.val, idx, eval_tf, draft), splits.classes, num_workers
+        )
+    if splits.test:
+        results["test"] = evaluate_backbone(
+            backbone, ImageDataset(splits.test, idx, eval_tf, draft), splits.classes, num_workers
+        )
+    seconds = time.perf_counter() - t_start
+    results["run"] = {
+        "model": config.model,
+        "weights": backbone.weights_label,
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "strategy": strategy.describe(backbone),
+        "stages": backbone.stage_names,
+        "trainable_params": trainable,
+        "total_params": total,
+        "cached_features": fast,
+        "epochs_run": trainer.current_epoch,
+        "best_checkpoint": best.name,
+        "train_images": len(splits.train),
+        "val_images": len(splits.val),
+        "test_images": len(splits.test),
+        "skipped_files": dict(splits.skipped),
+        "seconds": round(seconds, 2),
+    }
+    run.save_metrics(results)
+    for split in ("val", "test"):
+        if split in results:
+            console.print(
+                metrics_table(results[split], f"{split} ({results[split]['samples']} images)")
+            )
+    console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
+    return TrainResult(run.path, config, results, seconds)
+
+
+class _IndexedTensors(TensorDataset):
+    """TensorDataset that accepts the ``(index, epoch)`` keys of :class:`EpochShuffleSampler`."""
+
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, ...]:
+        return super().__getitem__(key[0] if isinstance(key, tuple) else key)
+
+
+def _drop_last(n: int, batch_size: int) -> bool:
+    """Drop only a final batch of one sample (BatchNorm cannot train on it); same rule on the
+    cached and the image path so both see identical batches."""
+    return n > batch_size and n % batch_size == 1
+
+
+def _frozen_throughout(strategy: Strategy, backbone: Backbone, epochs: int) -> bool:
+    n = len(backbone.stages)
+    return all(not strategy.trainable_stages(e, n) for e in range(epochs))
+
+
+@torch.inference_mode()
+def predict_logits(
+    backbone: Backbone, dataset: Any, num_workers: int = 0, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets for a dataset of ``(image_tensor, target)`` pairs, in order."""
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    outs, ys = [], []
+    for x, y in loader:
+        outs.append(backbone(x).float())
+        ys.append(torch.as_tensor(y))
+    if not outs:
+        raise HeadstartError("no images to evaluate")
+    return torch.cat(outs), torch.cat(ys)
+
+
+def evaluate_backbone(
+    backbone: Backbone, dataset: Any, classes: list[str], num_workers: int = 0
+) -> dict[str, Any]:
+    logits, targets = predict_logits(backbone, dataset, num_workers)
+    return classification_metrics(logits, targets, classes)
+
+
+def _class_table(splits: DataSplits) -> Table:
+    counts = splits.counts()
+    t = Table(title=f"{len(splits.classes)} classes")
+    t.add_column("class")
+    for split in counts:
+        t.add_column(split, justify="right")
+    for c in splits.classes:
+        t.add_row(c, *[str(counts[s][c]) for s in counts])
+    t.add_row("[bold]total", *[f"[bold]{sum(counts[s].values())}" for s in counts])
+    return t

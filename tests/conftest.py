@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic image folders that a tiny model can learn in seconds."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HEADSTART_OFFLINE", "1")
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
+
+
+def make_image(
+    colour: tuple[int, int, int], rng: np.random.Generator, size: int = 24
+) -> Image.Image:
+    arr = rng.integers(0, 60, size=(size, size, 3)).astype(np.int16)
+    arr += np.array(colour, dtype=np.int16)[None, None, :] // 2
+    y, x = rng.integers(2, size // 2, size=2)
+    arr[y : y + size // 3, x : x + size // 3] = colour
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def write_class_folders(
+    root: Path, per_class: int, seed: int = 0, classes: dict | None = None
+) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, colour in (classes or COLOURS).items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(colour, rng).save(d / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """data/<class>/*.png, 3 classes x 12 images."""
+    return write_class_folders(tmp_path / "data", 12)
+
+
+@pytest.fixture
+def split_folder(tmp_path: Path) -> Path:
+    """data/{train,val,test}/<class>/*.png."""
+    root = tmp_path / "split"
+    write_class_folders(root / "train", 10, seed=1)
+    write_class_folders(root / "val", 4, seed=2)
+    write_class_folders(root / "test", 4, seed=3)
+    return root
+
+
+TINY = {
+    "model": "torchvision:resnet18",
+    "weights": "none",
+    "image_size": 32,
+    "batch_size": 8,
+    "num_workers": 0,
+}

@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from headstart.errors import ModelError
+from headstart.models import create_backbone
+
+CASES = [
+    ("torchvision:resnet18", 64, "layer4"),
+    ("torchvision:mobilenet_v2", 64, "features.18"),
+    ("torchvision:efficientnet_b0", 64, "features.8"),
+    ("torchvision:vit_b_16", None, "encoder.layers.encoder_layer_11"),
+    ("timm:test_resnet", 64, "layer4"),
+    ("timm:test_vit", None, "blocks"),
+]
+
+
+@pytest.mark.parametrize(("spec", "size", "last_stage"), CASES)
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_head_replacement_and_stage_surface(
+    spec: str, size: int | None, last_stage: str, head: str
+) -> None:
+    bb = create_backbone(spec, 7, weights="none", image_size=size, head=head)
+    crop = bb.preprocessing.crop
+    x = torch.randn(2, 3, crop, crop)
+    bb.eval()
+    feats = bb.features(x)
+    assert feats.shape == (2, bb.num_features)
+    assert bb(x).shape == (2, 7)
+    linears = [m for m in bb.head.modules() if isinstance(m, nn.Linear)]
+    assert linears[-1].out_features == 7 and linears[0].in_features == bb.num_features
+    if head == "mlp":
+        kinds = [type(m).__name__ for m in bb.head]
+        assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    # no leftover 1000-class classifier inside the body
+    assert not any(isinstance(m, nn.Linear) and m.out_features == 1000 for m in bb.body.modules())
+    # stages: ordered, input side first, covering every body parameter exactly once
+    names = [n for s in bb.stages for n in s.param_names]
+    assert sorted(names) == sorted(n for n, _ in bb.body.named_parameters())
+    assert len(bb.stages) >= 4
+    assert last_stage in bb.stages[-1].name
+
+
+def test_torchvision_classic_head_locations() -> None:
+    # ResNet fc, MobileNet/EfficientNet classifier[-1], DenseNet classifier, ViT heads.head
+    for spec, attr in [
+        ("torchvision:resnet18", lambda m: m.fc),
+        ("torchvision:mobilenet_v2", lambda m: m.classifier[-1]),
+        ("torchvision:densenet121", lambda m: m.classifier),
+        ("torchvision:vit_b_16", lambda m: m.heads.head),
+    ]:
+        bb = create_backbone(spec, 3, weights="none", image_size=None if "vit" in spec else 64)
+        assert isinstance(attr(bb.body), nn.Identity), spec
+
+
+def test_freezing_keeps_frozen_stages_in_eval_mode() -> None:
+    bb = create_backbone("torchvision:resnet18", 3, weights="none", image_size=32)
+    bb.set_trainable_stages({len(bb.stages) - 1})
+    bb.train()
+    frozen_bn = [m for m in bb.body.layer1.modules() if isinstance(m, nn.BatchNorm2d)]
+    live_bn = [m for m in bb.body.layer4.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert frozen_bn and not any(m.training for m in frozen_bn)
+    assert all(m.training for m in live_bn)
+    assert not any(p.requires_grad for p in bb.body.layer1.parameters())
+    assert all(p.requires_grad for p in bb.body.layer4.parameters())
+    bb.set_trainable_stages(set())
+    bb.train()
+    assert not any(m.training for m in bb.body.modules())
+    trainable, total = bb.param_counts()
+    assert trainable == sum(p.numel() for p in bb.head.parameters()) and total > trainable
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(ModelError, match="resnet18"):
+        create_backbone("torchvision:resnet_18", 3, weights="none")
+    with pytest.raises(ModelError, match="test_resnet"):
+        create_backbone("timm:test_resnt", 3, weights="none")
+    with pytest.raises(ModelError, match="torchvision"):
+        create_backbone("keras:resnet18", 3)
+
+
+def test_invalid_weights_enum_lists_valid_ones() -> None:
+    with pytest.raises(ModelError, match="IMAGENET1K_V1"):
+        create_backbone("torchvision:resnet18", 3, weights="IMAGENET22K")
+
+
+def test_uncached_weights_give_an_offline_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelError, match="local cache"):
+        create_backbone("torchvision:resnet18", 3, weights="IMAGENET1K_V1")
+
+
+def test_weights_file_round_trip_and_mismatch(tmp_path: Path) -> None:
+    from torchvision.models import resnet18
+
+    src = resnet18(num_classes=10)
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}},
+        tmp_path / "r18.pth",
+    )
+    bb = create_backbone(
+        "torchvision:resnet18", 3, weights=str(tmp_path / "r18.pth"), image_size=32
+    )
+    assert torch.equal(bb.body.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
+    # a file for another architecture does not fit
+    from torchvision.models import mobilenet_v2
+
+    torch.save(mobilenet_v2().state_dict(), tmp_path / "mnv2.pth")
+    with pytest.raises(ModelError, match="does not fit"):
+        create_backbone("torchvision:resnet18", 3, weights=str(tmp_path / "mnv2.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read weights file"):
+        create_backbone("torchvision:resnet18", 3, weights=str(tmp_path / "junk.pth"))
+
+
+def test_timm_weights_from_local_file(tmp_path: Path) -> None:
+    import timm
+
+    src = timm.create_model("test_resnet", pretrained=False)
+    torch.save(src.state_dict(), tmp_path / "tr.pth")
+    bb = create_backbone("timm:test_resnet", 4, weights=str(tmp_path / "tr.pth"), image_size=64)
+    assert torch.equal(bb.body.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
+
+
+def test_preprocessing_comes_from_weights_metadata() -> None:
+    bb = create_backbone("torchvision:mobilenet_v2", 3, weights="none")
+    p = bb.preprocessing
+    assert (p.crop, p.resize) == (224, 232)  # IMAGENET1K_V2 recipe (DEFAULT), not hard-coded
+    assert p.mean == pytest.approx((0.485, 0.456, 0.406))
+    t = create_backbone("timm:test_resnet", 3, weights="none").preprocessing
+    assert t.crop == 160 and t.mean == pytest.approx((0.5, 0.5, 0.5))
+    assert (
+        create_backbone(
+            "torchvision:resnet18", 3, weights="none", image_size=112
+        ).preprocessing.crop
+        == 112
+    )
