@@ -70,7 +70,6 @@ def demo(
     t.add_column("val accuracy", justify="right")
     t.add_column("trainable params", justify="right")
     t.add_column("seconds", justify="right")
-    t.add_column("run folder")
     for name, r in (
         ("pretrained, feature extraction", pre),
         ("random init, from scratch", scratch),
@@ -81,10 +80,12 @@ def demo(
             f"{100 * r.val_accuracy:.1f} %",
             f"{info['trainable_params']:,}",
             f"{r.seconds:.0f}",
-            str(r.run_dir),
         )
     console.print(t)
+    console.print(f"run folders: {pre.run_dir}  {scratch.run_dir}")
     console.print(
-        f"transfer learning: +{100 * (pre.val_accuracy - scratch.val_accuracy):.1f} points, demo took {seconds:.0f}s"
+        f"transfer learning: {100 * (pre.val_accuracy - scratch.val_accuracy):+.1f} points of accuracy "
+        f"in {pre.seconds / max(scratch.seconds, 1e-9):.2f}x the time of training from scratch; "
+        f"demo took {seconds:.0f}s"
     )
     return DemoResult(pre, scratch, seconds)
