@@ -21,11 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headstart.errors import HeadstartError
 
-StrategyName = Literal["feature-extract", "fine-tune", "partial"]
+StrategyName = Literal["auto", "feature-extract", "partial", "gradual", "fine-tune"]
 OptimizerName = Literal["adamw", "sgd"]
 SchedulerName = Literal["cosine", "step", "onecycle", "none"]
 AugmentName = Literal["none", "light", "standard", "strong"]
 HeadName = Literal["linear", "mlp"]
+BNPolicy = Literal["auto", "frozen", "train"]
 
 
 class TrainConfig(BaseModel):
@@ -57,6 +58,10 @@ class TrainConfig(BaseModel):
     head_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="Head dropout (default: 0 for linear, 0.2 for mlp)."
     )
+    head_init: Literal["probe", "random"] = Field(
+        "probe",
+        description="Cached-feature path, linear head: start from a fitted logistic-regression probe.",
+    )
     image_size: int | None = Field(
         None, gt=0, description="Input crop size; default is the weights' own crop size."
     )
@@ -64,6 +69,19 @@ class TrainConfig(BaseModel):
     # --- strategy ---------------------------------------------------------------------------
     strategy: StrategyName = Field("feature-extract", description="Transfer strategy.")
     unfreeze_last: int = Field(1, ge=1, description="Stages trained by the partial strategy.")
+    unfreeze_every: int = Field(2, ge=1, description="gradual: epochs between unfreezing steps.")
+    gradual_steps: int = Field(
+        3,
+        ge=1,
+        description="gradual: unfreezing steps; the last one unfreezes all remaining stages.",
+    )
+    layer_decay: float | None = Field(
+        None, gt=0.0, le=1.0, description="Per-stage LR decay towards the input (e.g. 0.75)."
+    )
+    bn: BNPolicy = Field(
+        "auto",
+        description="BatchNorm statistics of trainable stages: auto (frozen when batch < 16), frozen, train.",
+    )
     backbone_lr_mult: float = Field(
         0.1, gt=0.0, le=1.0, description="Backbone LR = lr x this (discriminative learning rates)."
     )
@@ -86,6 +104,14 @@ class TrainConfig(BaseModel):
     step_size: int = Field(7, ge=1, description="StepLR: epochs between LR drops.")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="StepLR: LR multiplier at each drop.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing.")
+    class_weights: Literal["none", "auto"] = Field(
+        "none", description="auto: loss weights inversely proportional to class frequency."
+    )
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle", description="balanced: draw classes equally often (with replacement)."
+    )
+    mixup: float = Field(0.0, ge=0.0, description="MixUp alpha (0: off).")
+    cutmix: float = Field(0.0, ge=0.0, description="CutMix alpha (0: off).")
     augment: AugmentName = Field("light", description="Training augmentation preset.")
     early_stopping_patience: int | None = Field(
         5, ge=1, description="Stop after this many epochs without val-loss improvement (None: off)."
@@ -93,6 +119,7 @@ class TrainConfig(BaseModel):
 
     # --- runtime ----------------------------------------------------------------------------
     accelerator: str = Field("auto", description="cpu, cuda, mps or auto.")
+    devices: int = Field(1, ge=1, description="Devices (processes) per node; > 1 trains with DDP.")
     precision: str = Field(
         "32-true", description="Lightning precision (32-true, bf16-mixed, 16-mixed)."
     )

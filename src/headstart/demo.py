@@ -78,7 +78,7 @@ def demo(
         t.add_row(
             name,
             f"{100 * r.val_accuracy:.1f} %",
-            f"{info['trainable_params']:,}",
+            f"{info['trainable_params_start']:,}",
             f"{r.seconds:.0f}",
         )
     console.print(t)

@@ -34,3 +34,25 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 100_003 + index) % (2**63 - 1)
+
+
+class EpochBalancedSampler(Sampler[tuple[int, int]]):
+    """Class-balanced sampling with replacement: each class is drawn equally often in
+    expectation; ``len(targets)`` draws per epoch, seeded from ``(seed, epoch)``."""
+
+    def __init__(self, targets: list[int], seed: int) -> None:
+        t = torch.as_tensor(targets)
+        counts = torch.bincount(t).clamp(min=1).double()
+        self.weights = (1.0 / counts)[t]
+        self.n, self.seed, self.epoch = len(targets), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        idx = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        return iter((int(i), self.epoch) for i in idx)
+
+    def __len__(self) -> int:
+        return self.n

@@ -31,13 +31,34 @@ class Strategy(ABC):
         names = [backbone.stages[i].name for i in idx]
         return f"{self.name}: head + {len(idx)}/{len(backbone.stages)} stages trained ({', '.join(names)})"
 
-    def apply(self, backbone: Backbone, epoch: int) -> bool:
-        """Set the backbone's trainable stages for ``epoch``; True if they changed."""
+    def apply(self, backbone: Backbone, epoch: int) -> list[int]:
+        """Set the backbone's trainable stages for ``epoch``; returns the stages that became
+        trainable (in :meth:`unfreeze_order`), which the optimizer must now take in."""
         wanted = self.trainable_stages(epoch, len(backbone.stages))
         current = {i for i, frozen in enumerate(backbone.frozen_stages) if not frozen}
-        changed = wanted != current
         backbone.set_trainable_stages(wanted)
-        return changed
+        return [i for i in self.unfreeze_order(epoch, len(backbone.stages)) if i not in current]
+
+    def unfreeze_order(self, epoch: int, num_stages: int) -> list[int]:
+        """Trainable stages at ``epoch`` in the order they joined the optimizer (output side
+        first within one step). Optimizer groups are built in this order, so a resumed run
+        rebuilds exactly the groups an uninterrupted run has."""
+        order: list[int] = []
+        for e in range(epoch + 1):
+            new = sorted(self.trainable_stages(e, num_stages) - set(order), reverse=True)
+            order.extend(new)
+        return order
+
+    def events(self, epochs: int, backbone: Backbone) -> list[tuple[int, list[str]]]:
+        """``(epoch, stage names that become trainable)`` for each change within ``epochs``."""
+        out: list[tuple[int, list[str]]] = []
+        seen: set[int] = set()
+        for e in range(epochs):
+            new = sorted(self.trainable_stages(e, len(backbone.stages)) - seen, reverse=True)
+            if new and e > 0:
+                out.append((e, [backbone.stages[i].name for i in new]))
+            seen |= set(new)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -87,6 +108,49 @@ class Partial(Strategy):
         self.unfreeze_last = int(state["unfreeze_last"])
 
 
+class Gradual(Strategy):
+    """Gradual unfreezing (ULMFiT; the seeds' fc -> layer4 -> layer3 -> rest): the head alone
+    for ``unfreeze_every`` epochs, then one more stage (output side first) every
+    ``unfreeze_every`` epochs; step ``steps`` unfreezes all remaining stages.
+
+    The trainable set is a pure function of the epoch, so resume and every DDP rank agree.
+    """
+
+    name = "gradual"
+
+    def __init__(self, unfreeze_every: int = 2, steps: int = 3) -> None:
+        if unfreeze_every < 1 or steps < 1:
+            raise ValueError("unfreeze_every and steps must be >= 1")
+        self.unfreeze_every, self.steps = unfreeze_every, steps
+
+    def trainable_stages(self, epoch: int, num_stages: int) -> set[int]:
+        k = min(epoch // self.unfreeze_every, self.steps)
+        if k >= self.steps:
+            return set(range(num_stages))
+        return set(range(max(0, num_stages - k), num_stages))
+
+    def describe(self, backbone: Backbone) -> str:
+        n = len(backbone.stages)
+        parts = ["head"]
+        for k in range(1, self.steps + 1):
+            e = k * self.unfreeze_every
+            new = sorted(
+                self.trainable_stages(e, n) - self.trainable_stages(e - 1, n), reverse=True
+            )
+            if new:
+                names = [backbone.stages[i].name for i in new]
+                label = names[0] if len(names) == 1 else f"rest ({len(names)} stages)"
+                parts.append(f"+{label} @epoch {e}")
+        return f"{self.name}: " + " -> ".join(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "unfreeze_every": self.unfreeze_every, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.unfreeze_every, self.steps = int(state["unfreeze_every"]), int(state["steps"])
+
+
 def make_strategy(config: TrainConfig) -> Strategy:
     """The strategy object named by ``config.strategy``."""
     if config.strategy == "feature-extract":
@@ -95,4 +159,6 @@ def make_strategy(config: TrainConfig) -> Strategy:
         return FineTune()
     if config.strategy == "partial":
         return Partial(config.unfreeze_last)
+    if config.strategy == "gradual":
+        return Gradual(config.unfreeze_every, config.gradual_steps)
     raise ValueError(f"unknown strategy {config.strategy!r}")

@@ -22,12 +22,28 @@ def _no_decay_names(module: nn.Module) -> set[str]:
     return out
 
 
+def stage_lr(
+    backbone: Backbone, index: int, lr: float, backbone_lr_mult: float, layer_decay: float | None
+) -> float:
+    """LR of stage ``index``: ``lr * backbone_lr_mult * layer_decay ** (n - 1 - index)``
+    (geometric decay towards the input, as timm/BEiT layer decay; no decay when None)."""
+    n = len(backbone.stages)
+    return lr * backbone_lr_mult * (layer_decay ** (n - 1 - index) if layer_decay else 1.0)
+
+
 def build_param_groups(
-    backbone: Backbone, lr: float, weight_decay: float, backbone_lr_mult: float
+    backbone: Backbone,
+    lr: float,
+    weight_decay: float,
+    backbone_lr_mult: float,
+    layer_decay: float | None = None,
+    stages: list[int] | None = None,
+    include_head: bool = True,
 ) -> list[dict[str, Any]]:
     """Groups named ``head``, ``head/no_decay``, ``<stage>``, ``<stage>/no_decay``.
 
-    The head trains at ``lr``; every trainable stage at ``lr * backbone_lr_mult``. Frozen stages
+    The head trains at ``lr``; trainable stages at :func:`stage_lr`. ``stages`` gives the
+    stages and their order (default: every trainable stage, input side first). Frozen stages
     are left out entirely, so the optimizer holds only what trains.
     """
     groups: list[dict[str, Any]] = []
@@ -51,12 +67,15 @@ def build_param_groups(
                 }
             )
 
+    if include_head:
+        add("head", list(backbone.head.named_parameters()), lr, _no_decay_names(backbone.head))
     body_params = dict(backbone.body.named_parameters())
     body_nd = _no_decay_names(backbone.body)
-    for i, stage in enumerate(backbone.stages):
-        if backbone.frozen_stages[i]:
-            continue
+    order = (
+        stages if stages is not None else [i for i, f in enumerate(backbone.frozen_stages) if not f]
+    )
+    for i in order:
+        stage = backbone.stages[i]
         named = [(n, body_params[n]) for n in stage.param_names]
-        add(stage.name, named, lr * backbone_lr_mult, body_nd)
-    add("head", list(backbone.head.named_parameters()), lr, _no_decay_names(backbone.head))
+        add(stage.name, named, stage_lr(backbone, i, lr, backbone_lr_mult, layer_decay), body_nd)
     return groups

@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader, Dataset
 from headstart.models.backbone import Backbone
 
 
-@torch.inference_mode()
 def extract_features(
     backbone: Backbone,
     dataset: Dataset,  # type: ignore[type-arg]
@@ -40,12 +39,15 @@ def extract_features(
         with Progress(*columns, transient=True) as progress:
             task = progress.add_task(description, total=len(dataset))  # type: ignore[arg-type]
             for x, y in loader:
-                x = x.to(device).contiguous(memory_format=torch.channels_last)
-                f = body(x)
-                feats.append((f.flatten(1) if f.dim() > 2 else f).float().cpu())
+                with torch.inference_mode():
+                    x = x.to(device).contiguous(memory_format=torch.channels_last)
+                    f = body(x)
+                    f = (f.flatten(1) if f.dim() > 2 else f).float().cpu()
+                feats.append(f)
                 targets.append(torch.as_tensor(y))
                 progress.advance(task, len(y))
     finally:
         backbone.body.to(memory_format=torch.contiguous_format)
         backbone.train(was_training)
+    # cat outside inference mode: the results are ordinary tensors usable with autograd
     return torch.cat(feats), torch.cat(targets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
 from headstart.data import DataSplits, build_eval_transform, build_train_transform, load_splits
 from headstart.data.datasets import ImageDataset
-from headstart.data.samplers import EpochShuffleSampler
+from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
 from headstart.errors import HeadstartError, RunError, TrainingDiverged
 from headstart.evaluation import classification_metrics, metrics_table
+from headstart.evaluation.probe import cross_validated_probe, fit_logistic
 from headstart.models import Backbone, create_backbone
 from headstart.run import RunFolder, load_checkpoint_file
 from headstart.strategies import Strategy, make_strategy
+from headstart.strategies.auto import AutoDecision, decide
 from headstart.training.callbacks import EpochLog, NonFiniteLossGuard
 from headstart.training.checkpoint_io import AtomicCheckpointIO
 from headstart.training.features import extract_features
@@ -61,7 +64,11 @@ def default_num_workers() -> int:
 
 
 def train(
-    config: TrainConfig | None = None, *, resume: str | Path | None = None, **overrides: Any
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    extra_callbacks: Sequence[L.Callback] = (),
+    **overrides: Any,
 ) -> TrainResult:
     """Train a model as described by ``config`` (or keyword settings) and evaluate it.
 
@@ -70,6 +77,7 @@ def train(
         result = headstart.train(data="data/", model="torchvision:mobilenet_v2", epochs=5)
         print(result.val_accuracy, result.run_dir)
 
+    ``extra_callbacks`` are added to the Lightning Trainer (loggers, custom hooks).
     ``resume="runs/x"`` continues an interrupted run from its ``last.ckpt`` with its own config;
     the result equals an uninterrupted run (same seed-derived batches, strategy state, optimizer
     and LR schedule).
@@ -128,70 +136,118 @@ def train(
     elif run.load_classes() != splits.classes:
         raise RunError(f"--resume {resume}: the data's classes differ from the run's classes.json")
 
-    strategy = make_strategy(config)
+    num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
+    eval_tf = build_eval_transform(backbone.preprocessing)
+    idx = splits.class_to_idx
+    draft = backbone.preprocessing.resize
+    n_classes = len(splits.classes)
+
+    def images(samples: list[Any], tf: Any = eval_tf) -> ImageDataset:
+        return ImageDataset(samples, idx, tf, draft, seed=config.seed)
+
+    # --- strategy (auto: decide from data size + a probe of the pretrained features) -----------
+    train_feats: tuple[torch.Tensor, torch.Tensor] | None = None
+    decision: AutoDecision | None = None
+    probe_l2 = 1e-3
+    chosen: str = config.strategy
+    if config.strategy == "auto":
+        train_feats = extract_features(
+            backbone,
+            images(splits.train),
+            num_workers=num_workers,
+            description="train features (probe)",
+        )
+        acc, probe_l2 = cross_validated_probe(*train_feats, n_classes, seed=config.seed)
+        decision = decide(len(splits.train), n_classes, acc)
+        chosen = decision.strategy
+        console.print(f"[bold]auto strategy -> {chosen}[/]")
+        for reason in decision.reasons:
+            console.print(f"  - {reason}")
+    strategy = make_strategy(config.replace(strategy=chosen))
     strategy.apply(backbone, 0)
+    bn_frozen, bn_reason = _bn_policy(config)
+    backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
     trainable, total = backbone.param_counts()
     console.print(
         f"[bold]{config.model}[/] weights={backbone.weights_label}  input {backbone.preprocessing.crop}px "
         f"({backbone.preprocessing.source})\n"
         f"strategy {strategy.describe(backbone)}\n"
+        f"BatchNorm statistics of trainable stages: {'frozen' if bn_frozen else 'updated'} ({bn_reason})\n"
         f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
     )
-    fast = config.cache_features and _frozen_throughout(strategy, backbone, config.epochs)
-    num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
-    eval_tf = build_eval_transform(backbone.preprocessing)
-    idx = splits.class_to_idx
-    draft = backbone.preprocessing.resize
+    fast = (
+        config.cache_features
+        and not (config.mixup or config.cutmix)
+        and _frozen_throughout(strategy, backbone, config.epochs)
+    )
+    targets = splits.targets("train")
+    class_weights = None
+    if config.class_weights == "auto":
+        counts = torch.bincount(torch.tensor(targets), minlength=n_classes).clamp(min=1).float()
+        class_weights = len(targets) / (n_classes * counts)
+        console.print(
+            "class weights: "
+            + ", ".join(
+                f"{c} {w:.2f}" for c, w in zip(splits.classes, class_weights.tolist(), strict=True)
+            )
+        )
+    sampler: Any = (
+        EpochBalancedSampler(targets, config.seed)
+        if config.sampler == "balanced"
+        else EpochShuffleSampler(len(targets), config.seed)
+    )
+
+    # --- data loaders: cached features or images ----------------------------------------------
+    loader_kw: dict[str, Any] = {}
     if fast:
         console.print(
             "backbone frozen for the whole run: computing features once (cached-feature path)"
         )
         t0 = time.perf_counter()
-        tr_x, tr_y = extract_features(
-            backbone,
-            ImageDataset(splits.train, idx, eval_tf, draft),
-            num_workers=num_workers,
-            description="train features",
-        )
+        if train_feats is None:
+            train_feats = extract_features(
+                backbone,
+                images(splits.train),
+                num_workers=num_workers,
+                description="train features",
+            )
         va_x, va_y = extract_features(
-            backbone,
-            ImageDataset(splits.val, idx, eval_tf, draft),
-            num_workers=num_workers,
-            description="val features",
+            backbone, images(splits.val), num_workers=num_workers, description="val features"
         )
         console.print(
-            f"features: {len(tr_x)}+{len(va_x)} images -> {tr_x.shape[1]}-d in {time.perf_counter() - t0:.1f}s"
+            f"features: {len(train_feats[0])}+{len(va_x)} images -> {va_x.shape[1]}-d in {time.perf_counter() - t0:.1f}s"
         )
-        train_loader: DataLoader[Any] = DataLoader(
-            _IndexedTensors(tr_x, tr_y),
-            batch_size=config.batch_size,
-            sampler=EpochShuffleSampler(len(tr_y), config.seed),
-            drop_last=_drop_last(len(tr_y), config.batch_size),
-            generator=torch.Generator().manual_seed(config.seed),
-        )
+        if config.head == "linear" and config.head_init == "probe":
+            _init_head_from_probe(backbone, *train_feats, n_classes, probe_l2)
+        train_set: Any = _IndexedTensors(*train_feats)
         val_loader: DataLoader[Any] = DataLoader(TensorDataset(va_x, va_y), batch_size=256)
     else:
-        train_tf = build_train_transform(backbone.preprocessing, config.augment)
-        loader_kw: dict[str, Any] = {
+        train_set = images(
+            splits.train, build_train_transform(backbone.preprocessing, config.augment)
+        )
+        loader_kw = {
             "num_workers": num_workers,
             "persistent_workers": num_workers > 0,
             "pin_memory": torch.cuda.is_available(),
         }
-        train_ds = ImageDataset(splits.train, idx, train_tf, draft, seed=config.seed)
-        train_loader = DataLoader(
-            train_ds,
-            batch_size=config.batch_size,
-            sampler=EpochShuffleSampler(len(train_ds), config.seed),
-            drop_last=_drop_last(len(train_ds), config.batch_size),
-            generator=torch.Generator().manual_seed(config.seed),
-            **loader_kw,
-        )
-        val_loader = DataLoader(
-            ImageDataset(splits.val, idx, eval_tf, draft), batch_size=config.batch_size, **loader_kw
-        )
+        val_loader = DataLoader(images(splits.val), batch_size=config.batch_size, **loader_kw)
+    train_loader: DataLoader[Any] = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=_drop_last(len(targets), config.batch_size),
+        generator=torch.Generator().manual_seed(config.seed),
+        **loader_kw,
+    )
 
     module = HeadstartModule(
-        backbone, strategy, config, steps_per_epoch=len(train_loader), inputs_are_features=fast
+        backbone,
+        strategy,
+        config,
+        steps_per_epoch=len(train_loader),
+        inputs_are_features=fast,
+        class_weights=class_weights,
+        num_classes=n_classes,
     )
     guard = NonFiniteLossGuard()
     callbacks: list[L.Callback] = [
@@ -207,6 +263,7 @@ def train(
         ),
         EpochLog(run.log_path),
         guard,
+        *extra_callbacks,
     ]
     if config.early_stopping_patience:
         callbacks.append(
@@ -214,10 +271,19 @@ def train(
         )
     if console.is_terminal:
         callbacks.append(RichProgressBar(leave=False))
+    dist: Any = "auto"
+    if config.devices > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        dist = DDPStrategy(
+            find_unused_parameters=True,
+            process_group_backend="gloo" if not torch.cuda.is_available() else None,
+        )
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
-        devices=1,
+        devices=config.devices,
+        strategy=dist,
         precision=config.precision,  # type: ignore[arg-type]
         deterministic=True
         if config.accelerator == "cpu" or not torch.cuda.is_available()
@@ -237,10 +303,12 @@ def train(
             f"training loss became NaN/inf in epoch {guard.tripped_at}; stopped. The best checkpoint "
             f"so far is kept in {run.checkpoints}. Lower --lr or check the data."
         )
+    if not trainer.is_global_zero:
+        return TrainResult(run.path, config, {}, time.perf_counter() - t_start)
 
+    # --- evaluation of the best checkpoint ------------------------------------------------------
     best = run.checkpoint_for_inference()
-    state = load_checkpoint_file(best)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(load_checkpoint_file(best)["state_dict"])
     module.eval()
     results: dict[str, Any] = {}
     if fast:
@@ -248,22 +316,30 @@ def train(
             results["val"] = classification_metrics(module(va_x), va_y, splits.classes)
     else:
         results["val"] = evaluate_backbone(
-            backbone, ImageDataset(splits.val, idx, eval_tf, draft), splits.classes, num_workers
+            backbone, images(splits.val), splits.classes, num_workers
         )
     if splits.test:
         results["test"] = evaluate_backbone(
-            backbone, ImageDataset(splits.test, idx, eval_tf, draft), splits.classes, num_workers
+            backbone, images(splits.test), splits.classes, num_workers
         )
     seconds = time.perf_counter() - t_start
     results["run"] = {
         "model": config.model,
         "weights": backbone.weights_label,
         "preprocessing": backbone.preprocessing.to_dict(),
-        "strategy": strategy.describe(backbone),
+        "strategy": strategy.name,
+        "strategy_plan": strategy.describe(backbone),
+        "auto_decision": decision.to_dict() if decision else None,
+        "unfreeze_events": [[e, names] for e, names in module.unfreeze_events],
+        "batchnorm": {"trainable_stages_frozen": bn_frozen, "reason": bn_reason},
+        "class_weights": class_weights.tolist() if class_weights is not None else None,
         "stages": backbone.stage_names,
-        "trainable_params": trainable,
+        "trainable_params_start": trainable,
         "total_params": total,
         "cached_features": fast,
+        "head_init": "probe"
+        if fast and config.head == "linear" and config.head_init == "probe"
+        else "random",
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best.name,
         "train_images": len(splits.train),
@@ -280,6 +356,32 @@ def train(
             )
     console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
     return TrainResult(run.path, config, results, seconds)
+
+
+def _bn_policy(config: TrainConfig) -> tuple[bool, str]:
+    """Whether BatchNorm running statistics of *trainable* stages stay frozen, and why.
+    (Frozen stages always keep theirs.)"""
+    if config.bn == "frozen":
+        return True, "--bn frozen"
+    if config.bn == "train":
+        return False, "--bn train"
+    if config.batch_size < 16:
+        return (
+            True,
+            f"--bn auto: per-device batch {config.batch_size} < 16 gives noisy batch statistics",
+        )
+    return False, f"--bn auto: per-device batch {config.batch_size} >= 16"
+
+
+def _init_head_from_probe(
+    backbone: Backbone, x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float
+) -> None:
+    """Start the linear head at the logistic-regression optimum on the cached features."""
+    probe = fit_logistic(x, y, n_classes, l2)
+    linear = [m for m in backbone.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        linear.weight.copy_(probe.weight)
+        linear.bias.copy_(probe.bias)
 
 
 class _IndexedTensors(TensorDataset):

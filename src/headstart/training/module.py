@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
-import math
+import logging
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, StepLR
+from torch.optim.lr_scheduler import LambdaLR
+from torchvision.transforms import v2
 
 from headstart.config import TrainConfig
 from headstart.models.backbone import Backbone
 from headstart.strategies import Strategy, build_param_groups
+from headstart.training.schedules import add_param_group, make_schedule
+
+log = logging.getLogger(__name__)
 
 
 class HeadstartModule(L.LightningModule):
     """Cross-entropy classification of images, or of cached features when
     ``inputs_are_features`` (the frozen-backbone fast path trains ``backbone.head`` only).
 
-    The strategy's state and the preprocessing are stored in every checkpoint under
-    ``"headstart"``, so a resumed run continues exactly and a checkpoint is self-describing.
+    Strategy handling, made exact under resume and DDP:
+
+    * the trainable set is re-applied at every epoch start; stages that become trainable join
+      the optimizer as new parameter groups (existing groups keep their Adam/momentum state) and
+      the LR schedule at its current step;
+    * the epoch whose trainable set the optimizer reflects is stored in the checkpoint, so a
+      resumed run rebuilds the same groups, in the same order, before the optimizer state loads;
+    * under DDP every parameter requires grad when the DDP wrapper is built (``setup``), so its
+      reducer covers stages unfrozen later; freezing is applied only afterwards, and DDP runs
+      with ``find_unused_parameters=True`` (Lightning #20340: otherwise newly unfrozen stages
+      are never all-reduced and the ranks drift apart).
     """
 
     def __init__(
@@ -31,6 +44,7 @@ class HeadstartModule(L.LightningModule):
         steps_per_epoch: int,
         inputs_are_features: bool = False,
         class_weights: torch.Tensor | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -39,8 +53,19 @@ class HeadstartModule(L.LightningModule):
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.inputs_are_features = inputs_are_features
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.strategy.apply(self.backbone, 0)
+        self._applied_epoch = 0
+        self.unfreeze_events: list[tuple[int, list[str]]] = []
+        self._mix: v2.Transform | None = None
+        n = num_classes or _out_features(backbone.head)
+        mixers: list[v2.Transform] = []
+        if config.mixup > 0:
+            mixers.append(v2.MixUp(alpha=config.mixup, num_classes=n))
+        if config.cutmix > 0:
+            mixers.append(v2.CutMix(alpha=config.cutmix, num_classes=n))
+        if mixers and not inputs_are_features:
+            self._mix = mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
+    # --- forward / steps -----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs_are_features:
             return self.backbone.head(x)
@@ -48,19 +73,22 @@ class HeadstartModule(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
+        target: torch.Tensor = y
+        if stage == "train" and self._mix is not None:
+            x, target = self._mix(x, y)
         logits = self(x)
         weights = self.class_weights if isinstance(self.class_weights, torch.Tensor) else None
         smoothing = self.config.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=smoothing)
+        loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=smoothing)
         acc = (logits.argmax(1) == y).float().mean()
-        on_step = stage == "train"
         self.log(
             f"{stage}_loss",
             loss,
             on_step=False,
             on_epoch=True,
-            prog_bar=on_step or stage == "val",
+            prog_bar=True,
             batch_size=len(y),
+            sync_dist=stage == "val",
         )
         self.log(
             f"{stage}_acc",
@@ -69,6 +97,7 @@ class HeadstartModule(L.LightningModule):
             on_epoch=True,
             prog_bar=stage == "val",
             batch_size=len(y),
+            sync_dist=stage == "val",
         )
         return loss
 
@@ -80,44 +109,75 @@ class HeadstartModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
+    # --- strategy ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            for p in self.backbone.parameters():
+                p.requires_grad_(True)
+
     def on_train_epoch_start(self) -> None:
-        # Random state (augmentation, dropout, worker seeds) is a function of (seed, epoch), so a
+        epoch = self.current_epoch
+        # Random state (augmentation, dropout, mixing) is a function of (seed, epoch), so a
         # resumed run continues exactly as an uninterrupted one.
-        L.seed_everything(self.config.seed * 1009 + self.current_epoch, workers=True, verbose=False)
-        # Re-assert the strategy's trainable set (and frozen stages' eval mode) every epoch.
-        self.strategy.apply(self.backbone, self.current_epoch)
+        L.seed_everything(self.config.seed * 1009 + epoch, workers=True, verbose=False)
+        new = self.strategy.apply(self.backbone, epoch)
+        if new and epoch > self._applied_epoch:
+            self._add_stage_groups(new)
+            names = [self.backbone.stages[i].name for i in new]
+            self.unfreeze_events.append((epoch, names))
+            log.info("epoch %d: unfreezing %s", epoch, ", ".join(names))
+        self._applied_epoch = epoch
         self.backbone.train(True)
+
+    def _add_stage_groups(self, stages: list[int]) -> None:
+        c = self.config
+        opt = self.optimizers(use_pl_optimizer=False)
+        assert isinstance(opt, torch.optim.Optimizer)
+        scheds = self.lr_schedulers()
+        sched = scheds if isinstance(scheds, LambdaLR) else None
+        groups = build_param_groups(
+            self.backbone,
+            c.lr,
+            c.weight_decay,
+            c.backbone_lr_mult,
+            c.layer_decay,
+            stages=stages,
+            include_head=False,
+        )
+        for g in groups:
+            add_param_group(opt, sched, g)
 
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         c = self.config
-        groups = build_param_groups(self.backbone, c.lr, c.weight_decay, c.backbone_lr_mult)
+        self.strategy.apply(self.backbone, self._applied_epoch)
+        order = self.strategy.unfreeze_order(self._applied_epoch, len(self.backbone.stages))
+        groups = build_param_groups(
+            self.backbone, c.lr, c.weight_decay, c.backbone_lr_mult, c.layer_decay, stages=order
+        )
         if c.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
         else:
             opt = torch.optim.AdamW(groups, lr=c.lr)
-        total = c.epochs * self.steps_per_epoch
-        if c.scheduler == "none":
-            return opt
-        if c.scheduler == "step":
-            return {
-                "optimizer": opt,
-                "lr_scheduler": {
-                    "scheduler": StepLR(opt, c.step_size, c.gamma),
-                    "interval": "epoch",
-                },
-            }
-        if c.scheduler == "onecycle":
-            sched: Any = OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=total)
-        else:
-            warm = int(c.warmup_epochs * self.steps_per_epoch)
-            sched = LambdaLR(opt, _CosineWithWarmup(warm, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        fn = make_schedule(
+            c.scheduler,
+            epochs=c.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            warmup_epochs=c.warmup_epochs,
+            step_size=c.step_size,
+            gamma=c.gamma,
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": LambdaLR(opt, fn), "interval": "step"},
+        }
 
     # --- checkpoint ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["headstart"] = {
             "strategy": self.strategy.state_dict(),
+            "applied_epoch": self._applied_epoch,
+            "unfreeze_events": [[e, names] for e, names in self.unfreeze_events],
             "preprocessing": self.backbone.preprocessing.to_dict(),
             "model": self.backbone.spec,
             "config": self.config.model_dump(mode="json"),
@@ -127,19 +187,10 @@ class HeadstartModule(L.LightningModule):
         state = checkpoint.get("headstart", {})
         if "strategy" in state:
             self.strategy.load_state_dict(state["strategy"])
+        self._applied_epoch = int(state.get("applied_epoch", 0))
+        self.unfreeze_events = [(int(e), list(n)) for e, n in state.get("unfreeze_events", [])]
 
 
-class _CosineWithWarmup:
-    """LR multiplier: linear warmup for ``warmup`` steps, then cosine decay to 0 at ``total``.
-
-    A class (not a lambda) so the scheduler's state stays picklable-free in checkpoints.
-    """
-
-    def __init__(self, warmup: int, total: int) -> None:
-        self.warmup, self.total = warmup, max(1, total)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+def _out_features(head: torch.nn.Module) -> int:
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    return linears[-1].out_features
