@@ -68,9 +68,36 @@ def train(
     image_size: Annotated[int | None, Opt(help="Input crop size [the weights' own].")] = None,
     strategy: Annotated[
         str | None,
-        Opt("--strategy", "-s", help="feature-extract, fine-tune or partial [feature-extract]."),
+        Opt(
+            "--strategy",
+            "-s",
+            help="auto, feature-extract, partial, gradual or fine-tune [feature-extract].",
+        ),
     ] = None,
     unfreeze_last: Annotated[int | None, Opt(help="partial: stages to train [1].")] = None,
+    unfreeze_every: Annotated[
+        int | None, Opt(help="gradual: epochs between unfreezing steps [2].")
+    ] = None,
+    gradual_steps: Annotated[
+        int | None, Opt(help="gradual: steps; the last unfreezes the rest [3].")
+    ] = None,
+    layer_decay: Annotated[
+        float | None, Opt(help="Per-stage LR decay towards the input, e.g. 0.75 [off].")
+    ] = None,
+    bn: Annotated[
+        str | None,
+        Opt("--bn", help="BatchNorm stats of trainable stages: auto, frozen, train [auto]."),
+    ] = None,
+    head_init: Annotated[
+        str | None, Opt(help="Cached path, linear head: probe or random [probe].")
+    ] = None,
+    class_weights: Annotated[
+        str | None, Opt(help="none or auto (inverse frequency) [none].")
+    ] = None,
+    sampler: Annotated[str | None, Opt(help="shuffle or balanced [shuffle].")] = None,
+    mixup: Annotated[float | None, Opt(help="MixUp alpha, 0 = off [0].")] = None,
+    cutmix: Annotated[float | None, Opt(help="CutMix alpha, 0 = off [0].")] = None,
+    devices: Annotated[int | None, Opt(help="Processes/devices; > 1 trains with DDP [1].")] = None,
     backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [0.1].")] = None,
     cache_features: Annotated[
         bool | None,
@@ -79,7 +106,7 @@ def train(
     epochs: Annotated[int | None, Opt("--epochs", "-e", help="Maximum epochs [10].")] = None,
     batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size [32].")] = None,
     optimizer: Annotated[str | None, Opt(help="adamw or sgd [adamw].")] = None,
-    lr: Annotated[float | None, Opt(help="Head learning rate [3e-3].")] = None,
+    lr: Annotated[float | None, Opt("--lr", "--lr-head", help="Head learning rate [3e-3].")] = None,
     momentum: Annotated[float | None, Opt(help="SGD momentum [0.9].")] = None,
     weight_decay: Annotated[
         float | None, Opt(help="Weight decay, not on norms/biases [1e-4].")

@@ -129,10 +129,14 @@ def train(
         head_dropout=config.head_dropout,
         image_size=config.image_size,
     )
-    if resume is None:
+    if resume is None and _is_ddp_child():
+        # Lightning's DDP launcher re-runs this process per rank; rank 0 created the folder.
+        run = RunFolder(Path(os.environ[_RUN_DIR_ENV]))
+    elif resume is None:
         run = RunFolder.create(config.out or RunFolder.default_path(config))
         run.save_config(config)
         run.save_classes(splits.classes)
+        os.environ[_RUN_DIR_ENV] = str(run.path)  # inherited by DDP rank processes
     elif run.load_classes() != splits.classes:
         raise RunError(f"--resume {resume}: the data's classes differ from the run's classes.json")
 
@@ -356,6 +360,17 @@ def train(
             )
     console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
     return TrainResult(run.path, config, results, seconds)
+
+
+_RUN_DIR_ENV = "HEADSTART_DDP_RUN_DIR"
+
+
+def _is_ddp_child() -> bool:
+    return (
+        _RUN_DIR_ENV in os.environ
+        and int(os.environ.get("LOCAL_RANK", "0") or 0) + int(os.environ.get("NODE_RANK", "0") or 0)
+        > 0
+    )
 
 
 def _bn_policy(config: TrainConfig) -> tuple[bool, str]:

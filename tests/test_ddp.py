@@ -1,0 +1,41 @@
+"""Gradual unfreezing under Lightning DDP (2 CPU processes, gloo): ranks stay identical.
+
+Lightning #20340: a stage frozen when DDP's reducer was built is never all-reduced after it is
+unfrozen, so ranks drift apart. headstart builds the wrapper with every parameter requiring grad
+and freezes afterwards (see HeadstartModule).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import write_class_folders
+
+
+def test_ranks_identical_after_unfreeze_steps(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "data", 16)
+    dumps = tmp_path / "dumps"
+    script = Path(__file__).with_name("ddp_script.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, str(script), str(data), str(tmp_path / "run"), str(dumps)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for epoch in range(3):
+        a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)
+        b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)
+        assert a["frozen"] == b["frozen"]
+        for k, v in a["state"].items():
+            assert torch.equal(v, b["state"][k]), f"epoch {epoch}: {k} differs across ranks"
+    # the schedule really unfroze stages during the run, and they really trained
+    first = torch.load(dumps / "rank0-epoch0.pt", weights_only=True)
+    last = torch.load(dumps / "rank0-epoch2.pt", weights_only=True)
+    assert first["frozen"][-1] and not last["frozen"][-1] and not last["frozen"][0]
+    key = "backbone.body.layer4.1.conv2.weight"
+    assert not torch.equal(first["state"][key], last["state"][key])
