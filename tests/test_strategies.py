@@ -198,3 +198,14 @@ def test_bn_frozen_modules_stay_in_eval() -> None:
     bns = [m for m in bb.body.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert all(p.requires_grad for m in bns for p in m.parameters())
+
+
+def test_lr_find_suggests_and_plots(image_folder: Path, tmp_path: Path) -> None:
+    res = headstart.lr_find(
+        data=str(image_folder), plot=tmp_path / "lr.png", num_training=30, min_lr=1e-5, max_lr=10.0,
+        **{**TINY, "batch_size": 4},
+    )  # fmt: skip
+    assert len(res.lrs) >= 10 and res.lrs == sorted(res.lrs)
+    assert res.plot is not None and res.plot.stat().st_size > 1000
+    assert res.suggestion is None or 1e-5 <= res.suggestion <= 10.0
+    assert not (tmp_path / "run").exists()

@@ -14,12 +14,14 @@ from headstart.errors import HeadstartError
 from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict
 from headstart.models import Backbone, create_backbone, list_models
 from headstart.training.fit import TrainResult, train
+from headstart.training.lr_find import LRFindResult, lr_find
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
     "HeadstartError",
+    "LRFindResult",
     "LoadedRun",
     "Prediction",
     "TrainConfig",
@@ -29,6 +31,7 @@ __all__ = [
     "evaluate",
     "list_models",
     "load_run",
+    "lr_find",
     "predict",
     "train",
 ]

@@ -162,6 +162,49 @@ def train(
     headstart.train(cfg)
 
 
+@app.command("lr-find")
+def lr_find(
+    data: Annotated[str | None, typer.Argument(help="Image folder or CSV (as for train).")] = None,
+    config: Annotated[
+        Path | None, Opt("--config", help="YAML config; options here override it.")
+    ] = None,
+    model: Annotated[str | None, Opt("--model", "-m", help="Model spec.")] = None,
+    weights: Annotated[str | None, Opt(help="Weights.")] = None,
+    strategy: Annotated[str | None, Opt("--strategy", "-s", help="Strategy.")] = None,
+    image_size: Annotated[int | None, Opt(help="Input crop size.")] = None,
+    batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size.")] = None,
+    optimizer: Annotated[str | None, Opt(help="adamw or sgd.")] = None,
+    min_lr: Annotated[float, Opt(help="Sweep start.")] = 1e-6,
+    max_lr: Annotated[float, Opt(help="Sweep end.")] = 1.0,
+    steps: Annotated[int, Opt(help="Sweep steps.")] = 100,
+    plot: Annotated[Path, Opt(help="Where the loss-vs-LR plot is written.")] = Path("lr_find.png"),
+) -> None:
+    """Learning-rate range test (Lightning Tuner): prints and plots a suggested --lr."""
+    from headstart.config import TrainConfig
+    from headstart.training.lr_find import lr_find as run_lr_find
+
+    given = {
+        k: v
+        for k, v in {
+            "data": data,
+            "model": model,
+            "weights": weights,
+            "strategy": strategy,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "optimizer": optimizer,
+        }.items()
+        if v is not None
+    }
+    if config is not None:
+        cfg = TrainConfig.from_yaml(config, **given)
+    elif "data" not in given:
+        raise HeadstartError("give a data folder/CSV or --config run.yaml")
+    else:
+        cfg = TrainConfig.create(**given)
+    run_lr_find(cfg, plot=plot, min_lr=min_lr, max_lr=max_lr, num_training=steps)
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder.")],

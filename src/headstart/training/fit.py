@@ -140,6 +140,138 @@ def train(
     elif run.load_classes() != splits.classes:
         raise RunError(f"--resume {resume}: the data's classes differ from the run's classes.json")
 
+    p = _prepare(config, splits, backbone)
+    module, strategy, fast = p.module, p.strategy, p.fast
+    guard = NonFiniteLossGuard()
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run.checkpoints,
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=True,
+        ),
+        EpochLog(run.log_path),
+        guard,
+        *extra_callbacks,
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
+        )
+    if console.is_terminal:
+        callbacks.append(RichProgressBar(leave=False))
+    dist: Any = "auto"
+    if config.devices > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        dist = DDPStrategy(
+            find_unused_parameters=True,
+            process_group_backend="gloo" if not torch.cuda.is_available() else None,
+        )
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=dist,
+        precision=config.precision,  # type: ignore[arg-type]
+        deterministic=True
+        if config.accelerator == "cpu" or not torch.cuda.is_available()
+        else "warn",
+        logger=False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run.path,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=console.is_terminal,
+        log_every_n_steps=max(1, min(50, len(p.train_loader))),
+    )
+    trainer.fit(module, p.train_loader, p.val_loader, ckpt_path=ckpt_path)
+    if guard.tripped_at is not None:
+        raise TrainingDiverged(
+            f"training loss became NaN/inf in epoch {guard.tripped_at}; stopped. The best checkpoint "
+            f"so far is kept in {run.checkpoints}. Lower --lr or check the data."
+        )
+    if not trainer.is_global_zero:
+        return TrainResult(run.path, config, {}, time.perf_counter() - t_start)
+
+    # --- evaluation of the best checkpoint ------------------------------------------------------
+    best = run.checkpoint_for_inference()
+    module.load_state_dict(load_checkpoint_file(best)["state_dict"])
+    module.eval()
+    results: dict[str, Any] = {}
+    if p.val_features is not None:
+        with torch.inference_mode():
+            va_x, va_y = p.val_features
+            results["val"] = classification_metrics(module(va_x), va_y, splits.classes)
+    else:
+        val_set = p.images(splits.val)
+        results["val"] = evaluate_backbone(backbone, val_set, splits.classes, p.num_workers)
+    if splits.test:
+        test_set = p.images(splits.test)
+        results["test"] = evaluate_backbone(backbone, test_set, splits.classes, p.num_workers)
+    seconds = time.perf_counter() - t_start
+    results["run"] = {
+        "model": config.model,
+        "weights": backbone.weights_label,
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "strategy": strategy.name,
+        "strategy_plan": strategy.describe(backbone),
+        "auto_decision": p.decision.to_dict() if p.decision else None,
+        "unfreeze_events": [[e, names] for e, names in module.unfreeze_events],
+        "batchnorm": {"trainable_stages_frozen": p.bn_frozen, "reason": p.bn_reason},
+        "class_weights": p.class_weights.tolist() if p.class_weights is not None else None,
+        "stages": backbone.stage_names,
+        "trainable_params_start": p.trainable,
+        "total_params": p.total,
+        "cached_features": fast,
+        "head_init": "probe"
+        if fast and config.head == "linear" and config.head_init == "probe"
+        else "random",
+        "epochs_run": trainer.current_epoch,
+        "best_checkpoint": best.name,
+        "train_images": len(splits.train),
+        "val_images": len(splits.val),
+        "test_images": len(splits.test),
+        "skipped_files": dict(splits.skipped),
+        "seconds": round(seconds, 2),
+    }
+    run.save_metrics(results)
+    for split in ("val", "test"):
+        if split in results:
+            console.print(
+                metrics_table(results[split], f"{split} ({results[split]['samples']} images)")
+            )
+    console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
+    return TrainResult(run.path, config, results, seconds)
+
+
+@dataclass
+class _Prepared:
+    """Everything between validated inputs and ``trainer.fit``: shared by train and lr_find."""
+
+    module: HeadstartModule
+    strategy: Strategy
+    train_loader: DataLoader[Any]
+    val_loader: DataLoader[Any]
+    fast: bool
+    val_features: tuple[torch.Tensor, torch.Tensor] | None
+    decision: AutoDecision | None
+    bn_frozen: bool
+    bn_reason: str
+    trainable: int
+    total: int
+    class_weights: torch.Tensor | None
+    num_workers: int
+    images: Any
+
+
+def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Prepared:
+    """Choose the strategy, build datasets/loaders (cached features or images) and the module."""
     num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
     eval_tf = build_eval_transform(backbone.preprocessing)
     idx = splits.class_to_idx
@@ -253,113 +385,10 @@ def train(
         class_weights=class_weights,
         num_classes=n_classes,
     )
-    guard = NonFiniteLossGuard()
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=run.checkpoints,
-            filename="best",
-            monitor="val_loss",
-            mode="min",
-            save_last=True,
-            save_top_k=1,
-            enable_version_counter=False,
-            save_on_train_epoch_end=True,
-        ),
-        EpochLog(run.log_path),
-        guard,
-        *extra_callbacks,
-    ]
-    if config.early_stopping_patience:
-        callbacks.append(
-            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
-        )
-    if console.is_terminal:
-        callbacks.append(RichProgressBar(leave=False))
-    dist: Any = "auto"
-    if config.devices > 1:
-        from lightning.pytorch.strategies import DDPStrategy
-
-        dist = DDPStrategy(
-            find_unused_parameters=True,
-            process_group_backend="gloo" if not torch.cuda.is_available() else None,
-        )
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=dist,
-        precision=config.precision,  # type: ignore[arg-type]
-        deterministic=True
-        if config.accelerator == "cpu" or not torch.cuda.is_available()
-        else "warn",
-        logger=False,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=run.path,
-        num_sanity_val_steps=0,
-        enable_model_summary=False,
-        enable_progress_bar=console.is_terminal,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-    )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
-    if guard.tripped_at is not None:
-        raise TrainingDiverged(
-            f"training loss became NaN/inf in epoch {guard.tripped_at}; stopped. The best checkpoint "
-            f"so far is kept in {run.checkpoints}. Lower --lr or check the data."
-        )
-    if not trainer.is_global_zero:
-        return TrainResult(run.path, config, {}, time.perf_counter() - t_start)
-
-    # --- evaluation of the best checkpoint ------------------------------------------------------
-    best = run.checkpoint_for_inference()
-    module.load_state_dict(load_checkpoint_file(best)["state_dict"])
-    module.eval()
-    results: dict[str, Any] = {}
-    if fast:
-        with torch.inference_mode():
-            results["val"] = classification_metrics(module(va_x), va_y, splits.classes)
-    else:
-        results["val"] = evaluate_backbone(
-            backbone, images(splits.val), splits.classes, num_workers
-        )
-    if splits.test:
-        results["test"] = evaluate_backbone(
-            backbone, images(splits.test), splits.classes, num_workers
-        )
-    seconds = time.perf_counter() - t_start
-    results["run"] = {
-        "model": config.model,
-        "weights": backbone.weights_label,
-        "preprocessing": backbone.preprocessing.to_dict(),
-        "strategy": strategy.name,
-        "strategy_plan": strategy.describe(backbone),
-        "auto_decision": decision.to_dict() if decision else None,
-        "unfreeze_events": [[e, names] for e, names in module.unfreeze_events],
-        "batchnorm": {"trainable_stages_frozen": bn_frozen, "reason": bn_reason},
-        "class_weights": class_weights.tolist() if class_weights is not None else None,
-        "stages": backbone.stage_names,
-        "trainable_params_start": trainable,
-        "total_params": total,
-        "cached_features": fast,
-        "head_init": "probe"
-        if fast and config.head == "linear" and config.head_init == "probe"
-        else "random",
-        "epochs_run": trainer.current_epoch,
-        "best_checkpoint": best.name,
-        "train_images": len(splits.train),
-        "val_images": len(splits.val),
-        "test_images": len(splits.test),
-        "skipped_files": dict(splits.skipped),
-        "seconds": round(seconds, 2),
-    }
-    run.save_metrics(results)
-    for split in ("val", "test"):
-        if split in results:
-            console.print(
-                metrics_table(results[split], f"{split} ({results[split]['samples']} images)")
-            )
-    console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
-    return TrainResult(run.path, config, results, seconds)
+    return _Prepared(
+        module, strategy, train_loader, val_loader, fast, (va_x, va_y) if fast else None, decision,
+        bn_frozen, bn_reason, trainable, total, class_weights, num_workers, images,
+    )  # fmt: skip
 
 
 _RUN_DIR_ENV = "HEADSTART_DDP_RUN_DIR"

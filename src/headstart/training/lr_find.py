@@ -1,0 +1,103 @@
+"""``headstart lr-find``: Lightning's learning-rate range test on the run's real setup."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.tuner import Tuner
+
+from headstart.config import TrainConfig
+from headstart.console import console, setup_logging
+from headstart.data import load_splits
+from headstart.errors import HeadstartError
+from headstart.models import create_backbone
+from headstart.training.checkpoint_io import AtomicCheckpointIO
+from headstart.training.fit import _prepare
+
+
+@dataclass
+class LRFindResult:
+    suggestion: float | None
+    lrs: list[float]
+    losses: list[float]
+    plot: Path | None
+
+
+def lr_find(
+    config: TrainConfig | None = None,
+    *,
+    plot: str | Path | None = "lr_find.png",
+    min_lr: float = 1e-6,
+    max_lr: float = 1.0,
+    num_training: int = 100,
+    **overrides: Any,
+) -> LRFindResult:
+    """Sweep the LR exponentially from ``min_lr`` to ``max_lr`` over ``num_training`` steps with
+    the same data, model, strategy and optimizer as :func:`headstart.train`, and suggest the LR at
+    the steepest loss descent. Every parameter group gets the swept LR, so the suggestion is for
+    ``--lr`` (the head); the backbone keeps its ``--backbone-lr-mult`` relation when training.
+    Nothing is written except the plot.
+
+    Example::
+
+        res = headstart.lr_find(data="data/", model="torchvision:resnet18")
+        print(res.suggestion)
+    """
+    setup_logging()
+    config = config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = load_splits(
+        config.data,
+        config.val,
+        config.test,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        strict=config.strict,
+    )
+    backbone = create_backbone(
+        config.model, len(splits.classes), weights=config.weights, head=config.head,
+        head_hidden=config.head_hidden, head_dropout=config.head_dropout, image_size=config.image_size,
+    )  # fmt: skip
+    p = _prepare(config, splits, backbone)
+    with tempfile.TemporaryDirectory(prefix="headstart-lrfind-") as tmp:
+        trainer = L.Trainer(
+            max_epochs=num_training, accelerator=config.accelerator, devices=1, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=console.is_terminal,
+            default_root_dir=tmp, plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0,
+        )  # fmt: skip
+        finder = Tuner(trainer).lr_find(
+            p.module, train_dataloaders=p.train_loader, val_dataloaders=p.val_loader,
+            min_lr=min_lr, max_lr=max_lr, num_training=num_training, update_attr=False,
+        )  # fmt: skip
+    if finder is None:
+        raise HeadstartError("the LR range test produced no result")
+    suggestion = finder.suggestion()
+    plot_path: Path | None = None
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+
+        fig = finder.plot(suggest=suggestion is not None)
+        if isinstance(fig, Figure):
+            ax = fig.axes[0]
+            ax.set_title(
+                f"LR range test: {config.model}, {p.strategy.name}"
+                + (f" — suggestion {suggestion:.2e}" if suggestion else "")
+            )
+            plot_path = Path(plot)
+            fig.savefig(plot_path, dpi=120, bbox_inches="tight")
+    lrs = [float(v) for v in finder.results.get("lr", [])]
+    losses = [float(v) for v in finder.results.get("loss", [])]
+    if suggestion is None:
+        console.print("no clear suggestion (the loss did not fall enough); inspect the plot")
+    else:
+        console.print(f"suggested --lr {suggestion:.3g} (steepest descent of the loss)")
+    if plot_path:
+        console.print(f"plot: {plot_path}")
+    return LRFindResult(suggestion, lrs, losses, plot_path)
