@@ -38,6 +38,12 @@ def write_class_folders(
     return root
 
 
+@pytest.fixture(autouse=True)
+def _isolated_feature_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own feature cache (HEADSTART_CACHE), never the user's."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """data/<class>/*.png, 3 classes x 12 images."""

@@ -62,8 +62,9 @@ class TrainConfig(BaseModel):
         "probe",
         description="Cached-feature path, linear head: start from a fitted logistic-regression probe.",
     )
-    image_size: int | None = Field(
-        None, gt=0, description="Input crop size; default is the weights' own crop size."
+    image_size: int | Literal["auto"] | None = Field(
+        None,
+        description="Input crop size; default the weights' own; 'auto' shrinks it for small images.",
     )
 
     # --- strategy ---------------------------------------------------------------------------
@@ -89,6 +90,13 @@ class TrainConfig(BaseModel):
         True,
         description="With a frozen backbone, compute features once and train the head on them.",
     )
+    disk_cache: bool = Field(True, description="Keep extracted features on disk for later runs.")
+    feature_views: int = Field(
+        1,
+        ge=1,
+        description="Cached path: views per image (1 = un-augmented; more add augmented views).",
+    )
+    compile: bool = Field(False, description="torch.compile the model (image path).")
 
     # --- optimisation -----------------------------------------------------------------------
     epochs: int = Field(10, ge=1, description="Maximum number of epochs.")

@@ -46,7 +46,7 @@ def load_run(path: str | Path) -> LoadedRun:
         head=config.head,
         head_hidden=config.head_hidden,
         head_dropout=config.head_dropout,
-        image_size=config.image_size,
+        image_size=None if config.image_size == "auto" else config.image_size,
     )
     meta = ckpt.get("headstart", {})
     if "preprocessing" in meta:

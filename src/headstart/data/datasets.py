@@ -76,3 +76,20 @@ class ImageDataset(Dataset[tuple[Any, int]]):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item_seed(self.seed, epoch, i))
             return self.transform(img), self.targets[i]
+
+
+class ViewsDataset(Dataset[tuple[Any, int]]):
+    """``views`` copies of a dataset of images: view 0 through ``base`` (the eval transform),
+    views 1.. through ``augmented``, each view's augmentation seeded from (seed, view, index)."""
+
+    def __init__(self, base: ImageDataset, augmented: ImageDataset, views: int) -> None:
+        self.base, self.augmented, self.views = base, augmented, views
+
+    def __len__(self) -> int:
+        return len(self.base) * self.views
+
+    def __getitem__(self, k: int) -> tuple[Any, int]:
+        view, i = divmod(k, len(self.base))
+        if view == 0:
+            return self.base[i]
+        return self.augmented[(i, 1_000_000 + view)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
@@ -51,3 +53,35 @@ def extract_features(
         backbone.train(was_training)
     # cat outside inference mode: the results are ordinary tensors usable with autograd
     return torch.cat(feats), torch.cat(targets)
+
+
+def features_for(
+    backbone: Backbone,
+    dataset: Any,
+    samples: list[Any],
+    class_to_idx: dict[str, int],
+    *,
+    use_disk_cache: bool,
+    cache_extra: dict[str, Any],
+    num_workers: int = 0,
+    description: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Features of ``dataset`` (whose items are ``samples``), from the disk cache when possible.
+
+    Returns ``(features, targets, cache_hit)``.
+    """
+    from headstart.training import feature_cache
+
+    key = (
+        feature_cache.feature_key(backbone, samples, class_to_idx, cache_extra)
+        if use_disk_cache
+        else None
+    )
+    if key is not None:
+        hit = feature_cache.load_cached(key)
+        if hit is not None:
+            return hit[0], hit[1], True
+    x, y = extract_features(backbone, dataset, num_workers=num_workers, description=description)
+    if key is not None:
+        feature_cache.store(key, x, y)
+    return x, y, False

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
 from headstart.data import DataSplits, build_eval_transform, build_train_transform, load_splits
-from headstart.data.datasets import ImageDataset
+from headstart.data.datasets import ImageDataset, ViewsDataset
+from headstart.data.image_size import auto_image_size
 from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
 from headstart.errors import HeadstartError, RunError, TrainingDiverged
 from headstart.evaluation import classification_metrics, metrics_table
@@ -30,7 +31,7 @@ from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide
 from headstart.training.callbacks import EpochLog, NonFiniteLossGuard
 from headstart.training.checkpoint_io import AtomicCheckpointIO
-from headstart.training.features import extract_features
+from headstart.training.features import features_for
 from headstart.training.module import HeadstartModule
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,7 @@ def train(
         strict=config.strict,
     )
     console.print(_class_table(splits))
-    backbone = create_backbone(
-        config.model,
-        len(splits.classes),
-        weights=config.weights,
-        head=config.head,
-        head_hidden=config.head_hidden,
-        head_dropout=config.head_dropout,
-        image_size=config.image_size,
-    )
+    backbone = backbone_from_config(config, splits)
     if resume is None and _is_ddp_child():
         # Lightning's DDP launcher re-runs this process per rank; rank 0 created the folder.
         run = RunFolder(Path(os.environ[_RUN_DIR_ENV]))
@@ -229,6 +222,8 @@ def train(
         "trainable_params_start": p.trainable,
         "total_params": p.total,
         "cached_features": fast,
+        "feature_cache_hits": p.feature_cache_hits,
+        "feature_views": config.feature_views if fast else None,
         "head_init": "probe"
         if fast and config.head == "linear" and config.head_init == "probe"
         else "random",
@@ -250,6 +245,25 @@ def train(
     return TrainResult(run.path, config, results, seconds)
 
 
+def backbone_from_config(config: TrainConfig, splits: DataSplits) -> Backbone:
+    """The model for ``config``; ``image_size="auto"`` is resolved from the training images."""
+
+    def build(size: int | None) -> Backbone:
+        return create_backbone(
+            config.model, len(splits.classes), weights=config.weights, head=config.head,
+            head_hidden=config.head_hidden, head_dropout=config.head_dropout, image_size=size,
+        )  # fmt: skip
+
+    if config.image_size != "auto":
+        return build(config.image_size)
+    backbone = build(None)
+    size, reason = auto_image_size(
+        [s.path for s in splits.train], backbone.preprocessing.crop, seed=config.seed
+    )
+    console.print(f"image size auto -> {size}px ({reason})")
+    return backbone if size == backbone.preprocessing.crop else build(size)
+
+
 @dataclass
 class _Prepared:
     """Everything between validated inputs and ``trainer.fit``: shared by train and lr_find."""
@@ -260,6 +274,7 @@ class _Prepared:
     val_loader: DataLoader[Any]
     fast: bool
     val_features: tuple[torch.Tensor, torch.Tensor] | None
+    feature_cache_hits: list[str]
     decision: AutoDecision | None
     bn_frozen: bool
     bn_reason: str
@@ -281,18 +296,30 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
     def images(samples: list[Any], tf: Any = eval_tf) -> ImageDataset:
         return ImageDataset(samples, idx, tf, draft, seed=config.seed)
 
+    # Features depend on the seed only through random weights or augmented views.
+    seeded = config.weights.lower() in ("none", "scratch", "random")
+    hits: list[str] = []
+
+    def feats(
+        split: str, dataset: Any, samples: list[Any], views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = {"split": split, "views": views, "augment": config.augment if views > 1 else None,
+                 "seed": config.seed if (seeded or views > 1) else None}  # fmt: skip
+        x, y, hit = features_for(
+            backbone, dataset, samples, idx, use_disk_cache=config.disk_cache, cache_extra=extra,
+            num_workers=num_workers, description=f"{split} features",
+        )  # fmt: skip
+        if hit:
+            hits.append(split)
+        return x, y
+
     # --- strategy (auto: decide from data size + a probe of the pretrained features) -----------
     train_feats: tuple[torch.Tensor, torch.Tensor] | None = None
     decision: AutoDecision | None = None
     probe_l2 = 1e-3
     chosen: str = config.strategy
     if config.strategy == "auto":
-        train_feats = extract_features(
-            backbone,
-            images(splits.train),
-            num_workers=num_workers,
-            description="train features (probe)",
-        )
+        train_feats = feats("train", images(splits.train), splits.train)
         acc, probe_l2 = cross_validated_probe(*train_feats, n_classes, seed=config.seed)
         decision = decide(len(splits.train), n_classes, acc)
         chosen = decision.strategy
@@ -341,23 +368,36 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         )
         t0 = time.perf_counter()
         if train_feats is None:
-            train_feats = extract_features(
-                backbone,
-                images(splits.train),
-                num_workers=num_workers,
-                description="train features",
-            )
-        va_x, va_y = extract_features(
-            backbone, images(splits.val), num_workers=num_workers, description="val features"
-        )
-        console.print(
-            f"features: {len(train_feats[0])}+{len(va_x)} images -> {va_x.shape[1]}-d in {time.perf_counter() - t0:.1f}s"
-        )
+            train_feats = feats("train", images(splits.train), splits.train)
         if config.head == "linear" and config.head_init == "probe":
             _init_head_from_probe(backbone, *train_feats, n_classes, probe_l2)
+        if config.feature_views > 1:
+            aug = images(
+                splits.train, build_train_transform(backbone.preprocessing, config.augment)
+            )
+            views = ViewsDataset(images(splits.train), aug, config.feature_views)
+            extra_x, extra_y = feats("train-views", views, splits.train, config.feature_views)
+            n = len(splits.train)  # view 0 (un-augmented) is already in train_feats
+            train_feats = (
+                torch.cat([train_feats[0], extra_x[n:]]),
+                torch.cat([train_feats[1], extra_y[n:]]),
+            )
+            targets = train_feats[1].tolist()
+            sampler = (
+                EpochBalancedSampler(targets, config.seed) if config.sampler == "balanced"
+                else EpochShuffleSampler(len(targets), config.seed)
+            )  # fmt: skip
+        va_x, va_y = feats("val", images(splits.val), splits.val)
+        source = f"from the disk cache ({', '.join(hits)})" if hits else "extracted"
+        console.print(
+            f"features: {len(train_feats[0])} train + {len(va_x)} val -> {va_x.shape[1]}-d, "
+            f"{source} in {time.perf_counter() - t0:.1f}s"
+        )
         train_set: Any = _IndexedTensors(*train_feats)
         val_loader: DataLoader[Any] = DataLoader(TensorDataset(va_x, va_y), batch_size=256)
     else:
+        if config.compile:
+            backbone.body.compile()  # in place: state_dict keys unchanged
         train_set = images(
             splits.train, build_train_transform(backbone.preprocessing, config.augment)
         )
@@ -386,7 +426,7 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         num_classes=n_classes,
     )
     return _Prepared(
-        module, strategy, train_loader, val_loader, fast, (va_x, va_y) if fast else None, decision,
+        module, strategy, train_loader, val_loader, fast, (va_x, va_y) if fast else None, hits, decision,
         bn_frozen, bn_reason, trainable, total, class_weights, num_workers, images,
     )  # fmt: skip
 

@@ -14,9 +14,8 @@ from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
 from headstart.data import load_splits
 from headstart.errors import HeadstartError
-from headstart.models import create_backbone
 from headstart.training.checkpoint_io import AtomicCheckpointIO
-from headstart.training.fit import _prepare
+from headstart.training.fit import _prepare, backbone_from_config
 
 
 @dataclass
@@ -58,10 +57,7 @@ def lr_find(
         seed=config.seed,
         strict=config.strict,
     )
-    backbone = create_backbone(
-        config.model, len(splits.classes), weights=config.weights, head=config.head,
-        head_hidden=config.head_hidden, head_dropout=config.head_dropout, image_size=config.image_size,
-    )  # fmt: skip
+    backbone = backbone_from_config(config, splits)
     p = _prepare(config, splits, backbone)
     with tempfile.TemporaryDirectory(prefix="headstart-lrfind-") as tmp:
         trainer = L.Trainer(
