@@ -65,7 +65,9 @@ def train(
     head: Annotated[str | None, Opt(help="linear or mlp [linear].")] = None,
     head_hidden: Annotated[int | None, Opt(help="Hidden width of the mlp head [512].")] = None,
     head_dropout: Annotated[float | None, Opt(help="Head dropout [0 linear, 0.2 mlp].")] = None,
-    image_size: Annotated[int | None, Opt(help="Input crop size [the weights' own].")] = None,
+    image_size: Annotated[
+        str | None, Opt(help="Input crop size, or 'auto' for small images [the weights' own].")
+    ] = None,
     strategy: Annotated[
         str | None,
         Opt(
@@ -99,9 +101,23 @@ def train(
     cutmix: Annotated[float | None, Opt(help="CutMix alpha, 0 = off [0].")] = None,
     devices: Annotated[int | None, Opt(help="Processes/devices; > 1 trains with DDP [1].")] = None,
     backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [0.1].")] = None,
+    disk_cache: Annotated[
+        bool | None,
+        Opt("--cache/--no-cache", help="Keep extracted features on disk for later runs [on]."),
+    ] = None,
+    feature_views: Annotated[
+        int | None, Opt(help="Cached path: views per image, >1 adds augmented views [1].")
+    ] = None,
+    compile: Annotated[
+        bool | None,
+        Opt("--compile/--no-compile", help="torch.compile the body (image path) [off]."),
+    ] = None,
     cache_features: Annotated[
         bool | None,
-        Opt("--cache-features/--no-cache", help="Frozen backbone: features computed once [on]."),
+        Opt(
+            "--fast-path/--no-fast-path",
+            help="Frozen backbone: compute features once, train the head on them [on].",
+        ),
     ] = None,
     epochs: Annotated[int | None, Opt("--epochs", "-e", help="Maximum epochs [10].")] = None,
     batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size [32].")] = None,
@@ -171,7 +187,7 @@ def lr_find(
     model: Annotated[str | None, Opt("--model", "-m", help="Model spec.")] = None,
     weights: Annotated[str | None, Opt(help="Weights.")] = None,
     strategy: Annotated[str | None, Opt("--strategy", "-s", help="Strategy.")] = None,
-    image_size: Annotated[int | None, Opt(help="Input crop size.")] = None,
+    image_size: Annotated[str | None, Opt(help="Input crop size or auto.")] = None,
     batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size.")] = None,
     optimizer: Annotated[str | None, Opt(help="adamw or sgd.")] = None,
     min_lr: Annotated[float, Opt(help="Sweep start.")] = 1e-6,
