@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_HOME ?= $(HOME)/.cache/torch
 export TORCH_HOME
 
-.PHONY: install weights demo test lint typecheck unit slow clean
+.PHONY: install weights demo test lint typecheck unit slow bench-install bench bench-quick clean
 
 install: $(STAMP)
 
@@ -43,6 +43,17 @@ slow: weights
 	$(BIN)/pytest -q -m slow
 
 test: lint typecheck unit
+
+# Benchmarks (not part of make test): fastai is an optional peer.
+bench-install: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check "fastai==2.8.12" "torch==2.14.1" "torchvision==0.29.1"
+
+bench: weights
+	$(BIN)/python benchmarks/compare.py
+	$(BIN)/python benchmarks/strategies.py
+
+bench-quick: weights
+	$(BIN)/python benchmarks/compare.py --quick
 
 clean:
 	rm -rf $(VENV) runs data/animal-mnist .mypy_cache .ruff_cache

@@ -31,7 +31,9 @@ STRATEGIES: list[tuple[str, dict[str, object]]] = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--per-class", type=int, default=100)
@@ -40,14 +42,21 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/strategies")
     args = ap.parse_args()
     work = Path(args.work)
-    data = materialise_animal_mnist(work / f"animal-{args.per_class}-{args.val_per_class}", args.per_class, args.val_per_class)
+    data = materialise_animal_mnist(
+        work / f"animal-{args.per_class}-{args.val_per_class}", args.per_class, args.val_per_class
+    )
     rows = []
     for label, kw in STRATEGIES:
         out = work / "runs" / label.split()[0]
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         r = headstart.train(
-            data=str(data), out=str(out), epochs=args.epochs, image_size=args.image_size, early_stopping_patience=None, **kw
+            data=str(data),
+            out=str(out),
+            epochs=args.epochs,
+            image_size=args.image_size,
+            early_stopping_patience=None,
+            **kw,
         )
         wall = time.perf_counter() - t0
         info = r.metrics["run"]
@@ -72,9 +81,15 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    md = [f"{meta['data']}, {meta['model']}, {args.epochs} epochs, {args.image_size} px, {meta['machine']}", ""]
+    md = [
+        f"{meta['data']}, {meta['model']}, {args.epochs} epochs, {args.image_size} px, {meta['machine']}",
+        "",
+    ]
     md += ["| strategy | val accuracy | wall time (s) |", "|---|---|---|"]
-    md += [f"| {r['strategy']}{' -> ' + str(r['chosen']) if r['strategy'] == 'auto' else ''} | {100 * r['val_accuracy']:.1f} % | {r['wall_s']} |" for r in rows]
+    md += [
+        f"| {r['strategy']}{' -> ' + str(r['chosen']) if r['strategy'] == 'auto' else ''} | {100 * r['val_accuracy']:.1f} % | {r['wall_s']} |"
+        for r in rows
+    ]
     md += ["", f"`{meta['command']}`"]
     Path(args.out + ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
