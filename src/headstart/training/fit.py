@@ -111,17 +111,7 @@ def train(
             config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
         )
 
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = load_splits(
-        config.data,
-        config.val,
-        config.test,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        strict=config.strict,
-    )
-    console.print(_class_table(splits))
-    backbone = backbone_from_config(config, splits)
+    splits, backbone = load_inputs(config)
     if resume is None and _is_ddp_child():
         # Lightning's DDP launcher re-runs this process per rank; rank 0 created the folder.
         run = RunFolder(Path(os.environ[_RUN_DIR_ENV]))
@@ -243,6 +233,17 @@ def train(
             )
     console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
     return TrainResult(run.path, config, results, seconds)
+
+
+def load_inputs(config: TrainConfig) -> tuple[DataSplits, Backbone]:
+    """Seed, load and validate the data (printing the class table), and build the model."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = load_splits(
+        config.data, config.val, config.test,
+        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
+    )  # fmt: skip
+    console.print(_class_table(splits))
+    return splits, backbone_from_config(config, splits)
 
 
 def backbone_from_config(config: TrainConfig, splits: DataSplits) -> Backbone:

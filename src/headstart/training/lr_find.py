@@ -12,10 +12,9 @@ from lightning.pytorch.tuner import Tuner
 
 from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
-from headstart.data import load_splits
 from headstart.errors import HeadstartError
 from headstart.training.checkpoint_io import AtomicCheckpointIO
-from headstart.training.fit import _prepare, backbone_from_config
+from headstart.training.fit import _prepare, load_inputs
 
 
 @dataclass
@@ -48,16 +47,7 @@ def lr_find(
     """
     setup_logging()
     config = config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = load_splits(
-        config.data,
-        config.val,
-        config.test,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-        strict=config.strict,
-    )
-    backbone = backbone_from_config(config, splits)
+    splits, backbone = load_inputs(config)
     p = _prepare(config, splits, backbone)
     with tempfile.TemporaryDirectory(prefix="headstart-lrfind-") as tmp:
         trainer = L.Trainer(
