@@ -52,7 +52,11 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         r = headstart.train(
-            data=str(data), out=str(out), strategy="auto", image_size=args.px, disk_cache=False
+            data=str(data),
+            out=str(out),
+            strategy="feature-extract",
+            image_size=args.px,
+            disk_cache=False,
         )
         row = {
             "images": total,
@@ -86,7 +90,7 @@ def main() -> None:
     ]
     for r in rows:
         md.append(
-            f"| {r['images']} | {r['headstart_auto_seconds']} | {100 * r['headstart_auto_val_accuracy']:.1f} % | {r['headstart_strategy']} | "
+            f"| {r['images']} | {r['headstart_fe_seconds']} | {100 * r['headstart_fe_val_accuracy']:.1f} % | {r['headstart_strategy']} | "
             f"{r.get('reference_epoch_seconds', 'not run')} | {r.get('reference_25_epochs_seconds_(25x_measured_epoch)', 'not run')} |"
         )
     md += ["", f"Command: `{meta['command']}`"]
