@@ -11,7 +11,7 @@ Public API (the CLI is a thin layer over it)::
 
 from headstart.config import TrainConfig
 from headstart.errors import HeadstartError
-from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict
+from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict, report
 from headstart.models import Backbone, create_backbone, list_models
 from headstart.training.fit import TrainResult, train
 from headstart.training.lr_find import LRFindResult, lr_find
@@ -33,5 +33,6 @@ __all__ = [
     "load_run",
     "lr_find",
     "predict",
+    "report",
     "train",
 ]

@@ -147,6 +147,13 @@ def train(
         int | None, Opt(help="DataLoader workers [sized to the machine].")
     ] = None,
     seed: Annotated[int | None, Opt(help="Random seed [42].")] = None,
+    deterministic: Annotated[
+        bool | None,
+        Opt(
+            "--deterministic/--no-deterministic",
+            help="Force torch deterministic algorithms [off; CPU runs reproduce without it].",
+        ),
+    ] = None,
     strict: Annotated[
         bool | None, Opt("--strict/--skip-bad", help="Fail on unreadable images [skip and count].")
     ] = None,
@@ -277,6 +284,16 @@ def predict(
             row.append(", ".join(f"{c} {v:.2f}" for c, v in p.top))
         t.add_row(*row)
     console.print(t)
+
+
+@app.command("report")
+def report_cmd(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Regenerate a run's report.html (curves, confusion matrix, per-class bars, worst errors,
+    reliability diagram)."""
+    import headstart
+
+    path = headstart.report(run)
+    console.print(f"report: {path}")
 
 
 @app.command()

@@ -135,6 +135,10 @@ class TrainConfig(BaseModel):
         None, ge=0, description="DataLoader workers (default: sized to the machine)."
     )
     seed: int = Field(42, description="Random seed (splits, init, shuffling).")
+    deterministic: bool = Field(
+        False,
+        description="Force torch deterministic algorithms (slower; CPU runs are reproducible without it).",
+    )
     out: str | None = Field(None, description="Run folder (default runs/<model>-<timestamp>).")
 
     @field_validator("model")

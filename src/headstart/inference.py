@@ -87,6 +87,27 @@ def evaluate(
     return classification_metrics(logits, targets, loaded.classes)
 
 
+def report(run: str | Path | LoadedRun) -> Path:
+    """Regenerate ``report.html`` of a run (recomputes validation predictions)."""
+    from headstart.data import load_splits
+    from headstart.evaluation.report import ValPredictions, write_report
+    from headstart.training.fit import predict_logits
+
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    c = loaded.config
+    splits = load_splits(
+        c.data, c.val, c.test, val_fraction=c.val_fraction, seed=c.seed, strict=c.strict
+    )
+    idx = {name: i for i, name in enumerate(loaded.classes)}
+    ds = ImageDataset(
+        splits.val, idx, build_eval_transform(loaded.preprocessing), loaded.preprocessing.resize
+    )
+    logits, targets = predict_logits(loaded.model, ds)
+    return write_report(
+        loaded.run, ValPredictions(logits.softmax(1), targets, [str(s.path) for s in splits.val])
+    )
+
+
 @dataclass(frozen=True)
 class Prediction:
     path: str
@@ -145,4 +166,4 @@ def predict(
     return out
 
 
-__all__ = ["LoadedRun", "Prediction", "Sample", "evaluate", "load_run", "predict"]
+__all__ = ["LoadedRun", "Prediction", "Sample", "evaluate", "load_run", "predict", "report"]

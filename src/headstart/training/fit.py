@@ -25,6 +25,7 @@ from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
 from headstart.errors import HeadstartError, RunError, TrainingDiverged
 from headstart.evaluation import classification_metrics, metrics_table
 from headstart.evaluation.probe import cross_validated_probe, fit_logistic
+from headstart.evaluation.report import ValPredictions, write_report
 from headstart.models import Backbone, create_backbone
 from headstart.run import RunFolder, load_checkpoint_file
 from headstart.strategies import Strategy, make_strategy
@@ -161,9 +162,7 @@ def train(
         devices=config.devices,
         strategy=dist,
         precision=config.precision,  # type: ignore[arg-type]
-        deterministic=True
-        if config.accelerator == "cpu" or not torch.cuda.is_available()
-        else "warn",
+        deterministic=config.deterministic,
         logger=False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -190,10 +189,10 @@ def train(
     if p.val_features is not None:
         with torch.inference_mode():
             va_x, va_y = p.val_features
-            results["val"] = classification_metrics(module(va_x), va_y, splits.classes)
+            val_logits, val_targets = module(va_x), va_y
     else:
-        val_set = p.images(splits.val)
-        results["val"] = evaluate_backbone(backbone, val_set, splits.classes, p.num_workers)
+        val_logits, val_targets = predict_logits(backbone, p.images(splits.val), p.num_workers)
+    results["val"] = classification_metrics(val_logits, val_targets, splits.classes)
     if splits.test:
         test_set = p.images(splits.test)
         results["test"] = evaluate_backbone(backbone, test_set, splits.classes, p.num_workers)
@@ -226,12 +225,14 @@ def train(
         "seconds": round(seconds, 2),
     }
     run.save_metrics(results)
+    val_pred = ValPredictions(val_logits.softmax(1), val_targets, [str(x.path) for x in splits.val])
+    report = write_report(run, val_pred)
     for split in ("val", "test"):
         if split in results:
             console.print(
                 metrics_table(results[split], f"{split} ({results[split]['samples']} images)")
             )
-    console.print(f"run folder: {run.path}   ({seconds:.1f}s)")
+    console.print(f"run folder: {run.path}   ({seconds:.1f}s)   report: {report}")
     return TrainResult(run.path, config, results, seconds)
 
 
@@ -397,6 +398,7 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         train_set: Any = _IndexedTensors(*train_feats)
         val_loader: DataLoader[Any] = DataLoader(TensorDataset(va_x, va_y), batch_size=256)
     else:
+        backbone.to(memory_format=torch.channels_last)  # ~20 % faster conv training on CPU
         if config.compile:
             backbone.body.compile()  # in place: state_dict keys unchanged
         train_set = images(

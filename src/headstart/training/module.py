@@ -69,6 +69,8 @@ class HeadstartModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs_are_features:
             return self.backbone.head(x)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

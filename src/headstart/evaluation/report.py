@@ -1,0 +1,304 @@
+"""``report.html``: what a person wants to see after a run, self-contained (images embedded).
+
+Training curves (loss/accuracy per epoch, train vs val, unfreeze events marked), the confusion
+matrix (counts and row-normalised), per-class precision/recall, the worst misclassified
+validation images (true/predicted label, confidence), a reliability diagram with the expected
+calibration error, and the run's config and decisions. The PNGs behind it are written to
+``report/`` beside it. ``headstart report runs/<run>`` regenerates everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from headstart.data.datasets import load_rgb
+from headstart.run import RunFolder, atomic_write_text
+
+
+@dataclass
+class ValPredictions:
+    """Validation probabilities with the files they belong to (for the worst-errors grid)."""
+
+    probs: torch.Tensor  # (N, C)
+    targets: torch.Tensor  # (N,)
+    paths: list[str]
+
+
+def expected_calibration_error(
+    probs: torch.Tensor, targets: torch.Tensor, bins: int = 15
+) -> tuple[float, list[dict[str, float]]]:
+    """ECE (Guo et al., 2017): sum over confidence bins of |accuracy - confidence| x bin share."""
+    conf, pred = probs.max(1)
+    correct = (pred == targets).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece, table = 0.0, []
+    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            acc, c, share = float(correct[m].mean()), float(conf[m].mean()), float(m.float().mean())
+            ece += abs(acc - c) * share
+            table.append(
+                {"lo": lo, "hi": hi, "accuracy": acc, "confidence": c, "count": int(m.sum())}
+            )
+    return ece, table
+
+
+def _png(fig: Figure, path: Path) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return base64.b64encode(data).decode()
+
+
+def _read_log(run: RunFolder) -> dict[str, list[float]]:
+    cols: dict[str, list[float]] = {}
+    if not run.log_path.is_file():
+        return cols
+    with run.log_path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            for k, v in row.items():
+                cols.setdefault(k, []).append(float(v) if v not in ("", None) else float("nan"))
+    return cols
+
+
+def _curves(log: dict[str, list[float]], events: list[list[Any]]) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ep = log.get("epoch", [])
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ys = log.get(f"{split}_{key}")
+            if ys:
+                ax.plot(ep, ys, style, label=split, markersize=4)
+        for e, names in events:
+            ax.axvline(e - 0.5, color="tab:red", ls="--", lw=1)
+            ax.text(
+                e - 0.45,
+                ax.get_ylim()[1],
+                "unfreeze " + ", ".join(names)[:30],
+                color="tab:red",
+                fontsize=7,
+                va="top",
+                rotation=90,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
+    n = len(classes)
+    size = max(4.0, 0.45 * n + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    for ax, mat, title, fmt in (
+        (axes[0], cm, "counts", "d"),
+        (axes[1], norm, "row-normalised (recall)", ".2f"),
+    ):
+        ax.imshow(mat, cmap="Blues")
+        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        if n <= 25:
+            hi = mat.max() or 1
+            for i in range(n):
+                for j in range(n):
+                    v = mat[i, j]
+                    ax.text(
+                        j,
+                        i,
+                        format(v, fmt),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v > hi / 2 else "black",
+                    )
+    fig.tight_layout()
+    return fig
+
+
+def _per_class(per_class: dict[str, dict[str, float]]) -> Figure:
+    classes = list(per_class)
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(classes) + 2), 3.6))
+    ax.bar(x - 0.2, [per_class[c]["precision"] for c in classes], 0.4, label="precision")
+    ax.bar(x + 0.2, [per_class[c]["recall"] for c in classes], 0.4, label="recall")
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("per-class precision and recall (validation)")
+    fig.tight_layout()
+    return fig
+
+
+def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | None:
+    conf, p = pred.probs.max(1)
+    wrong = (p != pred.targets).nonzero().flatten()
+    if len(wrong) == 0:
+        return None
+    order = wrong[conf[wrong].argsort(descending=True)][:k]
+    cols = 4
+    rows = (len(order) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.6))
+    for ax in np.atleast_1d(axes).flatten():
+        ax.axis("off")
+    for ax, i in zip(np.atleast_1d(axes).flatten(), order.tolist(), strict=False):
+        try:
+            ax.imshow(load_rgb(pred.paths[i]))
+        except Exception:
+            ax.text(0.5, 0.5, "unreadable", ha="center")
+        ax.set_title(
+            f"true {classes[int(pred.targets[i])]}\npred {classes[int(p[i])]} ({float(conf[i]):.0%})",
+            fontsize=8,
+        )
+    fig.suptitle("most confident mistakes (validation)")
+    fig.tight_layout()
+    return fig
+
+
+def _reliability(table: list[dict[str, float]], ece: float) -> Figure:
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    if table:
+        mids = [(b["lo"] + b["hi"]) / 2 for b in table]
+        ax.bar(
+            mids,
+            [b["accuracy"] for b in table],
+            width=1 / 15,
+            edgecolor="k",
+            alpha=0.7,
+            label="accuracy",
+        )
+        ax.plot(
+            [b["confidence"] for b in table],
+            [b["accuracy"] for b in table],
+            "o",
+            color="tab:red",
+            ms=3,
+            label="bin mean confidence",
+        )
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {ece:.3f})")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
+    """Write ``report.html`` and ``report/*.png`` for ``run``; returns the HTML path."""
+    metrics = run.load_metrics()
+    classes = run.load_classes()
+    config = run.config_path.read_text(encoding="utf-8") if run.config_path.is_file() else ""
+    info = metrics.get("run", {})
+    out = run.path / "report"
+    out.mkdir(exist_ok=True)
+    sections: list[str] = []
+
+    def figure(name: str, fig: Figure | None, caption: str) -> None:
+        if fig is None:
+            sections.append(f"<h2>{html.escape(caption)}</h2><p>none</p>")
+            return
+        b64 = _png(fig, out / f"{name}.png")
+        sections.append(
+            f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
+        )
+
+    val = metrics.get("val", {})
+    summary = [
+        ("model", f"{info.get('model', '')} ({info.get('weights', '')})"),
+        ("strategy", info.get("strategy_plan", info.get("strategy", ""))),
+        (
+            "val accuracy",
+            f"{100 * val.get('accuracy', float('nan')):.2f} % on {val.get('samples', '?')} images",
+        ),
+        (
+            "macro F1 / AUROC",
+            f"{val.get('macro_f1', float('nan')):.3f} / {val.get('macro_auroc', float('nan')):.3f}",
+        ),
+    ]
+    if "test" in metrics:
+        summary.append(
+            (
+                "test accuracy",
+                f"{100 * metrics['test']['accuracy']:.2f} % on {metrics['test']['samples']} images",
+            )
+        )
+    summary += [
+        (
+            "input",
+            f"{info.get('preprocessing', {}).get('crop', '?')} px, {info.get('preprocessing', {}).get('source', '')}",
+        ),
+        (
+            "trainable / total params",
+            f"{info.get('trainable_params_start', 0):,} / {info.get('total_params', 0):,}",
+        ),
+        ("epochs run", str(info.get("epochs_run", "?"))),
+        ("wall time", f"{info.get('seconds', '?')} s"),
+    ]
+    decision = info.get("auto_decision")
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in (decision or {}).get("reasons", []))
+    extra = ""
+    if decision:
+        extra += (
+            f"<h3>--strategy auto chose {html.escape(decision['strategy'])}</h3><ul>{reasons}</ul>"
+        )
+    bn = info.get("batchnorm")
+    if bn:
+        extra += f"<p>BatchNorm: {html.escape(bn.get('reason', ''))}</p>"
+
+    log = _read_log(run)
+    figure(
+        "curves", _curves(log, info.get("unfreeze_events", [])) if log else None, "training curves"
+    )
+    if val:
+        figure(
+            "confusion",
+            _confusion(np.array(val["confusion_matrix"]), classes),
+            "confusion matrix (validation)",
+        )
+        figure("per_class", _per_class(val["per_class"]), "per-class precision / recall")
+    if pred is not None:
+        ece, table = expected_calibration_error(pred.probs, pred.targets)
+        figure("worst", _worst(pred, classes), "most confident mistakes")
+        figure("reliability", _reliability(table, ece), f"reliability diagram (ECE {ece:.3f})")
+        metrics.setdefault("val", {})["ece"] = ece
+        run.save_metrics(metrics)
+
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary
+    )
+    skipped = info.get("skipped_files") or {}
+    skipped_html = f"<p>skipped files: {html.escape(json.dumps(skipped))}</p>" if skipped else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>headstart report: {html.escape(run.path.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{text-align:left;padding:3px 10px;border-bottom:1px solid #ddd}}
+img{{max-width:100%;border:1px solid #eee;margin:4px 0}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
+<body><h1>headstart run {html.escape(run.path.name)}</h1><table>{rows}</table>{extra}{skipped_html}
+{"".join(sections)}
+<h2>config.yaml</h2><pre>{html.escape(config)}</pre></body></html>"""
+    path = run.path / "report.html"
+    atomic_write_text(path, page)
+    return path
