@@ -81,7 +81,15 @@ def test_run_folder_contents_predict_evaluate_and_reproduce(
 ) -> None:
     r = _train(split_folder, tmp_path / "run", epochs=3, lr=1e-2)
     files = sorted(p.name for p in r.run_dir.iterdir())
-    assert files == ["checkpoints", "classes.json", "config.yaml", "log.csv", "metrics.json", "report", "report.html"]
+    assert files == [
+        "checkpoints",
+        "classes.json",
+        "config.yaml",
+        "log.csv",
+        "metrics.json",
+        "report",
+        "report.html",
+    ]
     assert sorted(p.name for p in (r.run_dir / "checkpoints").iterdir()) == [
         "best.ckpt",
         "last.ckpt",

@@ -7,19 +7,41 @@ Public API (the CLI is a thin layer over it)::
     result = headstart.train(data="data/", model="torchvision:mobilenet_v2", epochs=5)
     headstart.evaluate(result.run_dir, "data/test")
     headstart.predict(result.run_dir, ["cat.jpg"])
+
+Names are imported lazily, so ``headstart.export.predictor`` (onnxruntime only) and the CLI's
+help start without loading torch.
 """
 
-from headstart.config import TrainConfig
-from headstart.errors import HeadstartError
-from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict, report
-from headstart.models import Backbone, create_backbone, list_models
-from headstart.training.fit import TrainResult, train
-from headstart.training.lr_find import LRFindResult, lr_find
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "TrainConfig": "headstart.config",
+    "HeadstartError": "headstart.errors",
+    "LoadedRun": "headstart.inference",
+    "Prediction": "headstart.inference",
+    "evaluate": "headstart.inference",
+    "load_run": "headstart.inference",
+    "predict": "headstart.inference",
+    "report": "headstart.inference",
+    "Backbone": "headstart.models",
+    "create_backbone": "headstart.models",
+    "list_models": "headstart.models",
+    "TrainResult": "headstart.training.fit",
+    "train": "headstart.training.fit",
+    "LRFindResult": "headstart.training.lr_find",
+    "lr_find": "headstart.training.lr_find",
+    "ExportResult": "headstart.export.exporter",
+    "export_model": "headstart.export.exporter",
+}
+
 __all__ = [
     "Backbone",
+    "ExportResult",
     "HeadstartError",
     "LRFindResult",
     "LoadedRun",
@@ -29,6 +51,7 @@ __all__ = [
     "__version__",
     "create_backbone",
     "evaluate",
+    "export_model",
     "list_models",
     "load_run",
     "lr_find",
@@ -36,3 +59,21 @@ __all__ = [
     "report",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from headstart.config import TrainConfig
+    from headstart.errors import HeadstartError
+    from headstart.export.exporter import ExportResult, export_model
+    from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict, report
+    from headstart.models import Backbone, create_backbone, list_models
+    from headstart.training.fit import TrainResult, train
+    from headstart.training.lr_find import LRFindResult, lr_find

@@ -250,15 +250,24 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    model: Annotated[
+        Path, typer.Argument(help="Run folder, or an exported model.onnx / model.pt.")
+    ],
     inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes shown per image.")] = 1,
     json_out: Annotated[bool, Opt("--json", help="Print JSON lines instead of a table.")] = False,
+    csv_out: Annotated[bool, Opt("--csv", help="Print CSV (path,label,probability).")] = False,
 ) -> None:
-    """Predict labels for images with a trained run."""
-    import headstart
+    """Predict labels for images with a trained run or an exported model (ONNX needs only onnxruntime)."""
+    if model.is_file() and model.suffix in (".onnx", ".pt"):
+        from headstart.export.predictor import open_export
+        from headstart.files import collect_images
 
-    preds = headstart.predict(run, list(inputs), top_k=top_k)
+        preds: list[Any] = open_export(model).predict(collect_images(list(inputs)), top_k=top_k)
+    else:
+        import headstart
+
+        preds = headstart.predict(model, list(inputs), top_k=top_k)
     if json_out:
         for p in preds:
             print(
@@ -272,6 +281,11 @@ def predict(
                 )
             )
         return
+    if csv_out:
+        print("path,label,probability")
+        for p in preds:
+            print(f"{json.dumps(p.path)},{json.dumps(p.label)},{p.probability:.6f}")
+        return
     t = Table()
     t.add_column("image")
     t.add_column("label")
@@ -284,6 +298,38 @@ def predict(
             row.append(", ".join(f"{c} {v:.2f}" for c, v in p.top))
         t.add_row(*row)
     console.print(t)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    format: Annotated[str, Opt("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[
+        Path | None, Opt("--out", "-o", help="Output file [run/model.onnx or model.pt].")
+    ] = None,
+) -> None:
+    """Export a run as one file with preprocessing, labels and metadata inside (+ MODEL_CARD.md)."""
+    from headstart.export.exporter import export_model
+
+    res = export_model(run, format, out)
+    console.print(
+        f"exported {res.path} ({res.path.stat().st_size / 1e6:.1f} MB); export check: max |export - eager| = {res.max_abs_diff:.1e}"
+    )
+    console.print(f"model card: {res.model_card}")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Exported model.onnx / model.pt, or a run folder.")],
+    host: Annotated[str, Opt(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port.")] = 8000,
+    max_mb: Annotated[float, Opt(help="Largest accepted image upload, MB.")] = 10.0,
+    max_files: Annotated[int, Opt(help="Most images per request.")] = 32,
+) -> None:
+    """HTTP API: POST /predict (multipart 'files'), GET /health, GET /metadata."""
+    from headstart.export.serve import serve as run_server
+
+    run_server(model, host=host, port=port, max_bytes=int(max_mb * 2**20), max_files=max_files)
 
 
 @app.command("report")

@@ -12,8 +12,9 @@ import torch
 from headstart.config import TrainConfig
 from headstart.data import build_eval_transform
 from headstart.data.datasets import ImageDataset, load_rgb
-from headstart.data.folders import IMAGE_EXTENSIONS, Sample, load_source
+from headstart.data.folders import Sample, load_source
 from headstart.errors import DataError, RunError
+from headstart.files import collect_images
 from headstart.models import Backbone, Preprocessing, create_backbone
 from headstart.run import RunFolder, load_checkpoint_file
 
@@ -114,30 +115,6 @@ class Prediction:
     label: str
     probability: float
     top: list[tuple[str, float]]
-
-
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted)."""
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.suffix.lower() in IMAGE_EXTENSIONS
-                    and not f.name.startswith(".")
-                )
-            )
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p} does not exist")
-    if not files:
-        raise DataError("no image files to predict")
-    return files
 
 
 @torch.inference_mode()

@@ -25,12 +25,9 @@ from PIL import Image
 
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
+from headstart.files import is_image_file
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,6 @@ class DataSplits:
             if getattr(self, split):
                 out[split] = {k: c.get(k, 0) for k in self.classes}
         return out
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
 def _is_hidden(path: Path) -> bool:
