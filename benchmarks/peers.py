@@ -9,6 +9,7 @@ from typing import Any
 
 def run_fastai(data: Path, epochs: int, size: int = 224, batch_size: int = 32) -> dict[str, Any]:
     from fastai.vision.all import ImageDataLoaders, Resize, accuracy, aug_transforms, vision_learner
+    from torch import nn
     from torchvision.models import mobilenet_v2
 
     t0 = time.perf_counter()
@@ -24,9 +25,12 @@ def run_fastai(data: Path, epochs: int, size: int = 224, batch_size: int = 32) -
     )
 
     def arch(pretrained: bool = True) -> Any:
-        return mobilenet_v2(weights="IMAGENET1K_V1" if pretrained else None)
+        # fastai 2.8's vision_learner drops `cut=`; a trailing pooling layer lets its
+        # create_body cut right after MobileNetV2's .features (fastai then adds its own head).
+        net = mobilenet_v2(weights="IMAGENET1K_V1" if pretrained else None)
+        return nn.Sequential(net.features, nn.AdaptiveAvgPool2d(1))
 
-    learn = vision_learner(dls, arch, metrics=accuracy, pretrained=True, cut=-1)  # body = .features
+    learn = vision_learner(dls, arch, metrics=accuracy, pretrained=True)
     learn.fine_tune(epochs)
     wall = time.perf_counter() - t0
     acc = float(learn.validate()[1])

@@ -44,6 +44,7 @@ class Backbone(nn.Module):
         num_features: int,
         preprocessing: Preprocessing,
         spec: str,
+        weights_label: str = "",
     ) -> None:
         super().__init__()
         self.body = body
@@ -52,6 +53,7 @@ class Backbone(nn.Module):
         self.num_features = num_features
         self.preprocessing = preprocessing
         self.spec = spec
+        self.weights_label = weights_label
         self._check_stages_cover_body()
         self._stage_modules = [self._maximal_modules(s) for s in self.stages]
         self._frozen: list[bool] = [False] * len(self.stages)

@@ -6,7 +6,7 @@ import fnmatch
 from typing import Any
 
 from headstart.errors import ModelError
-from headstart.models import timm_adapter, torchvision_adapter
+from headstart.models import torchvision_adapter
 from headstart.models.backbone import Backbone
 from headstart.models.heads import make_head
 
@@ -43,12 +43,22 @@ def create_backbone(
         bb.stage_names   # ['conv1-bn1' ... 'layer4']
     """
     source, name = parse_spec(spec)
-    adapter = torchvision_adapter if source == "torchvision" else timm_adapter
-    body = adapter.build(name, weights, image_size)
+    if source == "timm":  # imported on demand: timm is large and most runs never need it
+        from headstart.models import timm_adapter
+
+        body = timm_adapter.build(name, weights, image_size)
+    else:
+        body = torchvision_adapter.build(name, weights, image_size)
     new_head = make_head(head, body.num_features, num_classes, head_hidden, head_dropout)
-    bb = Backbone(body.module, new_head, body.stages, body.num_features, body.preprocessing, spec)
-    bb.weights_label = body.weights_label
-    return bb
+    return Backbone(
+        body.module,
+        new_head,
+        body.stages,
+        body.num_features,
+        body.preprocessing,
+        spec,
+        body.weights_label,
+    )
 
 
 def list_models(pattern: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
@@ -65,6 +75,8 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[d
                 out.append(torchvision_adapter.info(name))
     if source == "timm" or (source is None and pat is not None):
         import timm
+
+        from headstart.models import timm_adapter
 
         for name in timm.list_models(pat or "*"):
             out.append(timm_adapter.info(name))
