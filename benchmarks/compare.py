@@ -121,6 +121,9 @@ def main() -> None:
     )
     ap.add_argument("--work", default="/tmp/headstart-compare")
     ap.add_argument("--out", default=str(HERE / "results" / "compare"))
+    ap.add_argument(
+        "--merge", action="store_true", help="keep earlier results of variants not run now"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -148,6 +151,9 @@ def main() -> None:
     )
     images_per_epoch = 10 * (args.train_per_class + args.val_per_class)
     results: dict[str, Any] = {}
+    previous = Path(args.out + ".json")
+    if args.merge and previous.is_file():
+        results = json.loads(previous.read_text())["results"]
     for name in args.variants.split(","):
         if name == "fastai":
             try:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
 
 from headstart.export.predictor import ExportedPredictor, decode_image, open_export
 
@@ -58,9 +60,6 @@ def create_app(
     model: str | Path | ExportedPredictor, *, max_bytes: int = 10 * 2**20, max_files: int = 32
 ) -> Any:
     """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``)."""
-    from fastapi import FastAPI, HTTPException, Request, UploadFile
-    from fastapi.responses import JSONResponse
-
     predictor = model if isinstance(model, ExportedPredictor) else load_predictor(model)
     app = FastAPI(
         title="headstart model server", version=str(predictor.metadata.get("headstart_version", ""))
@@ -86,7 +85,7 @@ def create_app(
         return predictor.metadata
 
     @app.post("/predict")
-    async def predict(files: list[UploadFile], top_k: int = 1) -> dict[str, Any]:
+    async def predict(files: list[UploadFile] = File(...), top_k: int = 1) -> dict[str, Any]:
         if not files:
             raise HTTPException(400, "send one or more images in the multipart field 'files'")
         if len(files) > max_files:
