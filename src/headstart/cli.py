@@ -332,6 +332,38 @@ def serve(
     run_server(model, host=host, port=port, max_bytes=int(max_mb * 2**20), max_files=max_files)
 
 
+@app.command()
+def rank(
+    data: Annotated[str, typer.Argument(help="Image folder or CSV (as for train).")],
+    models: Annotated[
+        str,
+        Opt(
+            "--models",
+            help="Comma-separated specs, each optionally @weights (e.g. torchvision:resnet18@none).",
+        ),
+    ],
+    image_size: Annotated[
+        int | None, Opt(help="Input size for every model [each model's own].")
+    ] = None,
+    probe: Annotated[
+        bool, Opt("--probe/--no-probe", help="Also fit a linear probe and report its val accuracy.")
+    ] = True,
+    seed: Annotated[int, Opt(help="Split seed.")] = 42,
+) -> None:
+    """Rank backbones for your data without training them (LogME, You et al. 2021)."""
+    from headstart.ranking import print_ranking, rank_models
+
+    print_ranking(
+        rank_models(
+            data,
+            [m.strip() for m in models.split(",") if m.strip()],
+            image_size=image_size,
+            probe=probe,
+            seed=seed,
+        )
+    )
+
+
 @app.command("report")
 def report_cmd(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
     """Regenerate a run's report.html (curves, confusion matrix, per-class bars, worst errors,

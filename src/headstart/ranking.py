@@ -1,0 +1,147 @@
+"""``headstart rank``: order candidate backbones for a data set without fine-tuning them.
+
+Each model extracts features of the training split once (through the same on-disk feature
+cache as training) and is scored with LogME (:mod:`headstart.evaluation.transferability`);
+optionally a linear probe (logistic regression on the training features, accuracy on the
+validation split) gives a second, directly interpretable number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from rich.table import Table
+
+from headstart.console import console, setup_logging
+from headstart.data import build_eval_transform, load_splits
+from headstart.data.datasets import ImageDataset
+from headstart.data.folders import Sample
+from headstart.evaluation.probe import fit_logistic
+from headstart.evaluation.transferability import logme
+from headstart.models import Backbone, create_backbone
+from headstart.training.features import features_for
+
+
+@dataclass
+class RankRow:
+    spec: str
+    weights: str
+    logme: float
+    probe_accuracy: float | None
+    feature_dim: int
+    seconds: float
+
+
+def split_spec(candidate: str) -> tuple[str, str]:
+    """``"torchvision:mobilenet_v2@none"`` -> (spec, weights); no ``@`` means DEFAULT."""
+    spec, _, weights = candidate.partition("@")
+    return spec, weights or "DEFAULT"
+
+
+def rank_models(
+    data: str,
+    models: list[str],
+    *,
+    image_size: int | None = None,
+    probe: bool = True,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    disk_cache: bool = True,
+    num_workers: int = 0,
+) -> list[RankRow]:
+    """Score each candidate (``spec`` or ``spec@weights``) on ``data``; best LogME first.
+
+    Example::
+
+        rows = rank_models("data/", ["torchvision:mobilenet_v2", "torchvision:resnet18@none"])
+    """
+    setup_logging()
+    L.seed_everything(seed, verbose=False)
+    splits = load_splits(data, val_fraction=val_fraction, seed=seed)
+    idx = splits.class_to_idx
+    rows: list[RankRow] = []
+    for candidate in models:
+        spec, weights = split_spec(candidate)
+        t0 = time.perf_counter()
+        backbone = create_backbone(
+            spec, len(splits.classes), weights=weights, image_size=image_size
+        )
+        common: dict[str, Any] = {
+            "idx": idx,
+            "seeded": weights.lower() == "none",
+            "seed": seed,
+            "disk_cache": disk_cache,
+            "num_workers": num_workers,
+        }
+        tr_x, tr_y = _features(backbone, splits.train, "train", **common)
+        score = logme(tr_x.numpy(), tr_y.numpy())
+        acc = None
+        if probe:
+            va_x, va_y = _features(backbone, splits.val, "val", **common)
+            p = fit_logistic(tr_x, tr_y, len(splits.classes))
+            acc = float((p.logits(va_x).argmax(1) == va_y).float().mean())
+        rows.append(
+            RankRow(
+                spec,
+                backbone.weights_label or weights,
+                score,
+                acc,
+                int(tr_x.shape[1]),
+                time.perf_counter() - t0,
+            )
+        )
+    rows.sort(key=lambda r: r.logme, reverse=True)
+    return rows
+
+
+def _features(
+    backbone: Backbone,
+    samples: list[Sample],
+    split: str,
+    *,
+    idx: dict[str, int],
+    seeded: bool,
+    seed: int,
+    disk_cache: bool,
+    num_workers: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = ImageDataset(
+        samples, idx, build_eval_transform(backbone.preprocessing), backbone.preprocessing.resize
+    )
+    extra = {"split": split, "views": 1, "augment": None, "seed": seed if seeded else None}
+    x, y, _ = features_for(
+        backbone,
+        ds,
+        samples,
+        idx,
+        use_disk_cache=disk_cache,
+        cache_extra=extra,
+        num_workers=num_workers,
+        description=f"{backbone.spec} {split}",
+    )
+    return x, y
+
+
+def ranking_table(rows: list[RankRow]) -> Table:
+    t = Table(title="transferability ranking (higher LogME = better expected transfer)")
+    for col in ("rank", "model", "weights", "LogME", "probe val acc", "dim", "seconds"):
+        t.add_column(
+            col,
+            justify="right"
+            if col in ("rank", "LogME", "probe val acc", "dim", "seconds")
+            else "left",
+        )
+    for i, r in enumerate(rows, 1):
+        acc = "-" if r.probe_accuracy is None else f"{100 * r.probe_accuracy:.1f} %"
+        t.add_row(
+            str(i), r.spec, r.weights, f"{r.logme:.4f}", acc, str(r.feature_dim), f"{r.seconds:.1f}"
+        )
+    return t
+
+
+def print_ranking(rows: list[RankRow]) -> None:
+    console.print(ranking_table(rows))
