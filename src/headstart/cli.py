@@ -349,19 +349,20 @@ def rank(
         bool, Opt("--probe/--no-probe", help="Also fit a linear probe and report its val accuracy.")
     ] = True,
     seed: Annotated[int, Opt(help="Split seed.")] = 42,
+    stages: Annotated[
+        bool, Opt("--stages", help="Score every stage of each model (where to cut).")
+    ] = False,
 ) -> None:
     """Rank backbones for your data without training them (LogME, You et al. 2021)."""
-    from headstart.ranking import print_ranking, rank_models
+    from headstart.ranking import print_ranking, rank_models, rank_stages
 
-    print_ranking(
-        rank_models(
-            data,
-            [m.strip() for m in models.split(",") if m.strip()],
-            image_size=image_size,
-            probe=probe,
-            seed=seed,
-        )
-    )
+    candidates = [m.strip() for m in models.split(",") if m.strip()]
+    if stages:
+        for m in candidates:
+            rows = rank_stages(data, m, image_size=image_size, probe=probe, seed=seed)
+            print_ranking(rows, sort=False)
+        return
+    print_ranking(rank_models(data, candidates, image_size=image_size, probe=probe, seed=seed))
 
 
 @app.command("report")

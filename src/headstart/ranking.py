@@ -98,6 +98,66 @@ def rank_models(
     return rows
 
 
+def rank_stages(
+    data: str,
+    model: str,
+    *,
+    image_size: int | None = None,
+    probe: bool = True,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    batch_size: int = 32,
+) -> list[RankRow]:
+    """Score the output of every stage of one model (``spec`` or ``spec@weights``): where to cut
+    the backbone. One forward pass per image captures all stages; rows come in stage order."""
+    setup_logging()
+    L.seed_everything(seed, verbose=False)
+    splits = load_splits(data, val_fraction=val_fraction, seed=seed)
+    idx = splits.class_to_idx
+    spec, weights = split_spec(model)
+    backbone = create_backbone(
+        spec, len(splits.classes), weights=weights, image_size=image_size
+    ).eval()
+    indices = list(range(len(backbone.stages)))
+    tf = build_eval_transform(backbone.preprocessing)
+
+    def collect(samples: list[Sample]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        loader = torch.utils.data.DataLoader(
+            ImageDataset(samples, idx, tf, backbone.preprocessing.resize), batch_size=batch_size
+        )
+        parts: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
+        ys = []
+        with torch.inference_mode():
+            for x, y in loader:
+                for i, f in backbone.stage_features(x, indices).items():
+                    parts[i].append(f.float())
+                ys.append(y)
+        return {i: torch.cat(v) for i, v in parts.items()}, torch.cat(ys)
+
+    t0 = time.perf_counter()
+    tr, tr_y = collect(splits.train)
+    va, va_y = collect(splits.val) if probe else ({}, torch.empty(0))
+    per_stage = (time.perf_counter() - t0) / len(indices)
+    rows = []
+    for i in indices:
+        x = tr[i].clone()
+        acc = None
+        if probe:
+            p = fit_logistic(x, tr_y, len(splits.classes))
+            acc = float((p.logits(va[i].clone()).argmax(1) == va_y).float().mean())
+        rows.append(
+            RankRow(
+                f"{spec} cut after {backbone.stages[i].name}",
+                backbone.weights_label or weights,
+                logme(x.numpy(), tr_y.numpy()),
+                acc,
+                int(x.shape[1]),
+                per_stage,
+            )
+        )
+    return rows
+
+
 def _features(
     backbone: Backbone,
     samples: list[Sample],
@@ -126,9 +186,9 @@ def _features(
     return x, y
 
 
-def ranking_table(rows: list[RankRow]) -> Table:
+def ranking_table(rows: list[RankRow], first: str = "rank") -> Table:
     t = Table(title="transferability ranking (higher LogME = better expected transfer)")
-    for col in ("rank", "model", "weights", "LogME", "probe val acc", "dim", "seconds"):
+    for col in (first, "model", "weights", "LogME", "probe val acc", "dim", "seconds"):
         t.add_column(
             col,
             justify="right"
@@ -143,5 +203,6 @@ def ranking_table(rows: list[RankRow]) -> Table:
     return t
 
 
-def print_ranking(rows: list[RankRow]) -> None:
-    console.print(ranking_table(rows))
+def print_ranking(rows: list[RankRow], sort: bool = True) -> None:
+    ordered = sorted(rows, key=lambda r: r.logme, reverse=True) if sort else rows
+    console.print(ranking_table(ordered, "rank" if sort else "stage"))

@@ -68,6 +68,31 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def stage_features(self, x: torch.Tensor, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Pooled outputs of the given stages (where to cut the backbone), from one forward pass:
+        image maps are averaged over H x W, token sequences over tokens."""
+        captured: dict[int, torch.Tensor] = {}
+        hooks = []
+        for i in indices:
+
+            def hook(_m: nn.Module, _inp: object, out: object, i: int = i) -> None:
+                if isinstance(out, torch.Tensor):
+                    captured[i] = (
+                        out.mean((2, 3))
+                        if out.dim() == 4
+                        else out.mean(1)
+                        if out.dim() == 3
+                        else out.flatten(1)
+                    )
+
+            hooks.append(self._stage_modules[i][-1].register_forward_hook(hook))
+        try:
+            self.body(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return captured
+
     def stage_parameters(self, index: int) -> Iterator[nn.Parameter]:
         params = dict(self.body.named_parameters())
         for n in self.stages[index].param_names:

@@ -10,7 +10,7 @@ from headstart.models import torchvision_adapter
 from headstart.models.backbone import Backbone
 from headstart.models.heads import make_head
 
-SOURCES = ("torchvision", "timm")
+SOURCES = ("torchvision", "timm", "efficientnet-lite")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -18,7 +18,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     source, sep, name = spec.partition(":")
     if not sep or not name:
         raise ModelError(
-            f"model spec {spec!r} must look like 'torchvision:<name>' or 'timm:<name>'"
+            f"model spec {spec!r} must look like 'torchvision:<name>', 'timm:<name>' or 'efficientnet-lite:efficientnet-lite0'"
         )
     if source not in SOURCES:
         raise ModelError(f"unknown model source {source!r} in {spec!r}; use one of {SOURCES}")
@@ -47,6 +47,10 @@ def create_backbone(
         from headstart.models import timm_adapter
 
         body = timm_adapter.build(name, weights, image_size)
+    elif source == "efficientnet-lite":
+        from headstart.models import lite_adapter
+
+        body = lite_adapter.build(name, weights, image_size)
     else:
         body = torchvision_adapter.build(name, weights, image_size)
     new_head = make_head(head, body.num_features, num_classes, head_hidden, head_dropout)
@@ -73,6 +77,12 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[d
         for name in torchvision_adapter.available():
             if pat is None or fnmatch.fnmatch(name, pat):
                 out.append(torchvision_adapter.info(name))
+    if source in (None, "efficientnet-lite"):
+        from headstart.models import lite_adapter
+
+        for name in lite_adapter.NAMES:
+            if pat is None or fnmatch.fnmatch(name, pat):
+                out.append(lite_adapter.info(name))
     if source == "timm" or (source is None and pat is not None):
         import timm
 

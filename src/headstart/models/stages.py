@@ -3,9 +3,10 @@
 The algorithm, written once for every architecture:
 
 1. Start from the body's top-level children that hold parameters.
-2. While there are fewer than ``min_units`` units, expand the largest container into its
-   children (ResNet stays ``conv1, bn1, layer1..4``; MobileNet's single ``features`` Sequential
-   becomes its 19 blocks; ViT's encoder becomes its 12 layers).
+2. While there are fewer than ``min_units`` units, or one unit holds most of the parameters,
+   expand the largest container into its children (MobileNet's single ``features`` Sequential
+   becomes its 19 blocks; ViT's encoder becomes its 12 layers; EfficientNet-Lite's ``_blocks``
+   its 16 blocks).
 3. Run one forward pass on a blank image and merge consecutive units whose outputs have the same
    image shape (C, H, W) or the same vector shape: MobileNetV2's blocks group into the paper's
    resolution/width stages, ResNet's ``conv1 + bn1`` becomes a stem, VGG's convolutions group by
@@ -45,11 +46,15 @@ def discover_stages(
 ) -> list[Stage]:
     """Ordered stages covering every parameter of ``body`` exactly once."""
     units: list[tuple[str, nn.Module]] = _param_children(body)
-    while len(units) < min_units:
+    total_params = max(1, _nparams(body))
+    while True:
         expandable = [i for i, (_, m) in enumerate(units) if len(_param_children(m)) > 1]
         if not expandable:
             break
         i = max(expandable, key=lambda k: _nparams(units[k][1]))
+        dominant = _nparams(units[i][1]) > 0.5 * total_params
+        if len(units) >= min_units and not dominant:
+            break
         name, module = units[i]
         units[i : i + 1] = [(_join(name, n), c) for n, c in _param_children(module)]
 
@@ -83,7 +88,7 @@ def discover_stages(
         for prefix, m in g:
             names.extend(_join(prefix, n) for n, _ in m.named_parameters())
         covered.update(names)
-        stages.append(Stage(_stage_name(g), tuple(names)))
+        stages.append(Stage(_stage_name(g, body), tuple(names)))
     loose = [n for n, _ in body.named_parameters() if n not in covered]
     if loose:
         if not stages:
@@ -93,10 +98,15 @@ def discover_stages(
     return stages
 
 
-def _stage_name(group: Sequence[tuple[str, nn.Module]]) -> str:
+def _stage_name(group: Sequence[tuple[str, nn.Module]], body: nn.Module) -> str:
     first, last = group[0][0], group[-1][0]
     if len(group) == 1:
         return first
+    parent = first.rpartition(".")[0]
+    if parent and all(n.rpartition(".")[0] == parent for n, _ in group):
+        siblings = _param_children(body.get_submodule(parent))
+        if len(siblings) == len(group):  # the whole container (e.g. ResNet's layer4)
+            return parent
     head_a, _, tail_a = first.rpartition(".")
     head_b, _, tail_b = last.rpartition(".")
     if head_a == head_b and head_a:
