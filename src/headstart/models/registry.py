@@ -10,7 +10,7 @@ from headstart.models import torchvision_adapter
 from headstart.models.backbone import Backbone
 from headstart.models.heads import make_head
 
-SOURCES = ("torchvision", "timm", "efficientnet-lite")
+SOURCES = ("torchvision", "timm", "efficientnet-lite", "hf")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -18,7 +18,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     source, sep, name = spec.partition(":")
     if not sep or not name:
         raise ModelError(
-            f"model spec {spec!r} must look like 'torchvision:<name>', 'timm:<name>' or 'efficientnet-lite:efficientnet-lite0'"
+            f"model spec {spec!r} must look like 'torchvision:<name>', 'timm:<name>', 'hf:<repo-or-folder>' or 'efficientnet-lite:efficientnet-lite0'"
         )
     if source not in SOURCES:
         raise ModelError(f"unknown model source {source!r} in {spec!r}; use one of {SOURCES}")
@@ -47,6 +47,10 @@ def create_backbone(
         from headstart.models import timm_adapter
 
         body = timm_adapter.build(name, weights, image_size)
+    elif source == "hf":
+        from headstart.models import hf_adapter
+
+        body = hf_adapter.build(name, weights, image_size)
     elif source == "efficientnet-lite":
         from headstart.models import lite_adapter
 

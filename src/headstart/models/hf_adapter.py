@@ -1,0 +1,124 @@
+"""Hugging Face vision models (``hf:<repo-or-path>``) behind the Backbone surface.
+
+``AutoModel.from_pretrained(..., local_files_only=True)`` (a local folder, or a repo already in
+the Hugging Face cache — nothing is downloaded) plus our head; preprocessing from the saved
+``AutoImageProcessor``. The pooled feature is the CLS token for token models that have one, the
+mean over tokens otherwise, and the model's own pooled output (or a spatial mean) for
+convolutional models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.errors import ModelError
+from headstart.models.preprocessing import Preprocessing
+from headstart.models.stages import discover_stages
+from headstart.models.torchvision_adapter import Body
+
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+class HFBody(nn.Module):
+    """Wraps a transformers vision model so that ``forward(pixels) -> (N, D)`` features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        embeddings = getattr(model, "embeddings", None)
+        self.has_cls = embeddings is not None and hasattr(embeddings, "cls_token")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=x)
+        h = out.last_hidden_state
+        if h.dim() == 3:
+            return h[:, 0] if self.has_cls else h.mean(1)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is not None:
+            return pooled.flatten(1)
+        return h.mean((2, 3))
+
+
+def _preprocessing(path: str) -> Preprocessing:
+    from transformers import AutoImageProcessor
+
+    try:
+        proc = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        raise ModelError(
+            f"hf:{path} has no image processor (preprocessor_config.json) to take the preprocessing "
+            f"from ({type(err).__name__}); save one with AutoImageProcessor.save_pretrained"
+        ) from None
+    size: Any = getattr(proc, "size", {}) or {}
+    crop_size: Any = getattr(proc, "crop_size", None) or {}
+    shortest = size.get("shortest_edge") if isinstance(size, dict) else None
+    resize = int(shortest or size.get("height") or 224)
+    crop = (
+        int(crop_size.get("height", resize))
+        if getattr(proc, "do_center_crop", False) and crop_size
+        else resize
+    )
+    mean = tuple(float(v) for v in getattr(proc, "image_mean", None) or ())
+    std = tuple(float(v) for v in getattr(proc, "image_std", None) or ())
+    if len(mean) != 3 or len(std) != 3:
+        raise ModelError(f"hf:{path}: the image processor has no 3-channel image_mean/image_std")
+    resample = getattr(proc, "resample", 2)
+    return Preprocessing(
+        crop=crop, resize=max(resize, crop), mean=mean, std=std,  # type: ignore[arg-type]
+        interpolation=_RESAMPLE.get(int(resample) if resample is not None else 2, "bilinear"),
+        source=f"{type(proc).__name__} of hf:{path}",
+    )  # fmt: skip
+
+
+def build(path: str, weights: str, image_size: int | None = None) -> Body:
+    try:
+        from transformers import AutoConfig, AutoModel
+    except ImportError:
+        raise ModelError(
+            "hf: models need the transformers package (make install provides it)"
+        ) from None
+    lowered = weights.lower()
+    try:
+        if lowered in ("default", "pretrained"):
+            try:
+                model = AutoModel.from_pretrained(
+                    path, local_files_only=True, add_pooling_layer=False
+                )
+            except TypeError:
+                model = AutoModel.from_pretrained(path, local_files_only=True)
+            label = f"hf:{path}"
+        elif lowered in ("none", "scratch", "random"):
+            cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+            try:  # same module tree as the pretrained path (and as its checkpoints)
+                model = AutoModel.from_config(cfg, add_pooling_layer=False)
+            except TypeError:
+                model = AutoModel.from_config(cfg)
+            label = "none"
+        else:
+            raise ModelError(
+                f"weights {weights!r} for hf:{path}: use DEFAULT (the saved weights) or none"
+            )
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(
+            f"cannot load hf:{path} offline ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            "Give a local folder written by save_pretrained, or a repo already in the Hugging Face cache."
+        ) from None
+    pre = _preprocessing(path)
+    native = getattr(getattr(model, "config", None), "image_size", None)
+    if image_size is not None and image_size != pre.crop:
+        if isinstance(native, int) and image_size != native:
+            raise ModelError(f"hf:{path} works at {native} px; drop --image-size")
+        pre = pre.with_crop(image_size)
+    body = HFBody(model).eval()
+    example = torch.zeros(1, 3, pre.crop, pre.crop)
+    with torch.no_grad():
+        num_features = int(body(example).shape[-1])
+    if not math.isfinite(num_features) or num_features <= 0:
+        raise ModelError(f"hf:{path} produced no usable features")
+    return Body(body, num_features, pre, discover_stages(body, example), label)
