@@ -117,6 +117,29 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
     return Body(model, num_features, preprocessing, stages, label)
 
 
+def _params_on_meta(name: str) -> int | None:
+    """Parameter count without allocating weights (model built on the meta device)."""
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+        return sum(p.numel() for p in model.parameters())
+    except Exception:
+        return None
+
+
+def _cached_offline(cfg: Any) -> bool:
+    """Whether the default pretrained weights are already in the local Hugging Face cache."""
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(hub_id, f), str)
+        for f in ("model.safetensors", "pytorch_model.bin")
+    )
+
+
 def info(name: str) -> dict[str, Any]:
     cfg = timm.get_pretrained_cfg(name)
     size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
@@ -124,6 +147,6 @@ def info(name: str) -> dict[str, Any]:
         "spec": f"timm:{name}",
         "weights": ["DEFAULT", "none"],
         "input_size": size,
-        "params": None,
-        "offline": [],
+        "params": _params_on_meta(name),
+        "offline": ["DEFAULT"] if _cached_offline(cfg) else [],
     }
