@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
 
 from headstart.errors import DataError
 
@@ -30,3 +35,35 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise DataError("no image files to predict")
     return files
+
+
+def open_rgb(source: str | Path | Any, draft_size: int | None = None) -> Image.Image:
+    """An image file (path or file-like) as RGB with EXIF orientation applied.
+
+    Palette/alpha images are composited on white; 16/32-bit grayscale is scaled to 8 bit
+    (not clipped). ``draft_size`` lets JPEG decoding run at a reduced scale when the target is
+    much smaller (PIL ``draft``), which saves most of the decode time for large photos.
+    """
+    with Image.open(source) as f:
+        if draft_size and f.format == "JPEG":
+            f.draft("RGB", (draft_size, draft_size))
+        im: Image.Image = ImageOps.exif_transpose(f)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float32)
+            hi = float(arr.max()) or 1.0
+            im = Image.fromarray(np.clip(arr / hi * 255, 0, 255).astype(np.uint8), mode="L")
+        if im.mode in ("RGBA", "LA", "P", "PA"):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        return im.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction: best label, its probability, and the top-k list."""
+
+    path: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]]

@@ -14,7 +14,7 @@ from headstart.data import build_eval_transform
 from headstart.data.datasets import ImageDataset, load_rgb
 from headstart.data.folders import Sample, load_source
 from headstart.errors import DataError, RunError
-from headstart.files import collect_images
+from headstart.files import Prediction, collect_images
 from headstart.models import Backbone, Preprocessing, create_backbone
 from headstart.run import RunFolder, load_checkpoint_file
 
@@ -107,14 +107,6 @@ def report(run: str | Path | LoadedRun) -> Path:
     return write_report(
         loaded.run, ValPredictions(logits.softmax(1), targets, [str(s.path) for s in splits.val])
     )
-
-
-@dataclass(frozen=True)
-class Prediction:
-    path: str
-    label: str
-    probability: float
-    top: list[tuple[str, float]]
 
 
 @torch.inference_mode()

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.data.folders import Sample
 from headstart.data.samplers import item_seed
 from headstart.errors import DataError
+from headstart.files import open_rgb
 
-
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open an image as RGB with EXIF orientation applied.
-
-    ``draft_size`` lets JPEG decoding run at a reduced scale when the target is much smaller
-    (PIL ``draft``), which saves most of the decode time for large photos.
-    """
-    with Image.open(path) as f:
-        if draft_size and f.format == "JPEG":
-            f.draft("RGB", (draft_size, draft_size))
-        im: Image.Image = ImageOps.exif_transpose(f)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16/32-bit grayscale: scale to 8 bit instead of clipping.
-            arr = torch.from_numpy(np.asarray(im, dtype=np.float32))
-            hi = float(arr.max()) or 1.0
-            im = Image.fromarray((arr / hi * 255).clamp(0, 255).byte().numpy(), mode="L")
-        if im.mode in ("RGBA", "LA", "P", "PA"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        return im.convert("RGB")
+load_rgb = open_rgb  # the one decoder, shared with the torch-free export predictor
 
 
 class ImageDataset(Dataset[tuple[Any, int]]):

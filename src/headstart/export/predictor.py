@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from headstart.files import Prediction, open_rgb
 
-@dataclass(frozen=True)
-class ExportPrediction:
-    path: str
-    label: str
-    probability: float
-    top: list[tuple[str, float]]
+ExportPrediction = Prediction
 
 
 def decode_image(data: str | Path | Any) -> np.ndarray:
-    """An image file (path or file-like) as uint8 (H, W, 3) RGB, EXIF orientation applied."""
-    with Image.open(data) as f:
-        im: Image.Image = ImageOps.exif_transpose(f)
-        if im.mode in ("RGBA", "LA", "P", "PA"):
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """An image file (path or file-like) as uint8 (H, W, 3) RGB (see :func:`open_rgb`)."""
+    return np.asarray(open_rgb(data), dtype=np.uint8)
 
 
 class ExportedPredictor:
