@@ -81,3 +81,23 @@ def test_stage_ranking_scores_every_cut(tmp_path: Path) -> None:
     ]
     assert [r.feature_dim for r in rows] == [64, 64, 128, 256, 512]
     assert all(r.probe_accuracy is not None and np.isfinite(r.logme) for r in rows)
+
+
+def test_h_score_matches_its_definition_and_prefers_informative_features() -> None:
+    from headstart.evaluation.transferability import h_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    good = rng.normal(size=(300, 6)) + 2 * np.eye(3, 6)[y]
+    f = good - good.mean(0)
+    means = np.stack([f[y == k].mean(0) for k in y])
+    direct = np.trace(
+        np.linalg.pinv(np.cov(f, rowvar=False, bias=True)) @ np.cov(means, rowvar=False, bias=True)
+    )
+    assert h_score(good, y, shrinkage=0.0) == pytest.approx(direct, rel=1e-6)
+    assert h_score(good, y) > h_score(rng.normal(size=(300, 6)), y)
+    # Ledoit-Wolf keeps the score informative when dimensions approach the sample count
+    wide_good = rng.normal(size=(60, 50)) + 2 * np.eye(3, 50)[y[:60]]
+    wide_noise = rng.normal(size=(60, 50))
+    assert h_score(wide_noise, y[:60], shrinkage=0.0) > 1.5  # plain estimate: noise looks good
+    assert h_score(wide_good, y[:60]) > 2 * h_score(wide_noise, y[:60])

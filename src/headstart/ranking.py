@@ -21,7 +21,7 @@ from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
 from headstart.data.folders import Sample
 from headstart.evaluation.probe import fit_logistic
-from headstart.evaluation.transferability import logme
+from headstart.evaluation.transferability import h_score, logme
 from headstart.models import Backbone, create_backbone
 from headstart.training.features import features_for
 
@@ -32,6 +32,7 @@ class RankRow:
     weights: str
     logme: float
     probe_accuracy: float | None
+    h_score: float
     feature_dim: int
     seconds: float
 
@@ -90,6 +91,7 @@ def rank_models(
                 backbone.weights_label or weights,
                 score,
                 acc,
+                h_score(tr_x.numpy(), tr_y.numpy()),
                 int(tr_x.shape[1]),
                 time.perf_counter() - t0,
             )
@@ -151,6 +153,7 @@ def rank_stages(
                 backbone.weights_label or weights,
                 logme(x.numpy(), tr_y.numpy()),
                 acc,
+                h_score(x.numpy(), tr_y.numpy()),
                 int(x.shape[1]),
                 per_stage,
             )
@@ -188,18 +191,27 @@ def _features(
 
 def ranking_table(rows: list[RankRow], first: str = "rank") -> Table:
     t = Table(title="transferability ranking (higher LogME = better expected transfer)")
-    for col in (first, "model", "weights", "LogME", "probe val acc", "dim", "seconds"):
+    numeric = {first, "LogME", "H-score", "probe val acc", "dim", "seconds"}
+    for col in (first, "model", "weights", "LogME", "H-score", "probe val acc", "dim", "seconds"):
         t.add_column(
             col,
-            justify="right"
-            if col in ("rank", "LogME", "probe val acc", "dim", "seconds")
-            else "left",
+            justify="right" if col in numeric else "left",
+            overflow="fold",
+            no_wrap=col in numeric,
         )
     for i, r in enumerate(rows, 1):
         acc = "-" if r.probe_accuracy is None else f"{100 * r.probe_accuracy:.1f} %"
-        t.add_row(
-            str(i), r.spec, r.weights, f"{r.logme:.4f}", acc, str(r.feature_dim), f"{r.seconds:.1f}"
-        )
+        cells = [
+            str(i),
+            r.spec,
+            r.weights,
+            f"{r.logme:.4f}",
+            f"{r.h_score:.3f}",
+            acc,
+            str(r.feature_dim),
+            f"{r.seconds:.1f}",
+        ]
+        t.add_row(*cells)
     return t
 
 

@@ -77,3 +77,42 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
         target = (y == k).astype(np.float64)
         scores.append(_evidence_for_target(s2, u.T @ target, float(target @ target), n, d))
     return float(np.mean(scores))
+
+
+def _ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of centred ``x`` (n, D) and its shrinkage in [0, 1]."""
+    n, d = x.shape
+    emp = x.T @ x / n
+    mu = float(np.trace(emp)) / d
+    x2 = x**2
+    beta_ = float((x2.T @ x2).sum())
+    delta_ = float((emp**2).sum())
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2 * mu * float(np.trace(emp)) + d * mu**2) / d
+    shrink = 0.0 if delta <= 0 else min(max(beta, 0.0), delta) / delta
+    return (1 - shrink) * emp + shrink * mu * np.eye(d), shrink
+
+
+def h_score(features: np.ndarray, labels: np.ndarray, shrinkage: float | None = None) -> float:
+    """H-score (Bao et al., "An Information-Theoretic Approach to Transferability in Task
+    Transfer Learning", ICIP 2019): ``tr(cov(f)^-1 cov(E[f | y]))`` — how much of the feature
+    variance the class means explain. Higher is better; at most ``classes - 1``.
+
+    With ``shrinkage=None`` cov(f) is the Ledoit-Wolf shrunk estimate (the regularised H-score
+    of Ibrahim et al., ICLR 2023): with as many dimensions as samples the plain estimate is
+    near-singular and every model scores ``classes - 1``. A float gives a plain ridge
+    ``shrinkage x mean eigenvalue`` instead (0: the original definition).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels).astype(int)
+    f = f - f.mean(0, keepdims=True)
+    if shrinkage is None:
+        cov, _ = _ledoit_wolf(f)
+    else:
+        cov = f.T @ f / len(f)
+        cov = cov + np.eye(len(cov)) * shrinkage * max(float(np.trace(cov)) / len(cov), 1e-12)
+    means = np.zeros_like(f)
+    for k in np.unique(y):
+        means[y == k] = f[y == k].mean(0)
+    cov_between = means.T @ means / len(f)
+    return float(np.trace(np.linalg.solve(cov, cov_between)))
