@@ -365,6 +365,38 @@ def rank(
     print_ranking(rank_models(data, candidates, image_size=image_size, probe=probe, seed=seed))
 
 
+@app.command("fewshot-eval")
+def fewshot_eval_cmd(
+    data: Annotated[str, typer.Argument(help="Labelled image folder or CSV.")],
+    model: Annotated[
+        str, Opt("--model", "-m", help="Spec, optionally @weights.")
+    ] = "torchvision:mobilenet_v2",
+    ways: Annotated[int, Opt(help="Classes per episode (N).")] = 5,
+    shots: Annotated[int, Opt(help="Support images per class (K).")] = 5,
+    queries: Annotated[int, Opt(help="Held-out query images per class.")] = 15,
+    episodes: Annotated[int, Opt(help="Episodes to average.")] = 200,
+    image_size: Annotated[int | None, Opt(help="Input size [the weights' own].")] = None,
+    seed: Annotated[int, Opt(help="Episode seed.")] = 0,
+) -> None:
+    """N-way K-shot episodic accuracy (95 % CI) of a prototype classifier on pretrained features."""
+    from headstart.adapt.evaluate_episodes import fewshot_eval
+
+    r = fewshot_eval(
+        data,
+        model,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        image_size=image_size,
+        seed=seed,
+    )
+    console.print(
+        f"{model}: {r.ways}-way {r.shots}-shot accuracy {100 * r.mean_accuracy:.1f} % "
+        f"± {100 * r.ci95:.1f} (95 % CI, {r.episodes} episodes, {r.queries} queries per class)"
+    )
+
+
 @app.command("report")
 def report_cmd(run: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
     """Regenerate a run's report.html (curves, confusion matrix, per-class bars, worst errors,

@@ -1,0 +1,1 @@
+"""Beyond plain supervised transfer: few-shot prototypes and episodic evaluation."""
