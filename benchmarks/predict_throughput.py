@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import headstart
-from headstart.data import load_splits
+from headstart.data.folders import splits_for
 from headstart.export.predictor import decode_image
 from headstart.export.wrapper import ImagesToProbabilities
 
@@ -50,7 +50,7 @@ def main() -> None:
     loaded = headstart.load_run(args.run)
     onnx_path = headstart.export_model(loaded, "onnx", Path(args.run) / "model.onnx").path
     c = loaded.config
-    val = load_splits(c.data, c.val, c.test, val_fraction=c.val_fraction, seed=c.seed).val
+    val = splits_for(c).val
     size = loaded.preprocessing.resize
     n = args.batch * args.batches
     arrays = [

@@ -90,15 +90,12 @@ def evaluate(
 
 def report(run: str | Path | LoadedRun) -> Path:
     """Regenerate ``report.html`` of a run (recomputes validation predictions)."""
-    from headstart.data import load_splits
+    from headstart.data.folders import splits_for
     from headstart.evaluation.report import ValPredictions, write_report
     from headstart.training.fit import predict_logits
 
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
-    c = loaded.config
-    splits = load_splits(
-        c.data, c.val, c.test, val_fraction=c.val_fraction, seed=c.seed, strict=c.strict
-    )
+    splits = splits_for(loaded.config)
     idx = {name: i for i, name in enumerate(loaded.classes)}
     ds = ImageDataset(
         splits.val, idx, build_eval_transform(loaded.preprocessing), loaded.preprocessing.resize

@@ -20,12 +20,16 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
 from headstart.files import is_image_file
+
+if TYPE_CHECKING:
+    from headstart.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +266,14 @@ def load_splits(
             "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         )
     return DataSplits(train, val_samples, test_samples, classes, skipped)
+
+
+def splits_for(config: TrainConfig) -> DataSplits:
+    """The splits a training config describes (the same files, split and class map every time)."""
+    return load_splits(
+        config.data, config.val, config.test,
+        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
+    )  # fmt: skip
 
 
 def _split(

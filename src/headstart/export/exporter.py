@@ -52,13 +52,12 @@ def _metadata(loaded: LoadedRun) -> dict[str, Any]:
 def _sample_batch(loaded: LoadedRun, n: int = 4) -> torch.Tensor:
     """Up to ``n`` validation images of the run (realistic inputs), else seeded noise; all at
     the preprocessing's resize size so they batch."""
-    from headstart.data import load_splits
+    from headstart.data.folders import splits_for
     from headstart.export.predictor import decode_image
 
     size = loaded.preprocessing.resize
     try:
-        c = loaded.config
-        val = load_splits(c.data, c.val, c.test, val_fraction=c.val_fraction, seed=c.seed).val[:n]
+        val = splits_for(loaded.config).val[:n]
         from PIL import Image
 
         arrays = [

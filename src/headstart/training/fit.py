@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
-from headstart.data import DataSplits, build_eval_transform, build_train_transform, load_splits
+from headstart.data import DataSplits, build_eval_transform, build_train_transform
 from headstart.data.datasets import ImageDataset, ViewsDataset
+from headstart.data.folders import splits_for
 from headstart.data.image_size import auto_image_size
 from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
 from headstart.errors import HeadstartError, RunError, TrainingDiverged
@@ -239,10 +240,7 @@ def train(
 def load_inputs(config: TrainConfig) -> tuple[DataSplits, Backbone]:
     """Seed, load and validate the data (printing the class table), and build the model."""
     L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = load_splits(
-        config.data, config.val, config.test,
-        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
-    )  # fmt: skip
+    splits = splits_for(config)
     console.print(_class_table(splits))
     return splits, backbone_from_config(config, splits)
 
