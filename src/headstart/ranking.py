@@ -73,7 +73,6 @@ def rank_models(
         )
         common: dict[str, Any] = {
             "idx": idx,
-            "seeded": weights.lower() == "none",
             "seed": seed,
             "disk_cache": disk_cache,
             "num_workers": num_workers,
@@ -167,7 +166,6 @@ def _features(
     split: str,
     *,
     idx: dict[str, int],
-    seeded: bool,
     seed: int,
     disk_cache: bool,
     num_workers: int,
@@ -175,16 +173,15 @@ def _features(
     ds = ImageDataset(
         samples, idx, build_eval_transform(backbone.preprocessing), backbone.preprocessing.resize
     )
-    extra = {"split": split, "views": 1, "augment": None, "seed": seed if seeded else None}
     x, y, _ = features_for(
         backbone,
         ds,
         samples,
         idx,
+        split=split,
+        seed=seed,
         use_disk_cache=disk_cache,
-        cache_extra=extra,
         num_workers=num_workers,
-        description=f"{backbone.spec} {split}",
     )
     return x, y
 

@@ -43,15 +43,7 @@ def fewshot_eval(
     ds = ImageDataset(
         samples, idx, build_eval_transform(backbone.preprocessing), backbone.preprocessing.resize
     )
-    extra = {
-        "split": "all",
-        "views": 1,
-        "augment": None,
-        "seed": seed if weights.lower() == "none" else None,
-    }
-    x, y, _ = features_for(
-        backbone, ds, samples, idx, use_disk_cache=True, cache_extra=extra, description="embeddings"
-    )
+    x, y, _ = features_for(backbone, ds, samples, idx, split="all", seed=seed)
     return episodic_accuracy(
         x, torch.as_tensor(y), ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed
     )

@@ -26,3 +26,11 @@ def make_head(
             nn.Linear(hidden, num_classes),
         )
     raise ValueError(f"unknown head kind {kind!r} (linear or mlp)")
+
+
+def classifier_layer(head: nn.Module) -> nn.Linear:
+    """The head's output layer (its last Linear): ``out_features`` is the class count."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the head has no Linear layer")
+    return linears[-1]

@@ -66,26 +66,31 @@ def features_for(
     samples: list[Any],
     class_to_idx: dict[str, int],
     *,
-    use_disk_cache: bool,
-    cache_extra: dict[str, Any],
+    split: str,
+    seed: int,
+    views: int = 1,
+    augment: str | None = None,
+    use_disk_cache: bool = True,
     num_workers: int = 0,
-    description: str = "features",
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Features of ``dataset`` (whose items are ``samples``), from the disk cache when possible.
 
+    The cache key covers the split name, the number of views and, where they change the
+    features, the augmentation preset (views > 1) and the seed (random weights or views > 1).
     Returns ``(features, targets, cache_hit)``.
     """
     from headstart.training import feature_cache
 
-    key = (
-        feature_cache.feature_key(backbone, samples, class_to_idx, cache_extra)
-        if use_disk_cache
-        else None
-    )
-    if key is not None:
+    key = None
+    if use_disk_cache:
+        seeded = backbone.weights_label == "none" or views > 1
+        extra = {"split": split, "views": views, "augment": augment if views > 1 else None,
+                 "seed": seed if seeded else None}  # fmt: skip
+        key = feature_cache.feature_key(backbone, samples, class_to_idx, extra)
         hit = feature_cache.load_cached(key)
         if hit is not None:
             return hit[0], hit[1], True
+    description = f"{split} features"
     x, y = extract_features(backbone, dataset, num_workers=num_workers, description=description)
     if key is not None:
         feature_cache.store(key, x, y)

@@ -28,6 +28,7 @@ from headstart.evaluation import classification_metrics, metrics_table
 from headstart.evaluation.probe import cross_validated_probe, fit_logistic
 from headstart.evaluation.report import ValPredictions, write_report
 from headstart.models import Backbone, create_backbone
+from headstart.models.heads import classifier_layer
 from headstart.run import RunFolder, load_checkpoint_file
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide
@@ -296,18 +297,14 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
     def images(samples: list[Any], tf: Any = eval_tf) -> ImageDataset:
         return ImageDataset(samples, idx, tf, draft, seed=config.seed)
 
-    # Features depend on the seed only through random weights or augmented views.
-    seeded = config.weights.lower() in ("none", "scratch", "random")
     hits: list[str] = []
 
     def feats(
         split: str, dataset: Any, samples: list[Any], views: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        extra = {"split": split, "views": views, "augment": config.augment if views > 1 else None,
-                 "seed": config.seed if (seeded or views > 1) else None}  # fmt: skip
         x, y, hit = features_for(
-            backbone, dataset, samples, idx, use_disk_cache=config.disk_cache, cache_extra=extra,
-            num_workers=num_workers, description=f"{split} features",
+            backbone, dataset, samples, idx, split=split, seed=config.seed, views=views,
+            augment=config.augment, use_disk_cache=config.disk_cache, num_workers=num_workers,
         )  # fmt: skip
         if hit:
             hits.append(split)
@@ -354,11 +351,6 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
                 f"{c} {w:.2f}" for c, w in zip(splits.classes, class_weights.tolist(), strict=True)
             )
         )
-    sampler: Any = (
-        EpochBalancedSampler(targets, config.seed)
-        if config.sampler == "balanced"
-        else EpochShuffleSampler(len(targets), config.seed)
-    )
 
     # --- data loaders: cached features or images ----------------------------------------------
     loader_kw: dict[str, Any] = {}
@@ -383,10 +375,6 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
                 torch.cat([train_feats[1], extra_y[n:]]),
             )
             targets = train_feats[1].tolist()
-            sampler = (
-                EpochBalancedSampler(targets, config.seed) if config.sampler == "balanced"
-                else EpochShuffleSampler(len(targets), config.seed)
-            )  # fmt: skip
         va_x, va_y = feats("val", images(splits.val), splits.val)
         source = f"from the disk cache ({', '.join(hits)})" if hits else "extracted"
         console.print(
@@ -408,6 +396,12 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
             "pin_memory": torch.cuda.is_available(),
         }
         val_loader = DataLoader(images(splits.val), batch_size=config.batch_size, **loader_kw)
+    # one row per training item (augmented views included): the sampler follows the final set
+    sampler: Any = (
+        EpochBalancedSampler(targets, config.seed)
+        if config.sampler == "balanced"
+        else EpochShuffleSampler(len(targets), config.seed)
+    )
     train_loader: DataLoader[Any] = DataLoader(
         train_set,
         batch_size=config.batch_size,
@@ -463,7 +457,7 @@ def _init_head_from_probe(
 ) -> None:
     """Start the linear head at the logistic-regression optimum on the cached features."""
     probe = fit_logistic(x, y, n_classes, l2)
-    linear = [m for m in backbone.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    linear = classifier_layer(backbone.head)
     with torch.no_grad():
         linear.weight.copy_(probe.weight)
         linear.bias.copy_(probe.bias)

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 from headstart.config import TrainConfig
 from headstart.models.backbone import Backbone
+from headstart.models.heads import classifier_layer
 from headstart.strategies import Strategy, build_param_groups
 from headstart.training.schedules import add_param_group, make_schedule
 
@@ -56,7 +57,7 @@ class HeadstartModule(L.LightningModule):
         self._applied_epoch = 0
         self.unfreeze_events: list[tuple[int, list[str]]] = []
         self._mix: v2.Transform | None = None
-        n = num_classes or _out_features(backbone.head)
+        n = num_classes or classifier_layer(backbone.head).out_features
         mixers: list[v2.Transform] = []
         if config.mixup > 0:
             mixers.append(v2.MixUp(alpha=config.mixup, num_classes=n))
@@ -191,8 +192,3 @@ class HeadstartModule(L.LightningModule):
             self.strategy.load_state_dict(state["strategy"])
         self._applied_epoch = int(state.get("applied_epoch", 0))
         self.unfreeze_events = [(int(e), list(n)) for e, n in state.get("unfreeze_events", [])]
-
-
-def _out_features(head: torch.nn.Module) -> int:
-    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
-    return linears[-1].out_features
