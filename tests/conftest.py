@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import headstart
+
 os.environ.setdefault("HEADSTART_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
 
@@ -67,3 +69,9 @@ TINY = {
     "batch_size": 8,
     "num_workers": 0,
 }
+
+
+def train_tiny(data: Path, out: Path, **kw: object) -> headstart.TrainResult:
+    """A seconds-long training run on the tiny model: 2 epochs, no augmentation, no early stop."""
+    settings = {**TINY, "epochs": 2, "early_stopping_patience": None, "augment": "none", **kw}
+    return headstart.train(data=str(data), out=str(out), **settings)

@@ -1,7 +1,6 @@
 """Cached-feature fast path: disk cache hits and invalidation, augmented views, auto image size."""
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -9,52 +8,47 @@ from PIL import Image
 
 import headstart
 from headstart.data.image_size import auto_image_size
-from tests.conftest import TINY
-
-
-def _train(data: Path, out: Path, **kw: Any) -> headstart.TrainResult:
-    settings = {**TINY, "epochs": 2, "early_stopping_patience": None, "augment": "none", **kw}
-    return headstart.train(data=str(data), out=str(out), **settings)
+from tests.conftest import train_tiny
 
 
 def test_second_run_reads_features_from_disk(image_folder: Path, tmp_path: Path) -> None:
-    a = _train(image_folder, tmp_path / "a")
+    a = train_tiny(image_folder, tmp_path / "a")
     assert a.metrics["run"]["cached_features"] and a.metrics["run"]["feature_cache_hits"] == []
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2  # train, val
-    b = _train(image_folder, tmp_path / "b")
+    b = train_tiny(image_folder, tmp_path / "b")
     assert b.metrics["run"]["feature_cache_hits"] == ["train", "val"]
     assert b.metrics["val"]["accuracy"] == a.metrics["val"]["accuracy"]
-    c = _train(image_folder, tmp_path / "c", disk_cache=False)
+    c = train_tiny(image_folder, tmp_path / "c", disk_cache=False)
     assert c.metrics["run"]["feature_cache_hits"] == []
 
 
 def test_cache_invalidated_when_an_image_changes(image_folder: Path, tmp_path: Path) -> None:
-    _train(image_folder, tmp_path / "a")
+    train_tiny(image_folder, tmp_path / "a")
     target = sorted((image_folder / "red").glob("*.png"))[0]
     Image.fromarray(np.zeros((24, 24, 3), dtype=np.uint8)).save(target)
-    b = _train(image_folder, tmp_path / "b")
+    b = train_tiny(image_folder, tmp_path / "b")
     hits = b.metrics["run"]["feature_cache_hits"]
     assert len(hits) == 1  # the split holding the changed file was recomputed, the other reused
     # a different preprocessing (input size) is a different entry too
-    d = _train(image_folder, tmp_path / "d", image_size=40)
+    d = train_tiny(image_folder, tmp_path / "d", image_size=40)
     assert d.metrics["run"]["feature_cache_hits"] == []
 
 
 def test_corrupt_cache_entry_is_recomputed(image_folder: Path, tmp_path: Path) -> None:
-    _train(image_folder, tmp_path / "a")
+    train_tiny(image_folder, tmp_path / "a")
     for f in (tmp_path / "cache" / "features").glob("*.safetensors"):
         f.write_bytes(b"garbage")
-    b = _train(image_folder, tmp_path / "b")
+    b = train_tiny(image_folder, tmp_path / "b")
     assert b.metrics["run"]["feature_cache_hits"] == []
 
 
 def test_feature_views_add_augmented_copies(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(image_folder, tmp_path / "a", feature_views=3, augment="standard")
+    r = train_tiny(image_folder, tmp_path / "a", feature_views=3, augment="standard")
     assert r.metrics["run"]["feature_views"] == 3
     n_train = r.metrics["run"]["train_images"]
     # log.csv exists and training ran on 3x the rows: steps per epoch follow the enlarged set
     assert r.metrics["run"]["cached_features"]
-    again = _train(image_folder, tmp_path / "b", feature_views=3, augment="standard")
+    again = train_tiny(image_folder, tmp_path / "b", feature_views=3, augment="standard")
     assert again.metrics["run"]["feature_cache_hits"] == ["train", "train-views", "val"]
     assert n_train == 30
 
@@ -67,7 +61,7 @@ def test_auto_image_size_for_small_images(image_folder: Path) -> None:
 
 
 def test_image_size_auto_in_training(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(image_folder, tmp_path / "a", image_size="auto")
+    r = train_tiny(image_folder, tmp_path / "a", image_size="auto")
     assert r.metrics["run"]["preprocessing"]["crop"] == 96
     preds = headstart.predict(r.run_dir, [image_folder / "red"])
     assert len(preds) == 12

@@ -1,5 +1,4 @@
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import pytest
@@ -12,12 +11,7 @@ from headstart.models import create_backbone
 from headstart.strategies import Gradual, build_param_groups
 from headstart.strategies.auto import decide
 from headstart.training.module import HeadstartModule
-from tests.conftest import TINY, write_class_folders
-
-
-def _train(data: Path, out: Path, **kw: Any) -> headstart.TrainResult:
-    settings = {**TINY, "epochs": 2, "early_stopping_patience": None, "augment": "none", **kw}
-    return headstart.train(data=str(data), out=str(out), **settings)
+from tests.conftest import TINY, train_tiny, write_class_folders
 
 
 def test_gradual_schedule_follows_the_seeds_order() -> None:
@@ -83,7 +77,7 @@ def test_gradual_resume_equals_uninterrupted(
         "augment": "light",
         "optimizer": optimizer,
     }
-    straight = _train(image_folder, tmp_path / "straight", **kw)
+    straight = train_tiny(image_folder, tmp_path / "straight", **kw)
 
     def crash(self: HeadstartModule) -> None:
         if self.current_epoch == 2:
@@ -91,7 +85,7 @@ def test_gradual_resume_equals_uninterrupted(
 
     monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
     with pytest.raises(_Crash):
-        _train(image_folder, tmp_path / "part", **kw)
+        train_tiny(image_folder, tmp_path / "part", **kw)
     monkeypatch.undo()
     resumed = headstart.train(resume=tmp_path / "part")
     a = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)
@@ -108,7 +102,7 @@ def test_batchnorm_statistics_frozen_for_small_batches(image_folder: Path, tmp_p
     torch.manual_seed(0)
     init = create_backbone("torchvision:resnet18", 3, weights="none", image_size=32)
     torch.save(init.body.state_dict(), tmp_path / "init.pth")
-    r = _train(
+    r = train_tiny(
         image_folder,
         tmp_path / "run",
         weights=str(tmp_path / "init.pth"),
@@ -119,7 +113,7 @@ def test_batchnorm_statistics_frozen_for_small_batches(image_folder: Path, tmp_p
     after = headstart.load_run(r.run_dir).model.body
     assert torch.equal(after.layer4[0].bn1.running_mean, init.body.layer4[0].bn1.running_mean)
     assert not torch.equal(after.layer4[0].conv1.weight, init.body.layer4[0].conv1.weight)
-    r2 = _train(
+    r2 = train_tiny(
         image_folder,
         tmp_path / "run2",
         weights=str(tmp_path / "init.pth"),
@@ -136,7 +130,7 @@ def test_class_weights_are_inverse_frequency(tmp_path: Path) -> None:
     write_class_folders(root / "train", 4, classes={"a": (200, 0, 0)})
     write_class_folders(root / "train", 12, classes={"b": (0, 200, 0)})
     write_class_folders(root / "val", 2, classes={"a": (200, 0, 0), "b": (0, 200, 0)})
-    r = _train(root, tmp_path / "run", class_weights="auto", epochs=1)
+    r = train_tiny(root, tmp_path / "run", class_weights="auto", epochs=1)
     assert r.metrics["run"]["class_weights"] == pytest.approx([16 / (2 * 4), 16 / (2 * 12)])
 
 
@@ -177,7 +171,7 @@ def test_auto_decision_rules(n: int, probe: float | None, expected: str) -> None
 
 
 def test_auto_runs_end_to_end_and_records_why(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(image_folder, tmp_path / "run", strategy="auto", epochs=1)
+    r = train_tiny(image_folder, tmp_path / "run", strategy="auto", epochs=1)
     dec = r.metrics["run"]["auto_decision"]
     assert dec["strategy"] in ("feature-extract", "partial")
     assert 0.0 <= dec["numbers"]["probe_accuracy"] <= 1.0 and len(dec["reasons"]) == 2
@@ -185,7 +179,7 @@ def test_auto_runs_end_to_end_and_records_why(image_folder: Path, tmp_path: Path
 
 @pytest.mark.parametrize("mix", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.2, "cutmix": 1.0}])
 def test_mixup_cutmix_train_on_images(image_folder: Path, tmp_path: Path, mix: dict) -> None:
-    r = _train(image_folder, tmp_path / "run", epochs=1, **mix)
+    r = train_tiny(image_folder, tmp_path / "run", epochs=1, **mix)
     assert r.metrics["run"]["cached_features"] is False  # mixing needs images
     assert r.metrics["val"]["samples"] == 6
 

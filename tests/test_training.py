@@ -10,12 +10,7 @@ from headstart.errors import HeadstartError, RunError
 from headstart.models import create_backbone
 from headstart.strategies import FeatureExtract, Partial, build_param_groups
 from headstart.training.module import HeadstartModule
-from tests.conftest import TINY
-
-
-def _train(data: Path, out: Path, **kw) -> headstart.TrainResult:
-    settings = {**TINY, "epochs": 2, "early_stopping_patience": None, "augment": "none", **kw}
-    return headstart.train(data=str(data), out=str(out), **settings)
+from tests.conftest import TINY, train_tiny
 
 
 def test_feature_extract_epoch_leaves_backbone_untouched(
@@ -25,7 +20,7 @@ def test_feature_extract_epoch_leaves_backbone_untouched(
     torch.manual_seed(0)
     before = create_backbone("torchvision:resnet18", 3, weights="none", image_size=32)
     torch.save(before.body.state_dict(), tmp_path / "init.pth")
-    r = _train(
+    r = train_tiny(
         image_folder,
         tmp_path / "run",
         weights=str(tmp_path / "init.pth"),
@@ -79,7 +74,7 @@ def test_partial_param_groups_and_lrs() -> None:
 def test_run_folder_contents_predict_evaluate_and_reproduce(
     split_folder: Path, tmp_path: Path
 ) -> None:
-    r = _train(split_folder, tmp_path / "run", epochs=3, lr=1e-2)
+    r = train_tiny(split_folder, tmp_path / "run", epochs=3, lr=1e-2)
     files = sorted(p.name for p in r.run_dir.iterdir())
     assert files == [
         "checkpoints",
@@ -113,8 +108,8 @@ def test_run_folder_contents_predict_evaluate_and_reproduce(
 
 
 def test_cached_and_uncached_paths_give_the_same_head(image_folder: Path, tmp_path: Path) -> None:
-    a = _train(image_folder, tmp_path / "a", cache_features=True, head_init="random")
-    b = _train(image_folder, tmp_path / "b", cache_features=False)
+    a = train_tiny(image_folder, tmp_path / "a", cache_features=True, head_init="random")
+    b = train_tiny(image_folder, tmp_path / "b", cache_features=False)
     ha = headstart.load_run(a.run_dir).model.head.state_dict()
     hb = headstart.load_run(b.run_dir).model.head.state_dict()
     assert a.metrics["run"]["cached_features"] and not b.metrics["run"]["cached_features"]
@@ -130,7 +125,7 @@ def test_resume_equals_uninterrupted_run(
     image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kw = {"strategy": "partial", "unfreeze_last": 2, "augment": "light", "epochs": 4}
-    straight = _train(image_folder, tmp_path / "straight", **kw)
+    straight = train_tiny(image_folder, tmp_path / "straight", **kw)
 
     def crash_after_epoch_1(self: HeadstartModule) -> None:
         if self.current_epoch == 1:
@@ -138,7 +133,7 @@ def test_resume_equals_uninterrupted_run(
 
     monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash_after_epoch_1, raising=False)
     with pytest.raises(_SimulatedCrash):
-        _train(image_folder, tmp_path / "part", **kw)
+        train_tiny(image_folder, tmp_path / "part", **kw)
     monkeypatch.undo()
     resumed = headstart.train(resume=tmp_path / "part")
     assert resumed.metrics["run"]["epochs_run"] == 4
@@ -155,18 +150,18 @@ def test_output_folder_is_never_overwritten(image_folder: Path, tmp_path: Path) 
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(RunError, match="already exists"):
-        _train(image_folder, out)
+        train_tiny(image_folder, out)
     assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_resume_with_another_model_is_refused(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(image_folder, tmp_path / "run", epochs=1)
+    r = train_tiny(image_folder, tmp_path / "run", epochs=1)
     with pytest.raises(HeadstartError, match="model"):
         headstart.train(resume=r.run_dir, model="timm:test_resnet")
 
 
 def test_corrupt_checkpoint_gets_a_clear_error(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(image_folder, tmp_path / "run", epochs=1)
+    r = train_tiny(image_folder, tmp_path / "run", epochs=1)
     best = r.run_dir / "checkpoints" / "best.ckpt"
     best.write_bytes(best.read_bytes()[:1000])
     with pytest.raises(RunError, match="truncated, corrupt"):
@@ -174,7 +169,7 @@ def test_corrupt_checkpoint_gets_a_clear_error(image_folder: Path, tmp_path: Pat
 
 
 def test_timm_model_trains_end_to_end(image_folder: Path, tmp_path: Path) -> None:
-    r = _train(
+    r = train_tiny(
         image_folder,
         tmp_path / "run",
         model="timm:test_vit",
