@@ -17,15 +17,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from headstart.errors import HeadstartError
 
-StrategyName = Literal["auto", "feature-extract", "partial", "gradual", "fine-tune"]
+StrategyName = Literal[
+    "auto", "feature-extract", "partial", "gradual", "fine-tune", "few-shot", "lora"
+]
 OptimizerName = Literal["adamw", "sgd"]
 SchedulerName = Literal["cosine", "step", "onecycle", "none"]
 AugmentName = Literal["none", "light", "standard", "strong"]
-HeadName = Literal["linear", "mlp"]
+HeadName = Literal["linear", "mlp", "cosine", "semantic"]
 BNPolicy = Literal["auto", "frozen", "train"]
 
 
@@ -44,6 +53,19 @@ class TrainConfig(BaseModel):
         0.2, gt=0.0, lt=1.0, description="Stratified validation share when data has no val split."
     )
     strict: bool = Field(False, description="Fail on unreadable images instead of skipping them.")
+    text_column: str | None = Field(
+        None,
+        description="Text data: the CSV column holding the texts (default 'text' for text models).",
+    )
+    label_column: str = Field("label", description="Text data: the CSV column holding the labels.")
+    max_length: int | None = Field(
+        None,
+        ge=2,
+        description="Text models: tokens per text, longer ones are truncated [model's limit, at most 512].",
+    )
+    pooling: Literal["mean", "cls"] = Field(
+        "mean", description="Text models: sentence embedding = mean over tokens or the CLS token."
+    )
 
     # --- model ------------------------------------------------------------------------------
     model: str = Field(
@@ -53,14 +75,30 @@ class TrainConfig(BaseModel):
         "DEFAULT",
         description="Weights enum name (DEFAULT, IMAGENET1K_V1, ...), a local file, or 'none'.",
     )
-    head: HeadName = Field("linear", description="Classifier head: linear or mlp.")
+    head: HeadName = Field(
+        "linear",
+        description="Classifier head: linear, mlp, cosine (prototypes / CLIP text) or semantic "
+        "(projection onto label-name embeddings, zero-shot to new class names).",
+    )
     head_hidden: int = Field(512, gt=0, description="Hidden width of the mlp head.")
     head_dropout: float | None = Field(
         None, ge=0.0, lt=1.0, description="Head dropout (default: 0 for linear, 0.2 for mlp)."
     )
-    head_init: Literal["probe", "random"] = Field(
+    head_init: Literal["probe", "random", "zero-shot"] = Field(
         "probe",
-        description="Cached-feature path, linear head: start from a fitted logistic-regression probe.",
+        description="Cached-feature path: start the linear head from a fitted logistic-regression "
+        "probe (cosine head: from class-mean prototypes); zero-shot: cosine head from the model's "
+        "text embeddings of the class names (CLIP).",
+    )
+    prompts: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="Zero-shot prompt templates ('{}' = class name); several are averaged "
+        "(prompt ensembling); ['ensemble'] uses the built-in set.",
+    )
+    label_embeddings: Literal["minilm"] | None = Field(
+        None,
+        description="Semantic head: text model mapping class names to vectors (minilm: the "
+        "offline all-MiniLM-L6-v2).",
     )
     image_size: int | Literal["auto"] | None = Field(
         None,
@@ -70,6 +108,20 @@ class TrainConfig(BaseModel):
     # --- strategy ---------------------------------------------------------------------------
     strategy: StrategyName = Field("feature-extract", description="Transfer strategy.")
     unfreeze_last: int = Field(1, ge=1, description="Stages trained by the partial strategy.")
+    lora_r: int = Field(8, ge=1, description="lora: rank of the low-rank adapters.")
+    lora_alpha: float = Field(16.0, gt=0.0, description="lora: scaling alpha (update x alpha / r).")
+    lora_dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="lora: dropout on the adapter input."
+    )
+    few_shot_head: Literal["prototype", "logistic"] = Field(
+        "prototype",
+        description="few-shot: cosine prototype head, or a logistic-regression probe (linear head).",
+    )
+    few_shot_refine: bool = Field(
+        True,
+        description="few-shot: fine-tune the head from its initialisation for --epochs (off: keep "
+        "the prototypes / probe as they are).",
+    )
     unfreeze_every: int = Field(2, ge=1, description="gradual: epochs between unfreezing steps.")
     gradual_steps: int = Field(
         3,
@@ -125,9 +177,39 @@ class TrainConfig(BaseModel):
         5, ge=1, description="Stop after this many epochs without val-loss improvement (None: off)."
     )
 
+    # --- domain adaptation (headstart.adapt.domain) -----------------------------------------
+    target_unlabeled: str | None = Field(
+        None,
+        description="Unlabeled target-domain images (folder, searched recursively) for --adapt.",
+    )
+    target_eval: str | None = Field(
+        None,
+        description="Labelled target-domain folder/CSV: accuracy there is reported after training.",
+    )
+    adapt: Literal["none", "mmd", "dann"] = Field(
+        "none",
+        description="Domain adaptation with --target-unlabeled: mmd (multi-kernel MMD, DAN) or "
+        "dann (gradient reversal).",
+    )
+    adapt_weight: float = Field(
+        1.0, gt=0.0, description="Weight of the adaptation loss next to cross-entropy."
+    )
+    adapt_baseline: bool = Field(
+        True,
+        description="With --adapt and --target-eval, also train the run without adaptation "
+        "(<run>/source-only) to report source-only vs adapted accuracy.",
+    )
+
     # --- runtime ----------------------------------------------------------------------------
     accelerator: str = Field("auto", description="cpu, cuda, mps or auto.")
     devices: int = Field(1, ge=1, description="Devices (processes) per node; > 1 trains with DDP.")
+    num_nodes: int = Field(
+        1, ge=1, description="Machines taking part (torchrun/SLURM); > 1 needs --out on a shared disk."
+    )
+    strategy_dist: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How several processes share training: ddp (replicas) or fsdp (sharded; CUDA only).",
+    )
     precision: str = Field(
         "32-true", description="Lightning precision (32-true, bf16-mixed, 16-mixed)."
     )
@@ -149,6 +231,35 @@ class TrainConfig(BaseModel):
                 f"model spec {v!r} needs a source prefix, e.g. 'torchvision:{v}' or 'timm:{v}'"
             )
         return v
+
+    @model_validator(mode="after")
+    def _head_settings_fit(self) -> TrainConfig:
+        if self.label_embeddings is not None and self.head != "semantic":
+            raise ValueError("label_embeddings needs head=semantic (--head semantic)")
+        if self.head == "semantic" and self.label_embeddings is None:
+            raise ValueError(
+                "head=semantic needs label_embeddings (--label-embeddings minilm) to embed class names"
+            )
+        if self.head_init == "zero-shot" and self.head != "cosine":
+            raise ValueError("head_init=zero-shot needs head=cosine (--head cosine)")
+        return self
+
+    @model_validator(mode="after")
+    def _adaptation_settings_fit(self) -> TrainConfig:
+        if self.adapt != "none" and not self.target_unlabeled:
+            raise ValueError(
+                f"adapt={self.adapt} needs target_unlabeled (--target-unlabeled <folder>)"
+            )
+        if self.target_unlabeled and self.adapt == "none":
+            raise ValueError("target_unlabeled is used only with adapt=mmd or dann (--adapt)")
+        return self
+
+    def head_for(self, strategy: str) -> str:
+        """The head kind a run with ``strategy`` (the resolved one, not ``auto``) trains:
+        few-shot brings its own (cosine prototypes, or a linear logistic probe)."""
+        if strategy == "few-shot" and self.head in ("linear", "mlp"):
+            return "cosine" if self.few_shot_head == "prototype" else "linear"
+        return self.head
 
     @field_validator("precision")
     @classmethod

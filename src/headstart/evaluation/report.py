@@ -14,6 +14,7 @@ import csv
 import html
 import io
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class ValPredictions:
     probs: torch.Tensor  # (N, C)
     targets: torch.Tensor  # (N,)
     paths: list[str]
+    texts: list[str] | None = None  # text runs: the mistakes grid shows text snippets
 
 
 def expected_calibration_error(
@@ -165,10 +167,14 @@ def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | No
     for ax in np.atleast_1d(axes).flatten():
         ax.axis("off")
     for ax, i in zip(np.atleast_1d(axes).flatten(), order.tolist(), strict=False):
-        try:
-            ax.imshow(load_rgb(pred.paths[i]))
-        except Exception:
-            ax.text(0.5, 0.5, "unreadable", ha="center")
+        if pred.texts is not None:
+            snippet = " ".join(pred.texts[i].split())[:220]
+            ax.text(0, 1, textwrap.fill(snippet, 38), fontsize=5.5, va="top", family="serif")
+        else:
+            try:
+                ax.imshow(load_rgb(pred.paths[i]))
+            except Exception:
+                ax.text(0.5, 0.5, "unreadable", ha="center")
         ax.set_title(
             f"true {classes[int(pred.targets[i])]}\npred {classes[int(p[i])]} ({float(conf[i]):.0%})",
             fontsize=8,
@@ -205,6 +211,21 @@ def _reliability(table: list[dict[str, float]], ece: float) -> Figure:
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def _target_line(metrics: dict[str, Any]) -> str:
+    """Target-domain accuracy; with --adapt, source-only vs adapted and the gain."""
+    te, ad = metrics["target_eval"], metrics.get("adaptation")
+    line = f"{100 * te['accuracy']:.2f} % on {te['samples']} images"
+    if ad and "source_only_target_accuracy" in ad:
+        line = (
+            f"{ad['method']} adapted {100 * te['accuracy']:.2f} % vs source-only "
+            f"{100 * ad['source_only_target_accuracy']:.2f} % ({ad['gain_points']:+.2f} points) "
+            f"on {te['samples']} images"
+        )
+    elif ad:
+        line = f"{ad['method']} adapted {line} ({ad.get('note', '')})"
+    return line
 
 
 def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
@@ -246,6 +267,8 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
                 f"{100 * metrics['test']['accuracy']:.2f} % on {metrics['test']['samples']} images",
             )
         )
+    if "target_eval" in metrics:  # labelled target-domain data (headstart.adapt.domain)
+        summary.append(("target-eval accuracy", _target_line(metrics)))
     summary += [
         (
             "input",

@@ -23,18 +23,26 @@ from headstart.data.datasets import ImageDataset, ViewsDataset
 from headstart.data.folders import splits_for
 from headstart.data.image_size import auto_image_size
 from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
+from headstart.data.text import TextDataset, describe_input, sample_text
 from headstart.errors import HeadstartError, RunError, TrainingDiverged
 from headstart.evaluation import classification_metrics, metrics_table
-from headstart.evaluation.probe import cross_validated_probe, fit_logistic
+from headstart.evaluation.probe import cross_validated_probe
 from headstart.evaluation.report import ValPredictions, write_report
 from headstart.models import Backbone, create_backbone
-from headstart.models.heads import classifier_layer
+from headstart.models.heads import CosineClassifier, head_kind
 from headstart.run import RunFolder, load_checkpoint_file
 from headstart.strategies import Strategy, make_strategy
-from headstart.strategies.auto import AutoDecision, decide
-from headstart.training.callbacks import EpochLog, NonFiniteLossGuard
-from headstart.training.checkpoint_io import AtomicCheckpointIO
+from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
+from headstart.training.callbacks import EpochLog, NonFiniteLoss, NonFiniteLossGuard
+from headstart.training.checkpoint_io import AtomicCheckpointIO, check_checkpoint_fits
+from headstart.training.distributed import (
+    announce_run_dir,
+    check_distributed,
+    rank_run_dir,
+    trainer_strategy,
+)
 from headstart.training.features import features_for
+from headstart.training.head_init import init_head_from_features, prepare_head
 from headstart.training.module import HeadstartModule
 
 log = logging.getLogger(__name__)
@@ -106,28 +114,34 @@ def train(
                 "(e.g. --config runs/<run>/config.yaml --out <new folder>) instead."
             )
         config = saved
-        if not run.last_checkpoint.is_file():
-            raise RunError(f"--resume {resume}: no checkpoints/last.ckpt to resume from")
-        ckpt_path = run.last_checkpoint
+        run.remove_stale_temp_files()  # left by a process killed while writing
+        if run.last_checkpoint.is_file():
+            ckpt_path = run.last_checkpoint
+        else:  # stopped before its first checkpoint (e.g. during feature extraction)
+            log.warning("--resume %s: no checkpoint yet; training from the first epoch", resume)
     else:
         config = (
             config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
         )
 
+    check_distributed(config)
     splits, backbone = load_inputs(config)
-    if resume is None and _is_ddp_child():
-        # Lightning's DDP launcher re-runs this process per rank; rank 0 created the folder.
-        run = RunFolder(Path(os.environ[_RUN_DIR_ENV]))
+    shared_dir = rank_run_dir(config) if resume is None else None
+    if shared_dir is not None:
+        # a DDP/FSDP rank other than 0: rank 0 creates the folder (see training/distributed.py)
+        run = RunFolder(shared_dir)
     elif resume is None:
         run = RunFolder.create(config.out or RunFolder.default_path(config))
         run.save_config(config)
         run.save_classes(splits.classes)
-        os.environ[_RUN_DIR_ENV] = str(run.path)  # inherited by DDP rank processes
+        announce_run_dir(run.path)  # inherited by the ranks Lightning's launcher starts
     elif run.load_classes() != splits.classes:
         raise RunError(f"--resume {resume}: the data's classes differ from the run's classes.json")
 
     p = _prepare(config, splits, backbone)
     module, strategy, fast = p.module, p.strategy, p.fast
+    if ckpt_path is not None:
+        check_checkpoint_fits(ckpt_path, module, config.model)
     guard = NonFiniteLossGuard()
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
@@ -150,19 +164,12 @@ def train(
         )
     if console.is_terminal:
         callbacks.append(RichProgressBar(leave=False))
-    dist: Any = "auto"
-    if config.devices > 1:
-        from lightning.pytorch.strategies import DDPStrategy
-
-        dist = DDPStrategy(
-            find_unused_parameters=True,
-            process_group_backend="gloo" if not torch.cuda.is_available() else None,
-        )
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
-        strategy=dist,
+        num_nodes=config.num_nodes,
+        strategy=trainer_strategy(config),
         precision=config.precision,  # type: ignore[arg-type]
         deterministic=config.deterministic,
         logger=False,
@@ -174,12 +181,26 @@ def train(
         enable_progress_bar=console.is_terminal,
         log_every_n_steps=max(1, min(50, len(p.train_loader))),
     )
-    trainer.fit(module, p.train_loader, p.val_loader, ckpt_path=ckpt_path)
-    if guard.tripped_at is not None:
-        raise TrainingDiverged(
-            f"training loss became NaN/inf in epoch {guard.tripped_at}; stopped. The best checkpoint "
-            f"so far is kept in {run.checkpoints}. Lower --lr or check the data."
+    try:
+        if strategy.name == "few-shot" and not config.few_shot_refine:
+            # the closed-form head is the model: validate it and save it as the run's checkpoints
+            trainer.validate(module, p.val_loader, verbose=False)
+            for name in ("best.ckpt", "last.ckpt"):
+                trainer.save_checkpoint(run.checkpoints / name)
+        else:
+            fit_loader = p.train_loader if p.fit_loader is None else p.fit_loader
+            trainer.fit(module, fit_loader, p.val_loader, ckpt_path=ckpt_path)
+    except NonFiniteLoss as err:
+        kept = (
+            f"the checkpoints of the last good epoch are kept in {run.checkpoints} (--resume "
+            f"{run.path} continues from there)"
+            if run.last_checkpoint.is_file()
+            else "no epoch finished, so there is no checkpoint"
         )
+        raise TrainingDiverged(
+            f"training loss became NaN/inf in epoch {err.epoch} (step {err.step}); stopped before "
+            f"saving it: {kept}. Lower --lr, or check the data for broken images/labels."
+        ) from None
     if not trainer.is_global_zero:
         return TrainResult(run.path, config, {}, time.perf_counter() - t_start)
 
@@ -215,9 +236,8 @@ def train(
         "cached_features": fast,
         "feature_cache_hits": p.feature_cache_hits,
         "feature_views": config.feature_views if fast else None,
-        "head_init": "probe"
-        if fast and config.head == "linear" and config.head_init == "probe"
-        else "random",
+        "head": head_kind(backbone.head),
+        "head_init": p.head_init,
         "epochs_run": trainer.current_epoch,
         "best_checkpoint": best.name,
         "train_images": len(splits.train),
@@ -226,8 +246,15 @@ def train(
         "skipped_files": dict(splits.skipped),
         "seconds": round(seconds, 2),
     }
+    if config.target_eval:  # labelled target-domain data; with --adapt also source-only baseline
+        from headstart.adapt.domain import target_results
+
+        results.update(target_results(config, backbone, splits, run, p.adaptation, fast, p.num_workers))
     run.save_metrics(results)
-    val_pred = ValPredictions(val_logits.softmax(1), val_targets, [str(x.path) for x in splits.val])
+    val_pred = ValPredictions(
+        val_logits.softmax(1), val_targets, [str(x.path) for x in splits.val],
+        texts=[sample_text(x) for x in splits.val] if backbone.modality == "text" else None,
+    )  # fmt: skip
     report = write_report(run, val_pred)
     for split in ("val", "test"):
         if split in results:
@@ -253,6 +280,7 @@ def backbone_from_config(config: TrainConfig, splits: DataSplits) -> Backbone:
         return create_backbone(
             config.model, len(splits.classes), weights=config.weights, head=config.head,
             head_hidden=config.head_hidden, head_dropout=config.head_dropout, image_size=size,
+            pooling=config.pooling, max_length=config.max_length,
         )  # fmt: skip
 
     if config.image_size != "auto":
@@ -284,17 +312,23 @@ class _Prepared:
     class_weights: torch.Tensor | None
     num_workers: int
     images: Any
+    fit_loader: Any = None  # what trainer.fit draws from when not train_loader (domain adaptation)
+    adaptation: Any = None
+    head_init: str = "random"  # how the head started (for metrics.json and the report)
 
 
 def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Prepared:
     """Choose the strategy, build datasets/loaders (cached features or images) and the module."""
     num_workers = config.num_workers if config.num_workers is not None else default_num_workers()
-    eval_tf = build_eval_transform(backbone.preprocessing)
+    text = backbone.modality == "text"  # token ids instead of images (data/text.py)
+    eval_tf = None if text else build_eval_transform(backbone.preprocessing)
     idx = splits.class_to_idx
-    draft = backbone.preprocessing.resize
+    draft = getattr(backbone.preprocessing, "resize", None)
     n_classes = len(splits.classes)
 
-    def images(samples: list[Any], tf: Any = eval_tf) -> ImageDataset:
+    def images(samples: list[Any], tf: Any = eval_tf) -> Any:
+        if text:  # texts are not augmented
+            return TextDataset(samples, idx, backbone.preprocessing)  # type: ignore[arg-type]
         return ImageDataset(samples, idx, tf, draft, seed=config.seed)
 
     hits: list[str] = []
@@ -316,20 +350,25 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
     probe_l2 = 1e-3
     chosen: str = config.strategy
     if config.strategy == "auto":
-        train_feats = feats("train", images(splits.train), splits.train)
-        acc, probe_l2 = cross_validated_probe(*train_feats, n_classes, seed=config.seed)
-        decision = decide(len(splits.train), n_classes, acc)
+        train_counts = splits.counts()["train"]
+        if is_few_shot(train_counts):
+            decision = decide_few_shot(train_counts)
+        else:
+            train_feats = feats("train", images(splits.train), splits.train)
+            acc, probe_l2 = cross_validated_probe(*train_feats, n_classes, seed=config.seed)
+            decision = decide(len(splits.train), n_classes, acc)
         chosen = decision.strategy
         console.print(f"[bold]auto strategy -> {chosen}[/]")
         for reason in decision.reasons:
             console.print(f"  - {reason}")
+    head_init = prepare_head(backbone, config, chosen, splits.classes)
     strategy = make_strategy(config.replace(strategy=chosen))
     strategy.apply(backbone, 0)
     bn_frozen, bn_reason = _bn_policy(config)
     backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
     trainable, total = backbone.param_counts()
     console.print(
-        f"[bold]{config.model}[/] weights={backbone.weights_label}  input {backbone.preprocessing.crop}px "
+        f"[bold]{config.model}[/] weights={backbone.weights_label}  input {describe_input(backbone)} "
         f"({backbone.preprocessing.source})\n"
         f"strategy {strategy.describe(backbone)}\n"
         f"BatchNorm statistics of trainable stages: {'frozen' if bn_frozen else 'updated'} ({bn_reason})\n"
@@ -361,8 +400,10 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         t0 = time.perf_counter()
         if train_feats is None:
             train_feats = feats("train", images(splits.train), splits.train)
-        if config.head == "linear" and config.head_init == "probe":
-            _init_head_from_probe(backbone, *train_feats, n_classes, probe_l2)
+        if config.head_init == "probe":
+            head_init = (
+                init_head_from_features(backbone, *train_feats, n_classes, probe_l2) or head_init
+            )
         if config.feature_views > 1:
             aug = images(
                 splits.train, build_train_transform(backbone.preprocessing, config.augment)
@@ -384,13 +425,19 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         train_set: Any = _IndexedTensors(*train_feats)
         val_loader: DataLoader[Any] = DataLoader(TensorDataset(va_x, va_y), batch_size=256)
     else:
+        if isinstance(backbone.head, CosineClassifier) and config.head_init == "probe":
+            # prototypes need one pass over the training images with the starting backbone
+            train_feats = feats("train", images(splits.train), splits.train)
+            head_init = init_head_from_features(backbone, *train_feats, n_classes, probe_l2) or ""
         backbone.to(memory_format=torch.channels_last)  # ~20 % faster conv training on CPU
         if config.compile:
             backbone.body.compile()  # in place: state_dict keys unchanged
         train_set = images(
-            splits.train, build_train_transform(backbone.preprocessing, config.augment)
+            splits.train,
+            None if text else build_train_transform(backbone.preprocessing, config.augment),
         )
         loader_kw = {
+            "collate_fn": backbone.collate_fn,  # text: dynamic padding
             "num_workers": num_workers,
             "persistent_workers": num_workers > 0,
             "pin_memory": torch.cuda.is_available(),
@@ -411,6 +458,15 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         **loader_kw,
     )
 
+    adaptation = None
+    if config.adapt != "none":  # source + unlabeled target batches together (adapt/domain.py)
+        from headstart.adapt.domain import setup_adaptation
+
+        adaptation = setup_adaptation(
+            config, backbone, fast=fast, rows=len(targets), loader_kw=loader_kw,
+            frozen_throughout=_frozen_throughout(strategy, backbone, config.epochs),
+            drop_last=_drop_last(len(targets), config.batch_size), num_workers=num_workers,
+        )  # fmt: skip
     module = HeadstartModule(
         backbone,
         strategy,
@@ -419,22 +475,13 @@ def _prepare(config: TrainConfig, splits: DataSplits, backbone: Backbone) -> _Pr
         inputs_are_features=fast,
         class_weights=class_weights,
         num_classes=n_classes,
+        train_hook=adaptation.step if adaptation else None,
     )
     return _Prepared(
         module, strategy, train_loader, val_loader, fast, (va_x, va_y) if fast else None, hits, decision,
         bn_frozen, bn_reason, trainable, total, class_weights, num_workers, images,
+        adaptation.combine(train_loader) if adaptation else None, adaptation, head_init,
     )  # fmt: skip
-
-
-_RUN_DIR_ENV = "HEADSTART_DDP_RUN_DIR"
-
-
-def _is_ddp_child() -> bool:
-    return (
-        _RUN_DIR_ENV in os.environ
-        and int(os.environ.get("LOCAL_RANK", "0") or 0) + int(os.environ.get("NODE_RANK", "0") or 0)
-        > 0
-    )
 
 
 def _bn_policy(config: TrainConfig) -> tuple[bool, str]:
@@ -450,17 +497,6 @@ def _bn_policy(config: TrainConfig) -> tuple[bool, str]:
             f"--bn auto: per-device batch {config.batch_size} < 16 gives noisy batch statistics",
         )
     return False, f"--bn auto: per-device batch {config.batch_size} >= 16"
-
-
-def _init_head_from_probe(
-    backbone: Backbone, x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float
-) -> None:
-    """Start the linear head at the logistic-regression optimum on the cached features."""
-    probe = fit_logistic(x, y, n_classes, l2)
-    linear = classifier_layer(backbone.head)
-    with torch.no_grad():
-        linear.weight.copy_(probe.weight)
-        linear.bias.copy_(probe.bias)
 
 
 class _IndexedTensors(TensorDataset):
@@ -487,7 +523,9 @@ def predict_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets for a dataset of ``(image_tensor, target)`` pairs, in order."""
     backbone.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=backbone.collate_fn
+    )
     outs, ys = [], []
     for x, y in loader:
         outs.append(backbone(x).float())

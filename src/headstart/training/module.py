@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from headstart.config import TrainConfig
 from headstart.models.backbone import Backbone
-from headstart.models.heads import classifier_layer
+from headstart.models.heads import head_kind, num_outputs
 from headstart.strategies import Strategy, build_param_groups
 from headstart.training.schedules import add_param_group, make_schedule
 
@@ -46,9 +46,14 @@ class HeadstartModule(L.LightningModule):
         inputs_are_features: bool = False,
         class_weights: torch.Tensor | None = None,
         num_classes: int | None = None,
+        train_hook: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        # Optional training-step hook (e.g. headstart.adapt.domain.DomainAdaptationStep): called
+        # as ``train_hook(self, batch) -> (loss, logits, targets, extra logs)``; its parameters
+        # train in the optimizer's first group ("adapt") and live in the checkpoint.
+        self.train_hook = train_hook
         self.strategy = strategy
         self.config = config
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -57,7 +62,7 @@ class HeadstartModule(L.LightningModule):
         self._applied_epoch = 0
         self.unfreeze_events: list[tuple[int, list[str]]] = []
         self._mix: v2.Transform | None = None
-        n = num_classes or classifier_layer(backbone.head).out_features
+        n = num_classes or num_outputs(backbone.head)
         mixers: list[v2.Transform] = []
         if config.mixup > 0:
             mixers.append(v2.MixUp(alpha=config.mixup, num_classes=n))
@@ -70,7 +75,7 @@ class HeadstartModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs_are_features:
             return self.backbone.head(x)
-        if x.dim() == 4:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:  # text batches are dicts of token ids
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
@@ -83,6 +88,12 @@ class HeadstartModule(L.LightningModule):
         weights = self.class_weights if isinstance(self.class_weights, torch.Tensor) else None
         smoothing = self.config.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=smoothing)
+        self._log_step(stage, loss, logits, y)
+        return loss
+
+    def _log_step(
+        self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
         acc = (logits.argmax(1) == y).float().mean()
         self.log(
             f"{stage}_loss",
@@ -102,11 +113,16 @@ class HeadstartModule(L.LightningModule):
             batch_size=len(y),
             sync_dist=stage == "val",
         )
-        return loss
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
+        if self.train_hook is not None:
+            loss, logits, y, extra = self.train_hook(self, batch)
+            for k, v in extra.items():
+                self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=len(y))
+            self._log_step("train", loss, logits, y)
+            return loss
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -158,6 +174,10 @@ class HeadstartModule(L.LightningModule):
         groups = build_param_groups(
             self.backbone, c.lr, c.weight_decay, c.backbone_lr_mult, c.layer_decay, stages=order
         )
+        hook_params = list(self.train_hook.parameters()) if self.train_hook is not None else []
+        if hook_params:  # first, so uninterrupted and resumed runs build the same group order
+            adapt = {"name": "adapt", "params": hook_params, "lr": c.lr, "weight_decay": c.weight_decay}
+            groups.insert(0, adapt)
         if c.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
         else:
@@ -183,6 +203,7 @@ class HeadstartModule(L.LightningModule):
             "unfreeze_events": [[e, names] for e, names in self.unfreeze_events],
             "preprocessing": self.backbone.preprocessing.to_dict(),
             "model": self.backbone.spec,
+            "head": head_kind(self.backbone.head),
             "config": self.config.model_dump(mode="json"),
         }
 
