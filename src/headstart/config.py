@@ -109,7 +109,7 @@ class TrainConfig(BaseModel):
     strategy: StrategyName = Field("feature-extract", description="Transfer strategy.")
     unfreeze_last: int = Field(1, ge=1, description="Stages trained by the partial strategy.")
     lora_r: int = Field(8, ge=1, description="lora: rank of the low-rank adapters.")
-    lora_alpha: float = Field(16.0, gt=0.0, description="lora: scaling alpha (update x alpha / r).")
+    lora_alpha: int = Field(16, ge=1, description="lora: scaling alpha (update x alpha / r).")
     lora_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="lora: dropout on the adapter input."
     )

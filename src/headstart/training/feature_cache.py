@@ -53,6 +53,9 @@ def feature_key(
         h.update(
             f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{class_to_idx[s.label]}\n".encode()
         )
+        text = getattr(s, "text", None)  # text data: CSV rows share one file
+        if text is not None:
+            h.update(hashlib.sha256(text.encode()).digest())
     return h.hexdigest()[:32]
 
 

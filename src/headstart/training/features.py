@@ -27,13 +27,16 @@ def extract_features(
     throughput hardly grows with larger batches, peak memory does.
     """
     if batch_size is None:
-        crop = backbone.preprocessing.crop
-        batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2))))
+        crop = getattr(backbone.preprocessing, "crop", None)
+        batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device)
     body = backbone.body.to(memory_format=torch.channels_last)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=backbone.collate_fn,
+    )  # fmt: skip
     feats: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     columns = (
@@ -47,7 +50,10 @@ def extract_features(
             task = progress.add_task(description, total=len(dataset))  # type: ignore[arg-type]
             for x, y in loader:
                 with torch.inference_mode():
-                    x = x.to(device).contiguous(memory_format=torch.channels_last)
+                    if isinstance(x, dict):  # text: a dict of token tensors
+                        x = {k: v.to(device) for k, v in x.items()}
+                    else:
+                        x = x.to(device).contiguous(memory_format=torch.channels_last)
                     f = body(x)
                     f = (f.flatten(1) if f.dim() > 2 else f).float().cpu()
                 feats.append(f)
