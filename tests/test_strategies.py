@@ -170,8 +170,9 @@ def test_auto_decision_rules(n: int, probe: float | None, expected: str) -> None
     assert d.reasons and d.numbers["train_images"] == n
 
 
-def test_auto_runs_end_to_end_and_records_why(image_folder: Path, tmp_path: Path) -> None:
-    r = train_tiny(image_folder, tmp_path / "run", strategy="auto", epochs=1)
+def test_auto_runs_end_to_end_and_records_why(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "d", 16)  # > 10 training images per class: not few-shot
+    r = train_tiny(data, tmp_path / "run", strategy="auto", epochs=1)
     dec = r.metrics["run"]["auto_decision"]
     assert dec["strategy"] in ("feature-extract", "partial")
     assert 0.0 <= dec["numbers"]["probe_accuracy"] <= 1.0 and len(dec["reasons"]) == 2

@@ -62,7 +62,12 @@ def train(
     weights: Annotated[
         str | None, Opt(help="DEFAULT, an enum name (IMAGENET1K_V1...), a file, or none [DEFAULT].")
     ] = None,
-    head: Annotated[str | None, Opt(help="linear or mlp [linear].")] = None,
+    head: Annotated[
+        str | None,
+        Opt(
+            help="linear, mlp, cosine (prototypes / CLIP text) or semantic (label names) [linear]."
+        ),
+    ] = None,
     head_hidden: Annotated[int | None, Opt(help="Hidden width of the mlp head [512].")] = None,
     head_dropout: Annotated[float | None, Opt(help="Head dropout [0 linear, 0.2 mlp].")] = None,
     image_size: Annotated[
@@ -73,8 +78,31 @@ def train(
         Opt(
             "--strategy",
             "-s",
-            help="auto, feature-extract, partial, gradual or fine-tune [feature-extract].",
+            help="auto, feature-extract, partial, gradual, fine-tune or few-shot "
+            "[feature-extract].",
         ),
+    ] = None,
+    few_shot_head: Annotated[
+        str | None, Opt(help="few-shot: prototype (cosine) or logistic (probe) [prototype].")
+    ] = None,
+    few_shot_refine: Annotated[
+        bool | None,
+        Opt(
+            "--few-shot-refine/--no-few-shot-refine",
+            help="few-shot: fine-tune the head from its closed-form start for --epochs [on].",
+        ),
+    ] = None,
+    prompts: Annotated[
+        list[str] | None,
+        Opt(
+            "--prompt",
+            help="Zero-shot prompt template with {} (repeat to ensemble; 'ensemble' = CLIP's 7) "
+            "['a photo of a {}.'].",
+        ),
+    ] = None,
+    label_embeddings: Annotated[
+        str | None,
+        Opt(help="--head semantic: embed class names with minilm (offline all-MiniLM-L6-v2)."),
     ] = None,
     unfreeze_last: Annotated[int | None, Opt(help="partial: stages to train [1].")] = None,
     unfreeze_every: Annotated[
@@ -91,7 +119,8 @@ def train(
         Opt("--bn", help="BatchNorm stats of trainable stages: auto, frozen, train [auto]."),
     ] = None,
     head_init: Annotated[
-        str | None, Opt(help="Cached path, linear head: probe or random [probe].")
+        str | None,
+        Opt(help="probe (fitted / prototypes), random, or zero-shot (cosine head, CLIP) [probe]."),
     ] = None,
     class_weights: Annotated[
         str | None, Opt(help="none or auto (inverse frequency) [none].")
@@ -100,6 +129,12 @@ def train(
     mixup: Annotated[float | None, Opt(help="MixUp alpha, 0 = off [0].")] = None,
     cutmix: Annotated[float | None, Opt(help="CutMix alpha, 0 = off [0].")] = None,
     devices: Annotated[int | None, Opt(help="Processes/devices; > 1 trains with DDP [1].")] = None,
+    num_nodes: Annotated[
+        int | None, Opt(help="Machines (torchrun/SLURM, docs/scale-out.md); > 1 needs --out [1].")
+    ] = None,
+    strategy_dist: Annotated[
+        str | None, Opt(help="ddp (replicas) or fsdp (sharded, CUDA only) [ddp].")
+    ] = None,
     backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [0.1].")] = None,
     disk_cache: Annotated[
         bool | None,
@@ -156,6 +191,24 @@ def train(
     ] = None,
     strict: Annotated[
         bool | None, Opt("--strict/--skip-bad", help="Fail on unreadable images [skip and count].")
+    ] = None,
+    target_unlabeled: Annotated[
+        str | None, Opt(help="Unlabeled target-domain image folder for --adapt.")
+    ] = None,
+    adapt: Annotated[
+        str | None,
+        Opt(help="Domain adaptation: none, mmd (DAN) or dann (gradient reversal) [none]."),
+    ] = None,
+    adapt_weight: Annotated[float | None, Opt(help="Adaptation loss weight [1.0].")] = None,
+    target_eval: Annotated[
+        str | None, Opt(help="Labelled target-domain folder/CSV: accuracy reported after training.")
+    ] = None,
+    adapt_baseline: Annotated[
+        bool | None,
+        Opt(
+            "--adapt-baseline/--no-adapt-baseline",
+            help="With --adapt and --target-eval, also train a source-only run to compare [on].",
+        ),
     ] = None,
     out: Annotated[
         str | None, Opt("--out", "-o", help="Run folder [runs/<model>-<timestamp>].")
@@ -395,6 +448,55 @@ def fewshot_eval_cmd(
         f"{model}: {r.ways}-way {r.shots}-shot accuracy {100 * r.mean_accuracy:.1f} % "
         f"± {100 * r.ci95:.1f} (95 % CI, {r.episodes} episodes, {r.queries} queries per class)"
     )
+
+
+@app.command("zero-shot")
+def zero_shot_cmd(
+    images: Annotated[
+        list[str] | None, typer.Argument(help="Images or folders to classify (optional).")
+    ] = None,
+    labels: Annotated[
+        str | None, Opt(help="Comma-separated class names [the --eval folder's classes].")
+    ] = None,
+    model: Annotated[
+        str | None, Opt("--model", "-m", help="hf:<CLIP folder or cached repo> (text tower).")
+    ] = None,
+    run: Annotated[
+        Path | None, Opt("--run", help="A run trained with --head semantic (any image model).")
+    ] = None,
+    prompts: Annotated[
+        list[str] | None,
+        Opt("--prompt", help="Template with {} (repeat to ensemble; 'ensemble' = CLIP's 7)."),
+    ] = None,
+    eval_data: Annotated[
+        str | None, Opt("--eval", help="Labelled folder/CSV: report zero-shot accuracy on it.")
+    ] = None,
+    out: Annotated[
+        str | None, Opt("--out", "-o", help="Run folder to save [runs/zero-shot-<model>-<time>].")
+    ] = None,
+    top_k: Annotated[int, Opt(help="Predictions per image.")] = 1,
+) -> None:
+    """Classify by class names alone (CLIP text tower, or label embeddings of a semantic-head
+    run); the classifier is saved as an ordinary run (predict, export, serve, fine-tune)."""
+    from headstart.adapt.zeroshot import zero_shot
+    from headstart.evaluation import metrics_table
+
+    names = [n.strip() for n in labels.split(",")] if labels else None
+    r = zero_shot(
+        images or [], labels=names, model=model, prompts=prompts or ["a photo of a {}."],
+        run=run, eval_data=eval_data, out=out, top_k=top_k,
+    )  # fmt: skip
+    if r.predictions:
+        t = Table(title=f"zero-shot over {len(r.classes)} classes")
+        t.add_column("file")
+        t.add_column("prediction")
+        t.add_column("p", justify="right")
+        for pr in r.predictions:
+            t.add_row(pr.path, pr.label, f"{pr.probability:.3f}")
+        console.print(t)
+    if r.metrics is not None:
+        console.print(metrics_table(r.metrics, f"zero-shot on {eval_data}"))
+    console.print(f"zero-shot model saved as run {r.run_dir} (export, predict, serve work on it)")
 
 
 @app.command("report")

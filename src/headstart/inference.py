@@ -41,14 +41,18 @@ def load_run(path: str | Path) -> LoadedRun:
     classes = run.load_classes()
     ckpt = load_checkpoint_file(run.checkpoint_for_inference())
     meta = ckpt.get("headstart", {})
+    # the head actually trained (auto may have chosen few-shot's cosine head)
+    head = str(meta.get("head") or config.head_for(config.strategy))
+    label_emb = ckpt["state_dict"].get("backbone.head.label_embeddings")
     model = create_backbone(
         config.model,
         len(classes),
         weights="none",
-        head=config.head,
+        head=head,
         head_hidden=config.head_hidden,
         head_dropout=config.head_dropout,
         image_size=None if config.image_size == "auto" else config.image_size,
+        label_embeddings=label_emb,
         pooling=config.pooling,
         max_length=config.max_length,
     )

@@ -43,6 +43,35 @@ class HFBody(nn.Module):
         return h.mean((2, 3))
 
 
+class CLIPImageBody(nn.Module):
+    """The image half of a CLIP model: ``forward(pixels) -> (N, projection_dim)`` image
+    embeddings in the space shared with the text tower (which stays out of the Backbone; the
+    zero-shot head is computed from it once, see :mod:`headstart.adapt.zeroshot`)."""
+
+    def __init__(self, vision_model: nn.Module, projection: nn.Module) -> None:
+        super().__init__()
+        self.vision_model = vision_model
+        self.visual_projection = projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision_model(pixel_values=x).pooler_output
+        return self.visual_projection(pooled)
+
+
+def _body(model: nn.Module) -> nn.Module:
+    vision, projection = (getattr(model, n, None) for n in ("vision_model", "visual_projection"))
+    if vision is not None and projection is not None:  # CLIP-style dual encoder
+        return CLIPImageBody(vision, projection)
+    return HFBody(model)
+
+
+def _field(size: Any, key: str) -> Any:
+    """``size[key]`` of an image processor's size (a dict, or transformers 5's ``SizeDict``)."""
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
 def _preprocessing(path: str) -> Preprocessing:
     from transformers import AutoImageProcessor
 
@@ -53,15 +82,11 @@ def _preprocessing(path: str) -> Preprocessing:
             f"hf:{path} has no image processor (preprocessor_config.json) to take the preprocessing "
             f"from ({type(err).__name__}); save one with AutoImageProcessor.save_pretrained"
         ) from None
-    size: Any = getattr(proc, "size", {}) or {}
-    crop_size: Any = getattr(proc, "crop_size", None) or {}
-    shortest = size.get("shortest_edge") if isinstance(size, dict) else None
-    resize = int(shortest or size.get("height") or 224)
-    crop = (
-        int(crop_size.get("height", resize))
-        if getattr(proc, "do_center_crop", False) and crop_size
-        else resize
-    )
+    size: Any = getattr(proc, "size", None)
+    crop_size: Any = getattr(proc, "crop_size", None)
+    resize = int(_field(size, "shortest_edge") or _field(size, "height") or 224)
+    crop_h = _field(crop_size, "height")
+    crop = int(crop_h) if getattr(proc, "do_center_crop", False) and crop_h else resize
     mean = tuple(float(v) for v in getattr(proc, "image_mean", None) or ())
     std = tuple(float(v) for v in getattr(proc, "image_std", None) or ())
     if len(mean) != 3 or len(std) != 3:
@@ -115,7 +140,7 @@ def build(path: str, weights: str, image_size: int | None = None) -> Body:
         if isinstance(native, int) and image_size != native:
             raise ModelError(f"hf:{path} works at {native} px; drop --image-size")
         pre = pre.with_crop(image_size)
-    body = HFBody(model).eval()
+    body = _body(model).eval()
     example = torch.zeros(1, 3, pre.crop, pre.crop)
     with torch.no_grad():
         num_features = int(body(example).shape[-1])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import torch
+
 from headstart.errors import ModelError
 from headstart.models import torchvision_adapter
 from headstart.models.backbone import Backbone
@@ -36,6 +38,7 @@ def create_backbone(
     image_size: int | None = None,
     pooling: str = "mean",
     max_length: int | None = None,
+    label_embeddings: torch.Tensor | None = None,
 ) -> Backbone:
     """Build the model for ``spec`` with a new head for ``num_classes``.
 
@@ -68,7 +71,9 @@ def create_backbone(
         body = lite_adapter.build(name, weights, image_size)
     else:
         body = torchvision_adapter.build(name, weights, image_size)
-    new_head = make_head(head, body.num_features, num_classes, head_hidden, head_dropout)
+    new_head = make_head(
+        head, body.num_features, num_classes, head_hidden, head_dropout, label_embeddings
+    )
     return Backbone(
         body.module,
         new_head,

@@ -41,6 +41,15 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _descend(name: str, m: nn.Module) -> tuple[str, nn.Module]:
+    """Through containers with a single parameter-holding child and no parameters of their own
+    (an HF encoder's ``layers`` ModuleList) down to the first that branches."""
+    while len(kids := _param_children(m)) == 1 and not any(True for _ in m.parameters(False)):
+        child_name, m = kids[0]
+        name = _join(name, child_name)
+    return name, m
+
+
 def discover_stages(
     body: nn.Module, example: torch.Tensor | None = None, min_units: int = 4
 ) -> list[Stage]:
@@ -48,14 +57,14 @@ def discover_stages(
     units: list[tuple[str, nn.Module]] = _param_children(body)
     total_params = max(1, _nparams(body))
     while True:
-        expandable = [i for i, (_, m) in enumerate(units) if len(_param_children(m)) > 1]
+        expandable = [i for i, u in enumerate(units) if len(_param_children(_descend(*u)[1])) > 1]
         if not expandable:
             break
         i = max(expandable, key=lambda k: _nparams(units[k][1]))
         dominant = _nparams(units[i][1]) > 0.5 * total_params
         if len(units) >= min_units and not dominant:
             break
-        name, module = units[i]
+        name, module = _descend(*units[i])
         units[i : i + 1] = [(_join(name, n), c) for n, c in _param_children(module)]
 
     groups: list[list[tuple[str, nn.Module]]] = [[u] for u in units]

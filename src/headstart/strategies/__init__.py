@@ -2,6 +2,7 @@
 
 from headstart.strategies.base import (
     FeatureExtract,
+    FewShot,
     FineTune,
     Gradual,
     Partial,
@@ -12,6 +13,7 @@ from headstart.strategies.param_groups import build_param_groups
 
 __all__ = [
     "FeatureExtract",
+    "FewShot",
     "FineTune",
     "Gradual",
     "Partial",

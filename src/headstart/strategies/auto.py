@@ -1,6 +1,7 @@
 """``--strategy auto``: choose a strategy from data size and domain similarity, with reasons.
 
-Rules follow the seeds' tables: fewer than 1,000 training images -> feature extraction;
+Rules follow the seeds' tables: a class with at most 10 training images -> few-shot (prototype
+head, no probe needed); fewer than 1,000 training images -> feature extraction;
 1,000-10,000 -> gradual unfreezing; more -> full fine-tuning (backbone at a lower LR). Domain
 similarity is measured, not guessed: a 3-fold cross-validated linear probe on the pretrained
 features of (a sample of) the training images. Low similarity moves the choice one step towards
@@ -15,6 +16,7 @@ from typing import Any
 
 LADDER = ["feature-extract", "partial", "gradual", "fine-tune"]
 LOW_SIMILARITY = 0.5  # normalised probe accuracy below this counts as a different domain
+FEW_SHOT_MAX = 10  # a class with at most this many training images makes the task few-shot
 
 
 @dataclass
@@ -27,8 +29,34 @@ class AutoDecision:
         return asdict(self)
 
 
+def is_few_shot(class_counts: dict[str, int]) -> bool:
+    """True when some class has at most :data:`FEW_SHOT_MAX` training images."""
+    return bool(class_counts) and min(class_counts.values()) <= FEW_SHOT_MAX
+
+
+def decide_few_shot(class_counts: dict[str, int]) -> AutoDecision:
+    """The few-shot decision, with the smallest class named in the reason."""
+    smallest = min(class_counts, key=lambda c: class_counts[c])
+    n = class_counts[smallest]
+    return AutoDecision(
+        "few-shot",
+        [
+            f"class {smallest!r} has {n} training image{'s' if n != 1 else ''} <= {FEW_SHOT_MAX}: "
+            "too few to fit even a linear head reliably; class prototypes of the frozen "
+            "pretrained embeddings need no fitting (then refined gently)"
+        ],
+        {
+            "train_images": sum(class_counts.values()),
+            "classes": len(class_counts),
+            "smallest_class": smallest,
+            "smallest_class_images": n,
+        },
+    )
+
+
 def decide(train_images: int, num_classes: int, probe_accuracy: float | None) -> AutoDecision:
-    """The strategy for ``train_images`` images and a probe accuracy (None: not measured)."""
+    """The strategy for ``train_images`` images and a probe accuracy (None: not measured).
+    (Few-shot data is recognised first, by :func:`is_few_shot`.)"""
     chance = 1.0 / num_classes
     numbers: dict[str, Any] = {"train_images": train_images, "classes": num_classes}
     if train_images < 1000:

@@ -77,6 +77,25 @@ class FeatureExtract(Strategy):
         return set()
 
 
+class FewShot(FeatureExtract):
+    """1-10 images per class: the backbone stays frozen and the head starts where a classifier
+    can be computed in closed form — class-mean prototypes of the centred, L2-normalised
+    embeddings behind a cosine head (``--few-shot-head prototype``), or a logistic-regression
+    probe behind a linear head (``logistic``) — and is then optionally refined."""
+
+    name = "few-shot"
+
+    def describe(self, backbone: Backbone) -> str:
+        from headstart.models.heads import CosineClassifier
+
+        kind = (
+            "cosine prototype head"
+            if isinstance(backbone.head, CosineClassifier)
+            else "linear head from a logistic-regression probe"
+        )
+        return f"{self.name}: backbone frozen, {kind}"
+
+
 class FineTune(Strategy):
     """Every stage trains (at ``lr x backbone_lr_mult``), the head at ``lr``."""
 
@@ -155,6 +174,8 @@ def make_strategy(config: TrainConfig) -> Strategy:
     """The strategy object named by ``config.strategy``."""
     if config.strategy == "feature-extract":
         return FeatureExtract()
+    if config.strategy == "few-shot":
+        return FewShot()
     if config.strategy == "lora":
         from headstart.strategies.lora import LoRA
 

