@@ -4,6 +4,7 @@ on a tiny random BERT saved locally, evaluation/report/predict, export and serve
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import headstart
-from headstart.errors import DataError, ModelError
+from headstart.errors import DataError, HeadstartError, ModelError
 
 CLASS_WORDS = {
     "sport": "match goal team win league coach",
@@ -299,3 +300,68 @@ def test_minilm_feature_extract_on_bbc_news(tmp_path: Path) -> None:
     r = headstart.train(data=str(tmp_path / "bbc.csv"), model="text:minilm", max_length=128,
                         epochs=20, val_fraction=0.5, num_workers=0, out=str(tmp_path / "run"))  # fmt: skip
     assert r.val_accuracy > 0.8
+
+
+# --- export, torch-free predict, serve --------------------------------------------------------
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    root = tmp_path_factory.mktemp("text-run")
+    data = write_text_csv(root / "d.csv", 12)
+    return train_text(data, root / "run", tiny_bert, strategy="lora", lora_r=4, epochs=3).run_dir
+
+
+def test_onnx_export_with_tokenizer_matches_the_run_and_needs_no_torch(lora_run: Path) -> None:
+    import subprocess
+    import sys
+
+    res = headstart.export_model(lora_run)
+    assert res.path.is_file() and res.max_abs_diff < 1e-4
+    tok = res.path.with_suffix(".tokenizer.json")
+    assert tok.is_file() and res.metadata["modality"] == "text"
+    texts = ["match goal team win", "vote minister party", "software chip data " * 30]
+    eager = headstart.predict(lora_run, texts, top_k=3)
+    code = (
+        "import sys, json\n"
+        "from headstart.export.predictor import open_export\n"
+        f"p = open_export({str(res.path)!r}).predict({texts!r}, top_k=3)\n"
+        "print(json.dumps({'top': [q.top for q in p], 'torch': 'torch' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False
+    for e, g in zip(eager, got["top"], strict=True):
+        assert [c for c, _ in e.top] == [c for c, _ in g]
+        np.testing.assert_allclose([v for _, v in e.top], [v for _, v in g], atol=1e-4)
+    with pytest.raises(HeadstartError, match="onnx only"):
+        headstart.export_model(lora_run, "torchscript")
+
+
+def test_text_server_takes_json_texts(lora_run: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from headstart.export.serve import create_app
+
+    path = headstart.export_model(lora_run, out=lora_run / "srv" / "m.onnx").path
+    for source in (path, lora_run):  # the ONNX export and the run folder
+        client = TestClient(create_app(source))
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.get("/metadata").json()["labels"] == sorted(CLASS_WORDS)
+        r = client.post("/predict?top_k=2", json={"texts": ["match goal", "vote law"]})
+        assert r.status_code == 200
+        preds = r.json()["predictions"]
+        assert len(preds) == 2 and len(preds[0]["top"]) == 2
+        assert client.post("/predict", json={"texts": []}).status_code == 400
+        assert client.post("/predict", json={"text": "x"}).status_code == 400
+        assert client.post("/predict", json={"texts": ["x"] * 65}).status_code == 413
+
+
+def test_cli_predict_with_text_export(lora_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    path = headstart.export_model(lora_run, out=lora_run / "cli" / "model.onnx").path
+    r = CliRunner().invoke(app, ["predict", str(path), "match goal team", "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output.strip().splitlines()[-1])
+    assert row["path"] == "match goal team" and row["label"] in CLASS_WORDS

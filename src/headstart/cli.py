@@ -57,7 +57,12 @@ def train(
     ] = None,
     model: Annotated[
         str | None,
-        Opt("--model", "-m", help="torchvision:<name> or timm:<name> [torchvision:mobilenet_v2]."),
+        Opt(
+            "--model",
+            "-m",
+            help="torchvision:<name>, timm:<name>, hf:<folder>, text:minilm or text:<folder> "
+            "[torchvision:mobilenet_v2].",
+        ),
     ] = None,
     weights: Annotated[
         str | None, Opt(help="DEFAULT, an enum name (IMAGENET1K_V1...), a file, or none [DEFAULT].")
@@ -78,7 +83,7 @@ def train(
         Opt(
             "--strategy",
             "-s",
-            help="auto, feature-extract, partial, gradual, fine-tune or few-shot "
+            help="auto, feature-extract, partial, gradual, fine-tune, few-shot or lora "
             "[feature-extract].",
         ),
     ] = None,
@@ -192,6 +197,17 @@ def train(
     strict: Annotated[
         bool | None, Opt("--strict/--skip-bad", help="Fail on unreadable images [skip and count].")
     ] = None,
+    text_column: Annotated[
+        str | None, Opt(help="Text models: CSV column with the texts [text].")
+    ] = None,
+    label_column: Annotated[str | None, Opt(help="Text models: CSV label column [label].")] = None,
+    max_length: Annotated[
+        int | None, Opt(help="Text models: tokens per text [model's limit, <= 512].")
+    ] = None,
+    pooling: Annotated[str | None, Opt(help="Text models: mean or cls [mean].")] = None,
+    lora_r: Annotated[int | None, Opt(help="lora: adapter rank [8].")] = None,
+    lora_alpha: Annotated[int | None, Opt(help="lora: scaling alpha [16].")] = None,
+    lora_dropout: Annotated[float | None, Opt(help="lora: adapter dropout [0.1].")] = None,
     target_unlabeled: Annotated[
         str | None, Opt(help="Unlabeled target-domain image folder for --adapt.")
     ] = None,
@@ -306,7 +322,10 @@ def predict(
     model: Annotated[
         Path, typer.Argument(help="Run folder, or an exported model.onnx / model.pt.")
     ],
-    inputs: Annotated[list[str], typer.Argument(help="Image files or folders.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Image files or folders; for a text model, texts or .txt files."),
+    ],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes shown per image.")] = 1,
     json_out: Annotated[bool, Opt("--json", help="Print JSON lines instead of a table.")] = False,
     csv_out: Annotated[bool, Opt("--csv", help="Print CSV (path,label,probability).")] = False,
@@ -316,7 +335,10 @@ def predict(
         from headstart.export.predictor import open_export
         from headstart.files import collect_images
 
-        preds: list[Any] = open_export(model).predict(collect_images(list(inputs)), top_k=top_k)
+        exported: Any = open_export(model)
+        # a text export takes the strings (or .txt files) themselves
+        items = list(inputs) if getattr(exported, "takes_text", False) else collect_images(inputs)
+        preds: list[Any] = exported.predict(items, top_k=top_k)
     else:
         import headstart
 
@@ -379,7 +401,8 @@ def serve(
     max_mb: Annotated[float, Opt(help="Largest accepted image upload, MB.")] = 10.0,
     max_files: Annotated[int, Opt(help="Most images per request.")] = 32,
 ) -> None:
-    """HTTP API: POST /predict (multipart 'files'), GET /health, GET /metadata."""
+    """HTTP API: POST /predict (multipart 'files'; text models: JSON {"texts": [...]}),
+    GET /health, GET /metadata."""
     from headstart.export.serve import serve as run_server
 
     run_server(model, host=host, port=port, max_bytes=int(max_mb * 2**20), max_files=max_files)

@@ -7,15 +7,10 @@ from pathlib import Path
 
 import torch
 
-from headstart.data.text import texts_from_inputs, tokenize
+from headstart.data.text import tokenize
 from headstart.files import Prediction
 from headstart.models.backbone import Backbone
-
-
-def snippet(text: str, width: int = 60) -> str:
-    """One line of at most ``width`` characters standing for a text in tables."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+from headstart.text_files import snippet, texts_from_inputs
 
 
 @torch.inference_mode()

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from headstart.data.folders import Sample, _is_hidden, _skip_or_fail, _walk_files
 from headstart.errors import DataError
+from headstart.text_files import TEXT_EXTENSIONS, read_text_file
 
 if TYPE_CHECKING:
     from headstart.config import TrainConfig
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from headstart.models.text_adapter import TextPreprocessing
 
 log = logging.getLogger(__name__)
-
-TEXT_EXTENSIONS = frozenset({".txt", ".text"})
 
 
 @dataclass(frozen=True)
@@ -51,15 +50,6 @@ class TextSample(Sample):
     def name(self) -> str:
         """Where the text came from: ``file.txt`` or ``data.csv:12``."""
         return f"{self.path}:{self.row}" if self.row else str(self.path)
-
-
-def read_text_file(path: Path) -> str:
-    """A text file as str: UTF-8 (BOM tolerated), else Latin-1 (never fails on bytes)."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
 
 
 def _column(fields: list[str], wanted: str, path: Path, option: str) -> str:
@@ -251,22 +241,6 @@ def eval_dataset(
     return ImageDataset(
         list(samples), class_to_idx, build_eval_transform(pre), pre.resize, seed=seed
     )
-
-
-def texts_from_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, str]]:
-    """``(name, text)`` per input for prediction: a raw string, or an existing ``.txt`` file
-    (read; its path is the name)."""
-    out: list[tuple[str, str]] = []
-    for item in inputs:
-        s = str(item)
-        p = Path(s)
-        if p.suffix.lower() in TEXT_EXTENSIONS and len(s) < 4096 and p.is_file():
-            out.append((s, read_text_file(p)))
-        else:
-            out.append((s, s))
-    if not out or not any(t.strip() for _, t in out):
-        raise DataError("no text to predict: give one or more strings (or .txt files)")
-    return out
 
 
 def describe_input(backbone: Backbone) -> str:

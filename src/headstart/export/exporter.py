@@ -82,6 +82,10 @@ def export_model(
         res = headstart.export_model("runs/x", "onnx")     # runs/x/model.onnx + MODEL_CARD.md
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    if loaded.model.modality == "text":  # token ids in, tokenizer saved beside the model
+        from headstart.export.text import export_text
+
+        return export_text(loaded, fmt, out)
     if fmt not in ("onnx", "torchscript"):
         raise HeadstartError(f"unknown export format {fmt!r}; use onnx or torchscript")
     path = Path(out) if out else loaded.run.path / ("model.onnx" if fmt == "onnx" else "model.pt")

@@ -101,5 +101,13 @@ class TorchScriptPredictor(ExportedPredictor):
 
 
 def open_export(path: str | Path) -> ExportedPredictor:
-    """The predictor for an exported file, by suffix (.onnx: onnxruntime only; .pt: TorchScript)."""
-    return TorchScriptPredictor(path) if Path(path).suffix == ".pt" else ExportedPredictor(path)
+    """The predictor for an exported file, by suffix (.onnx: onnxruntime only; .pt: TorchScript);
+    a text model's export gets a :class:`~headstart.export.text.TextPredictor` (raw strings)."""
+    if Path(path).suffix == ".pt":
+        return TorchScriptPredictor(path)
+    predictor = ExportedPredictor(path)
+    if predictor.metadata.get("modality") == "text":
+        from headstart.export.text import TextPredictor
+
+        return TextPredictor(path, predictor.session, predictor.metadata)  # type: ignore[return-value]
+    return predictor

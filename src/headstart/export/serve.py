@@ -53,14 +53,27 @@ class RunPredictor(ExportedPredictor):
 
 def load_predictor(model: str | Path) -> ExportedPredictor:
     p = Path(model)
-    return open_export(p) if p.is_file() else RunPredictor(p)
+    if p.is_file():
+        return open_export(p)
+    from headstart.data.text import is_text_task
+    from headstart.run import RunFolder
+
+    if is_text_task(RunFolder.open(p).load_config()):
+        from headstart.export.text import RunTextPredictor
+
+        return RunTextPredictor(p)  # type: ignore[return-value]
+    return RunPredictor(p)
 
 
 def create_app(
     model: str | Path | ExportedPredictor, *, max_bytes: int = 10 * 2**20, max_files: int = 32
 ) -> Any:
     """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``)."""
-    predictor = model if isinstance(model, ExportedPredictor) else load_predictor(model)
+    predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
+    if getattr(predictor, "takes_text", False):  # text model: JSON {"texts": [...]}
+        from headstart.export.text import create_text_app
+
+        return create_text_app(predictor)  # type: ignore[arg-type]
     app = FastAPI(
         title="headstart model server", version=str(predictor.metadata.get("headstart_version", ""))
     )
