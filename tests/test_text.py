@@ -365,3 +365,49 @@ def test_cli_predict_with_text_export(lora_run: Path) -> None:
     assert r.exit_code == 0, r.output
     row = json.loads(r.output.strip().splitlines()[-1])
     assert row["path"] == "match goal team" and row["label"] in CLASS_WORDS
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_lora_resume_equals_uninterrupted_run(
+    tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.training.module import HeadstartModule
+
+    data = write_text_csv(tmp_path / "d.csv", 6)
+    kw = {"strategy": "lora", "lora_r": 2, "epochs": 3}
+    straight = train_text(data, tmp_path / "straight", tiny_bert, **kw)
+
+    def crash_after_epoch_1(self: HeadstartModule) -> None:
+        if self.current_epoch == 1:
+            raise _Crash
+
+    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash_after_epoch_1, raising=False)
+    with pytest.raises(_Crash):
+        train_text(data, tmp_path / "part", tiny_bert, **kw)
+    monkeypatch.undo()
+    resumed = headstart.train(resume=tmp_path / "part")
+    sa = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert any("lora_A" in k for k in sa)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
+
+
+def test_cli_train_text_csv(tmp_path: Path, tiny_bert: Path) -> None:
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    data = write_text_csv(tmp_path / "d.csv", 6, text_col="body")
+    args = ["train", str(data), "--text-column", "body", "--model", f"hf:{tiny_bert}",
+            "--strategy", "lora", "--lora-r", "2", "--max-length", "16", "--pooling", "cls",
+            "--epochs", "1", "--num-workers", "0", "--out", str(tmp_path / "run")]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    cfg = headstart.load_run(tmp_path / "run").config
+    assert (cfg.text_column, cfg.strategy, cfg.lora_r, cfg.max_length, cfg.pooling) == (
+        "body", "lora", 2, 16, "cls",
+    )  # fmt: skip

@@ -272,7 +272,9 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
     summary += [
         (
             "input",
-            f"{info.get('preprocessing', {}).get('crop', '?')} px, {info.get('preprocessing', {}).get('source', '')}",
+            f"<= {pre['max_length']} tokens, {pre.get('pooling', '')} pooling, {pre.get('source', '')}"
+            if "max_length" in (pre := info.get("preprocessing", {}))  # text models
+            else f"{pre.get('crop', '?')} px, {pre.get('source', '')}",
         ),
         (
             "trainable / total params",

@@ -97,6 +97,12 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[d
         for name in torchvision_adapter.available():
             if pat is None or fnmatch.fnmatch(name, pat):
                 out.append(torchvision_adapter.info(name))
+    if source in (None, "text"):
+        from headstart.models import text_adapter
+
+        for name in ("minilm",):
+            if pat is None or fnmatch.fnmatch(name, pat):
+                out.append(text_adapter.info(name))
     if source in (None, "efficientnet-lite"):
         from headstart.models import lite_adapter
 

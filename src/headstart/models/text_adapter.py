@@ -295,7 +295,10 @@ def build(
 
 def info(name: str) -> dict[str, Any]:
     """A row for ``headstart models`` (config read from disk, nothing built)."""
-    path = resolve_path(name)
+    try:
+        path = resolve_path(name)
+    except ModelError:  # the offline package is not installed
+        path = name
     cfg_file = Path(path) / "config.json"
     cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
     return {
