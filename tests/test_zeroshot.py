@@ -229,3 +229,19 @@ def test_semantic_head_run_scores_unseen_class_names(tmp_path: Path) -> None:
     assert z.classes == ["crimson", "emerald", "navy", "yellow"] and len(z.predictions) == 8
     loaded = load_run(z.run_dir)
     assert isinstance(loaded.model.head, SemanticHead) and loaded.model.head.out_features == 4
+
+
+def test_zero_shot_cli(tiny_clip: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    data = write_class_folders(tmp_path / "d", 2)
+    args = ["zero-shot", str(data / "blue"), "-m", f"hf:{tiny_clip}", "--labels", "red, blue"]
+    res = CliRunner().invoke(app, [*args, "--prompt", "ensemble", "--out", str(tmp_path / "zs")])
+    assert res.exit_code == 0, res.output
+    assert "zero-shot over 2 classes" in res.output and "saved as run" in res.output
+    assert json.loads((tmp_path / "zs" / "classes.json").read_text()) == ["red", "blue"]
+    res = CliRunner().invoke(app, ["zero-shot", "-m", f"hf:{tiny_clip}", "--labels", "red"])
+    assert isinstance(res.exception, ModelError)  # main() prints it without a traceback, exit 3
+    assert "at least two class names" in str(res.exception)

