@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.console import console, setup_logging
@@ -20,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Transfer learning for PyTorch: folder of labelled images -> fine-tuned, evaluated model.",
     pretty_exceptions_enable=False,
+    # plain help text: the "[default]" at the end of each option's help is not rich markup
+    rich_markup_mode=None,
 )
 
 
@@ -579,7 +582,8 @@ def main() -> None:
     try:
         app()
     except HeadstartError as err:
-        console.print(f"[bold red]error:[/] {err}")
+        # escape: file names may contain [brackets] that rich would read as markup
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
