@@ -26,9 +26,21 @@ class HeadstartError(Exception):
     exit_code: int = 2
 
     def __init__(self, message: str, *, exit_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(_unwrap_worker_message(message))
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+def _unwrap_worker_message(message: str) -> str:
+    """A DataLoader worker re-raises our error in the main process as ``type(err)(msg)`` with
+    ``msg = "Caught DataError in DataLoader worker process 0.\nOriginal Traceback ..."``; keep
+    only the original one-line message (its last line, after the exception name)."""
+    if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+        last = message.rstrip().splitlines()[-1]
+        name, sep, original = last.partition(": ")
+        if sep and name.rsplit(".", 1)[-1].endswith(("Error", "Diverged")):
+            return original
+    return message
 
 
 class DataError(HeadstartError):

@@ -27,17 +27,28 @@ from headstart.errors import RunError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, rename: a crash or
+    a full disk never leaves a half-written ``path`` (the previous version stays intact).
+
+    An ``OSError`` (disk full, permissions) becomes a :class:`RunError` naming the file."""
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise RunError(
+                f"cannot write {path}: {err.strerror or err}. Free space on that disk or fix its "
+                "permissions; files written before are intact (an interrupted training run "
+                "continues with --resume <run folder>)."
+            ) from None
         raise
 
 
@@ -114,7 +125,10 @@ class RunFolder:
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise RunError(f"cannot write to output folder {p}: {err.strerror or err}") from None
+            raise RunError(
+                f"cannot write to output folder {p}: {err.strerror or err}. Choose another --out "
+                "or fix the folder's permissions."
+            ) from None
         return cls(p)
 
     @classmethod
@@ -130,6 +144,17 @@ class RunFolder:
                     f"{p} is not a complete headstart run folder: {need.name} is missing"
                 )
         return run
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files that a process killed mid-write left beside its checkpoints/files
+        (``.<name>.*.tmp``; never loaded by anything). Returns what was removed."""
+        removed = []
+        for folder in (self.path, self.checkpoints):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
 
     # --- contents -----------------------------------------------------------------------------
     def save_config(self, config: TrainConfig) -> None:

@@ -14,11 +14,14 @@ folder and what to do, or in a counted, logged skip (non-image files, unreadable
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,6 +145,16 @@ def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sa
     """Samples from a CSV with ``path`` and ``label`` columns (others ignored; BOM tolerated)."""
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
+    try:
+        return _read_csv_rows(path, skipped, strict)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8 "
+            "(e.g. 'CSV UTF-8' in a spreadsheet program)"
+        ) from None
+
+
+def _read_csv_rows(path: Path, skipped: Counter[str], strict: bool) -> list[Sample]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in reader.fieldnames or []]
@@ -183,14 +196,33 @@ def load_source(source: str | Path, skipped: Counter[str], strict: bool = False)
     return scan_class_folders(p, skipped)
 
 
-def _check_readable(samples: Sequence[Sample], skipped: Counter[str], strict: bool) -> list[Sample]:
-    """Drop files PIL cannot identify/verify (zero-byte, truncated header, not an image)."""
+def _check_readable(
+    samples: Sequence[Sample],
+    skipped: Counter[str],
+    strict: bool,
+    digests: dict[Path, str] | None = None,
+) -> list[Sample]:
+    """Drop files PIL cannot decode: zero-byte, truncated or corrupt files, non-images, and
+    images over PIL's decompression-bomb limit. PNG is checked by ``verify`` (every chunk's
+    CRC), JPEG by decoding at 1/8 scale (``verify`` does not read JPEG data, so a truncated
+    JPEG would pass it and fail mid-training), other formats by a full decode. The content
+    digest of every file read goes into ``digests`` (duplicate detection across splits)."""
 
     def ok(s: Sample) -> str | None:
         try:
-            with Image.open(s.path) as im:
-                im.verify()
+            data = s.path.read_bytes()
+            if digests is not None:
+                digests[s.path] = hashlib.blake2b(data, digest_size=16).hexdigest()
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format == "PNG":
+                    im.verify()
+                else:
+                    if im.format == "JPEG":
+                        im.draft("RGB", (64, 64))
+                    im.load()
             return None
+        except Image.DecompressionBombError as err:
+            return f"{err} Downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it"
         except Exception as err:  # PIL raises many types for bad files
             return f"{type(err).__name__}: {err}"
 
@@ -227,7 +259,12 @@ def load_splits(
     """
     skipped: Counter[str] = Counter()
     read_source = reader or load_source
-    checked = _check_readable if reader is None else (lambda samples, _skipped, _strict: samples)
+    digests: dict[Path, str] = {}
+    checked = (
+        partial(_check_readable, digests=digests)
+        if reader is None
+        else (lambda samples, _skipped, _strict: samples)
+    )
     root = Path(data)
     test_samples: list[Sample] = []
     if root.is_dir() and (root / "train").is_dir():
@@ -246,8 +283,17 @@ def load_splits(
         if test:
             test_samples = read_source(test, skipped, strict)
 
+    listed = {s.label for s in train}
+    unreadable_before = skipped["unreadable image"]
     train = checked(train, skipped, strict)
     classes = sorted({s.label for s in train})
+    lost = sorted(listed - set(classes))
+    if lost:
+        raise DataError(
+            f"class(es) {', '.join(lost)} in {data} have no readable image "
+            f"({skipped['unreadable image'] - unreadable_before} unreadable file(s) skipped, "
+            "see the warnings above). Replace the files or remove the class."
+        )
     if len(classes) < 2:
         raise DataError(
             f"{data} has only one class ({classes[0] if classes else 'none'}); "
@@ -266,7 +312,14 @@ def load_splits(
                 f"{name} data has class(es) not present in training data: {', '.join(extra)}. "
                 f"Training classes: {', '.join(classes)}. Rename or remove those folders/labels."
             )
-    _warn_leakage(train, val_samples)
+    _warn_leakage(train, val_samples, test_samples, digests)
+    missing = sorted(set(classes) - {s.label for s in val_samples})
+    if missing:
+        log.warning(
+            "validation data has no images of class(es) %s: their recall/F1/AUROC are undefined. "
+            "Add validation images of them (or a larger --val-fraction).",
+            ", ".join(missing),
+        )
     if skipped:
         log.warning(
             "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
@@ -302,13 +355,30 @@ def _split(
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
-def _warn_leakage(train: Iterable[Sample], val: Iterable[Sample]) -> None:
+def _warn_leakage(
+    train: Iterable[Sample],
+    val: Iterable[Sample],
+    test: Iterable[Sample] = (),
+    digests: dict[Path, str] | None = None,
+) -> None:
+    """Warn when validation/test items are training items: the same file (also through a
+    symlink) or, for images, a byte-identical copy (same content digest)."""
+
     def identity(s: Sample) -> tuple[Path, int]:  # CSV rows of text data share their path
         return s.path.resolve(), int(getattr(s, "row", 0))
 
-    train_paths = {identity(s) for s in train}
-    dup = [s.path for s in val if identity(s) in train_paths]
-    if dup:
-        log.warning(
-            "%d validation file(s) are also in training data (leakage), e.g. %s", len(dup), dup[0]
-        )
+    digests = digests or {}
+    train_ids = {identity(s): s.path for s in train}
+    train_digests = {digests[p]: p for p in train_ids.values() if p in digests}
+    for name, split in (("validation", val), ("test", test)):
+        dup: list[tuple[Path, Path]] = []
+        for s in split:
+            same = train_ids.get(identity(s)) or train_digests.get(digests.get(s.path, ""))
+            if same is not None:
+                dup.append((s.path, same))
+        if dup:
+            log.warning(
+                "%d %s file(s) are also in the training data (leakage: %s scores will be "
+                "optimistic), e.g. %s. Remove the duplicates from one of the splits.",
+                len(dup), name, name, "; ".join(f"{a} = {b}" for a, b in dup[:3]),
+            )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -62,6 +63,10 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     t.add_column("support", justify="right", footer=str(metrics["samples"]))
     for c, m in metrics["per_class"].items():
         t.add_row(
-            c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"])
+            escape(c),
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['f1']:.3f}",
+            str(m["support"]),
         )
     return t

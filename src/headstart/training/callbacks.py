@@ -71,9 +71,21 @@ class EpochLog(L.Callback):
         atomic_write_text(self.path, buf.getvalue())
 
 
+class NonFiniteLoss(Exception):
+    """Raised by :class:`NonFiniteLossGuard` to abort ``trainer.fit`` before anything is saved;
+    :func:`headstart.train` turns it into :class:`~headstart.errors.TrainingDiverged`."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"non-finite training loss in epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
 class NonFiniteLossGuard(L.Callback):
-    """Stops training when the epoch's training loss is NaN/inf; ``best.ckpt`` stays the last
-    good model (the checkpoint callback monitors val loss and never picks a NaN)."""
+    """Stops training at the first NaN/inf training loss, *before* the epoch's checkpoints are
+    written: ``last.ckpt`` and ``best.ckpt`` stay those of the last good epoch. (Setting
+    ``trainer.should_stop`` instead would still run the epoch end, which saves ``last.ckpt``
+    with the broken weights.) Under DDP the decision is all-reduced so every rank stops at the
+    same step."""
 
     def __init__(self) -> None:
         self.tripped_at: int | None = None
@@ -87,9 +99,12 @@ class NonFiniteLossGuard(L.Callback):
         batch_idx: int,
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
+        bad = loss is not None and not math.isfinite(float(loss))
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             self.tripped_at = trainer.current_epoch
-            trainer.should_stop = True
+            raise NonFiniteLoss(trainer.current_epoch, trainer.global_step)
 
 
 def _f(v: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from rich.markup import escape
 from rich.table import Table
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -261,7 +262,7 @@ def train(
             console.print(
                 metrics_table(results[split], f"{split} ({results[split]['samples']} images)")
             )
-    console.print(f"run folder: {run.path}   ({seconds:.1f}s)   report: {report}")
+    console.print(f"run folder: {run.path}   ({seconds:.1f}s)   report: {report}", markup=False)
     return TrainResult(run.path, config, results, seconds)
 
 
@@ -549,6 +550,6 @@ def _class_table(splits: DataSplits) -> Table:
     for split in counts:
         t.add_column(split, justify="right")
     for c in splits.classes:
-        t.add_row(c, *[str(counts[s][c]) for s in counts])
+        t.add_row(escape(c), *[str(counts[s][c]) for s in counts])  # names may hold [brackets]
     t.add_row("[bold]total", *[f"[bold]{sum(counts[s].values())}" for s in counts])
     return t
