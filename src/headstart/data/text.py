@@ -46,11 +46,6 @@ class TextSample(Sample):
     text: str = ""
     row: int = 0
 
-    @property
-    def name(self) -> str:
-        """Where the text came from: ``file.txt`` or ``data.csv:12``."""
-        return f"{self.path}:{self.row}" if self.row else str(self.path)
-
 
 def _column(fields: list[str], wanted: str, path: Path, option: str) -> str:
     for f in fields:
