@@ -153,7 +153,13 @@ SKIP_CASES: list[tuple[str, Callable[[Path], None], str, int, str | None]] = [
     ("corrupt JPEG data", _corrupt_jpeg, "unreadable image", 1, "corrupt.jpg"),
     ("corrupt PNG data", _corrupt_png, "unreadable image", 1, "corrupt.png"),
     ("text file named .jpg", _text_named_jpg, "unreadable image", 1, "notes.jpg"),
-    ("decompression bomb", _bomb, "unreadable image", 1, "bomb.png (Image size (400000000 pixels) exceeds limit"),
+    (
+        "decompression bomb",
+        _bomb,
+        "unreadable image",
+        1,
+        "bomb.png (Image size (400000000 pixels) exceeds limit",
+    ),
     ("non-image files", _non_image, "non-image file", 2, None),
     (".DS_Store", _ds_store, "hidden file", 1, None),
     ("Thumbs.db / desktop.ini", _thumbs_db, "hidden file", 2, None),
@@ -425,6 +431,12 @@ def _csv_not_utf8(tmp: Path) -> dict[str, Any]:
     return {"data": _csv(tmp, "path,label\n{rows}\ndata/red/caf\u00e9.png,red\n", "latin-1")}
 
 
+def _csv_oversized_field(tmp: Path) -> dict[str, Any]:
+    return {
+        "data": _csv(tmp, "path,label,notes\n{rows}\ndata/red/x.png,red," + "x" * 200_000 + "\n")
+    }
+
+
 def _csv_missing(tmp: Path) -> dict[str, Any]:
     return {"data": tmp / "labels.csv"}
 
@@ -446,6 +458,10 @@ ERROR_CASES: dict[str, tuple[Callable[[Path], dict[str, Any]], list[str]]] = {
     "CSV zero bytes": (_csv_empty_file, ["labels.csv", "'path' and a 'label'"]),
     "CSV with no usable rows": (_csv_no_usable_rows, ["labels.csv", "no usable images"]),
     "CSV not UTF-8": (_csv_not_utf8, ["labels.csv", "not UTF-8", "re-save it as UTF-8"]),
+    "CSV field over csv's size limit": (
+        _csv_oversized_field,
+        ["labels.csv", "not a readable CSV", "field larger than field limit", "re-save it"],
+    ),
     "CSV file missing": (_csv_missing, ["labels.csv", "does not exist"]),
 }
 

@@ -152,6 +152,10 @@ def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sa
             f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8 "
             "(e.g. 'CSV UTF-8' in a spreadsheet program)"
         ) from None
+    except csv.Error as err:  # an unterminated quote, a field over the size limit ...
+        raise DataError(
+            f"{path} is not a readable CSV ({err}); re-save it as a plain UTF-8 CSV"
+        ) from None
 
 
 def _read_csv_rows(path: Path, skipped: Counter[str], strict: bool) -> list[Sample]:
