@@ -117,10 +117,10 @@ def _walk_files(folder: Path, skipped: Counter[str]) -> list[Path]:
         try:
             real = d.resolve()
         except (OSError, RuntimeError):
-            skipped["unresolvable symlink"] += 1
+            _skip_or_fail(skipped, "unresolvable symlink", str(d), strict=False)
             continue
         if real in seen:
-            skipped["symlink loop"] += 1
+            _skip_or_fail(skipped, "symlink loop", f"{d} -> {real}", strict=False)
             continue
         seen.add(real)
         try:
@@ -137,7 +137,7 @@ def _walk_files(folder: Path, skipped: Counter[str]) -> list[Path]:
             elif e.is_file():
                 out.append(e)
             else:
-                skipped["broken link or special file"] += 1
+                _skip_or_fail(skipped, "broken link or special file", str(e), strict=False)
     return sorted(out)
 
 
