@@ -624,7 +624,23 @@ def trained_run(tmp_path: Path, cli: Callable[..., Any]) -> Path:
     return tmp_path / "run"
 
 
-def test_cli_resume_problems(trained_run: Path, tmp_path: Path, cli: Callable[..., Any]) -> None:
+def test_cli_run_folder_problems(
+    trained_run: Path, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    # predict / evaluate on bad inputs
+    bad = tmp_path / "shots"
+    bad.mkdir()
+    (bad / "ok.png").write_bytes(_png())
+    (bad / "broken.jpg").write_bytes(_jpeg()[:100])
+    r = cli("predict", trained_run, bad)
+    assert r.code == 2 and f"cannot read image {bad / 'broken.jpg'}" in r.text
+    assert "Replace the file or leave it out" in r.text
+    r = cli("predict", trained_run, tmp_path / "nothing.png")
+    assert r.code == 2 and "nothing.png does not exist" in r.text
+    other = write_class_folders(tmp_path / "other", 2, classes={"purple": (90, 0, 90)})
+    r = cli("evaluate", trained_run, "--data", other)
+    assert r.code == 2 and "classes the model was not trained on: purple" in r.text
+    # --resume problems
     r = cli("train", "--resume", trained_run, "--model", "torchvision:resnet18")
     assert r.code == 4 and "cannot change model" in r.text and "--out <new folder>" in r.text
     r = cli("train", "--resume", tmp_path)  # not a run folder

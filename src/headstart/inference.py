@@ -145,7 +145,9 @@ def predict(
             try:
                 batch.append(tf(load_rgb(f, loaded.preprocessing.resize)))
             except Exception as err:
-                raise DataError(f"cannot read image {f}: {err}") from None
+                raise DataError(
+                    f"cannot read image {f}: {err}. Replace the file or leave it out of the inputs."
+                ) from None
         probs = loaded.model(torch.stack(batch)).softmax(1)
         values, indices = probs.topk(k, dim=1)
         for f, v, i in zip(chunk, values.tolist(), indices.tolist(), strict=True):
