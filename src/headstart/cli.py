@@ -444,6 +444,54 @@ def rank(
     print_ranking(rank_models(data, candidates, image_size=image_size, probe=probe, seed=seed))
 
 
+@app.command()
+def pretrain(
+    data: Annotated[
+        str | None, typer.Argument(help="Folder of unlabeled images (searched recursively).")
+    ] = None,
+    task: Annotated[str, Opt(help="Pretext task: rotation (4-way, Gidaris et al. 2018).")] = "rotation",
+    out: Annotated[
+        Path, Opt("--out", "-o", help="Output folder (backbone.pt, metrics.json, log.csv).")
+    ] = Path("runs/pretrain-rotation"),
+    resume: Annotated[
+        Path | None, Opt("--resume", help="Continue an interrupted pretraining folder.")
+    ] = None,
+    model: Annotated[str | None, Opt("--model", "-m", help="Model spec [torchvision:mobilenet_v2].")] = None,
+    weights: Annotated[str | None, Opt(help="Starting weights [DEFAULT].")] = None,
+    image_size: Annotated[str | None, Opt(help="Input crop size [the weights' own].")] = None,
+    strategy: Annotated[
+        str | None, Opt("--strategy", "-s", help="fine-tune, partial or gradual [fine-tune].")
+    ] = None,
+    unfreeze_last: Annotated[int | None, Opt(help="partial: stages to train [1].")] = None,
+    epochs: Annotated[int | None, Opt("--epochs", "-e", help="Epochs [5].")] = None,
+    batch_size: Annotated[
+        int | None, Opt("--batch-size", "-b", help="Inputs per batch (4 rotations per image) [32].")
+    ] = None,
+    lr: Annotated[float | None, Opt("--lr", help="Learning rate [1e-3].")] = None,
+    backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [1.0].")] = None,
+    augment: Annotated[str | None, Opt(help="none, light, standard or strong [light].")] = None,
+    num_workers: Annotated[int | None, Opt(help="DataLoader workers.")] = None,
+    seed: Annotated[int | None, Opt(help="Random seed [42].")] = None,
+) -> None:
+    """Self-supervised pretraining on unlabeled images; writes weights for train --weights."""
+    from headstart.adapt.pretext import pretrain as run_pretrain
+
+    settings = {
+        k: v
+        for k, v in {
+            "model": model, "weights": weights, "image_size": image_size, "strategy": strategy,
+            "unfreeze_last": unfreeze_last, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "backbone_lr_mult": backbone_lr_mult, "augment": augment, "num_workers": num_workers,
+            "seed": seed,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    if resume is not None:
+        run_pretrain(task=task, resume=resume)
+        return
+    run_pretrain(data, task=task, out=out, **settings)
+
+
 @app.command("fewshot-eval")
 def fewshot_eval_cmd(
     data: Annotated[str, typer.Argument(help="Labelled image folder or CSV.")],
