@@ -92,6 +92,17 @@ def _truncated_jpeg(root: Path) -> None:
     (root / "red" / "truncated.jpg").write_bytes(good[: len(good) // 2])
 
 
+def _big_jpeg() -> bytes:
+    data = _jpeg((512, 512), quality=95)  # noise: ~0.5 MB, above the scan's full-decode size
+    assert len(data) > 300 * 1024
+    return data
+
+
+def _truncated_big_jpeg(root: Path) -> None:
+    good = _big_jpeg()
+    (root / "red" / "big_cut.jpg").write_bytes(good[: len(good) * 2 // 3])
+
+
 def _corrupt_jpeg(root: Path) -> None:
     good = _jpeg()
     noise = np.random.default_rng(5).integers(0, 255, len(good) - 200).astype(np.uint8)
@@ -150,6 +161,7 @@ SKIP_CASES: list[tuple[str, Callable[[Path], None], str, int, str | None]] = [
     ("zero-byte PNG", _zero_byte, "unreadable image", 1, "empty.png"),
     ("truncated PNG", _truncated_png, "unreadable image", 1, "truncated.png"),
     ("truncated JPEG", _truncated_jpeg, "unreadable image", 1, "truncated.jpg"),
+    ("truncated JPEG over 256 KiB", _truncated_big_jpeg, "unreadable image", 1, "big_cut.jpg"),
     ("corrupt JPEG data", _corrupt_jpeg, "unreadable image", 1, "corrupt.jpg"),
     ("corrupt PNG data", _corrupt_png, "unreadable image", 1, "corrupt.png"),
     ("text file named .jpg", _text_named_jpg, "unreadable image", 1, "notes.jpg"),
@@ -302,6 +314,12 @@ def _bracket_name(d: Path) -> tuple[Path, Callable[[Image.Image], None]]:
     return p, lambda im: None
 
 
+def _jpeg_with_trailer(d: Path) -> tuple[Path, Callable[[Image.Image], None]]:
+    p = d / "motion-photo.jpg"  # phones append a video after the image's end marker
+    p.write_bytes(_big_jpeg() + b"ftypmp42" + bytes(300 * 1024))
+    return p, lambda im: None
+
+
 def _file_symlink(d: Path) -> tuple[Path, Callable[[Image.Image], None]]:
     target = d.parent.parent / "outside.png"
     target.write_bytes(_png(seed=9))
@@ -321,6 +339,7 @@ DECODE_CASES = {
     "spaces in file name": _space_name,
     "markup-like [brackets] in file name": _bracket_name,
     "symlinked file": _file_symlink,
+    "large JPEG with data after its end marker": _jpeg_with_trailer,
 }
 
 
@@ -531,6 +550,23 @@ def test_val_without_a_training_class_warns(
 
 
 # ------------------------------------------------------- 6. failures while training, worker side
+
+
+def test_damage_inside_a_large_jpeg_is_concealed_by_the_decoder(tmp_path: Path) -> None:
+    """The scan reads only the ends of a large JPEG. Damage in the middle (here: most of the
+    image data zeroed, markers kept) is not an error for libjpeg either: it decodes the image
+    (with wrong pixels), exactly as a full decode during the scan would have."""
+    root = _tree(tmp_path)
+    data = bytearray(_big_jpeg())
+    data[1000 : len(data) - 2000] = bytes(len(data) - 3000)
+    bad = root / "red" / "damaged.jpg"
+    bad.write_bytes(bytes(data))
+    s = load_splits(root)
+    assert bad in _all(s) and not s.skipped
+    with Image.open(bad) as im:
+        im.load()  # a full decode accepts it too
+    img, _ = ImageDataset([x for x in s.train + s.val if x.path == bad], s.class_to_idx)[0]
+    assert img.size == (512, 512) and img.mode == "RGB"
 
 
 def test_image_broken_after_the_scan_names_the_file(tmp_path: Path) -> None:
