@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ POINTS = {"epoch": "image", "checkpoint": "image", "features": "cached"}
 
 
 @pytest.fixture(scope="module")
-def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def killed(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The three killed ``headstart train`` processes, started at once (they overlap their
     imports with the reference runs): point -> (process, run folder, feature cache folder)."""
     root = tmp_path_factory.mktemp("killed")
