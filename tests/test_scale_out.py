@@ -167,3 +167,34 @@ def test_torchrun_two_nodes_equals_lightning_two_devices(tmp_path: Path) -> None
     b = load_checkpoint_file(tmp_path / "pl" / "checkpoints" / "last.ckpt")["state_dict"]
     for k in a:  # gloo's reduction order may differ between the two set-ups in the last bit
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["cached-features", "images"])
+def test_fsdp_evaluation_path_matches_the_ordinary_one(
+    fast: bool, split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After FSDP training the module is sharded, so train() evaluates an unsharded copy rebuilt
+    from the best checkpoint. FSDP itself cannot run on CPU; with the strategy check and the
+    Lightning strategy stubbed to a single process, that evaluation path must give the metrics
+    of the ordinary one."""
+    import headstart.training.fit as fit
+    from tests.conftest import train_tiny
+
+    kw = {
+        "model": "timm:test_resnet",
+        "cache_features": fast,
+        "strategy": "feature-extract" if fast else "partial",
+    }
+    plain = train_tiny(split_folder, tmp_path / "plain", **kw)
+    monkeypatch.setattr(fit, "check_distributed", lambda config: None)
+    monkeypatch.setattr(fit, "trainer_strategy", lambda config: "auto")
+    calls: list[Path] = []
+    real_copy = fit.unsharded_copy
+    monkeypatch.setattr(fit, "unsharded_copy", lambda p: calls.append(p) or real_copy(p))
+    sharded = train_tiny(split_folder, tmp_path / "fsdp", strategy_dist="fsdp", **kw)
+    assert calls == [sharded.run_dir]
+    assert sharded.metrics["run"]["cached_features"] is fast
+    for split in ("val", "test"):
+        a, b = plain.metrics[split], sharded.metrics[split]
+        assert a["accuracy"] == b["accuracy"] and a["per_class"] == b["per_class"]
+        assert a["macro_auroc"] == pytest.approx(b["macro_auroc"], abs=1e-6)

@@ -120,6 +120,14 @@ def rank_run_dir(config: TrainConfig) -> Path | None:
     )
 
 
+def unsharded_copy(run_dir: Path) -> Any:
+    """The run's best checkpoint in a freshly built, unsharded model (as ``headstart evaluate``
+    loads it), in eval mode: after FSDP training the trained module holds only its shard."""
+    from headstart.inference import load_run
+
+    return load_run(run_dir).model.eval()
+
+
 def announce_run_dir(path: Path) -> None:
     """Rank 0: tell ranks started later by Lightning's launcher where the run folder is."""
     os.environ[RUN_DIR_ENV] = str(path)

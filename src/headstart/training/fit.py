@@ -41,6 +41,7 @@ from headstart.training.distributed import (
     check_distributed,
     rank_run_dir,
     trainer_strategy,
+    unsharded_copy,
 )
 from headstart.training.features import features_for
 from headstart.training.head_init import init_head_from_features, prepare_head
@@ -207,19 +208,27 @@ def train(
 
     # --- evaluation of the best checkpoint ------------------------------------------------------
     best = run.checkpoint_for_inference()
-    module.load_state_dict(load_checkpoint_file(best)["state_dict"])
-    module.eval()
+    evaluated: Backbone = backbone
+    forward: Any = module
+    if config.strategy_dist == "fsdp":
+        # FSDP leaves the trained weights sharded across the ranks: evaluate the best
+        # checkpoint in an unsharded copy, rebuilt the way `headstart evaluate` does
+        evaluated = unsharded_copy(run.path)
+        forward = evaluated.head if fast else evaluated
+    else:
+        module.load_state_dict(load_checkpoint_file(best)["state_dict"])
+        module.eval()
     results: dict[str, Any] = {}
     if p.val_features is not None:
         with torch.inference_mode():
             va_x, va_y = p.val_features
-            val_logits, val_targets = module(va_x), va_y
+            val_logits, val_targets = forward(va_x), va_y
     else:
-        val_logits, val_targets = predict_logits(backbone, p.images(splits.val), p.num_workers)
+        val_logits, val_targets = predict_logits(evaluated, p.images(splits.val), p.num_workers)
     results["val"] = classification_metrics(val_logits, val_targets, splits.classes)
     if splits.test:
         test_set = p.images(splits.test)
-        results["test"] = evaluate_backbone(backbone, test_set, splits.classes, p.num_workers)
+        results["test"] = evaluate_backbone(evaluated, test_set, splits.classes, p.num_workers)
     seconds = time.perf_counter() - t_start
     results["run"] = {
         "model": config.model,
