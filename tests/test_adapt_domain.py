@@ -244,3 +244,33 @@ def test_adapted_resume_equals_uninterrupted_run(
     assert oa.keys() == ob.keys()
     for k in oa:
         torch.testing.assert_close(oa[k]["exp_avg"], ob[k]["exp_avg"], atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_adapted_run_under_ddp_keeps_ranks_identical(
+    shifted: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """DANN under 2-process DDP: backbone, head and discriminator stay identical across ranks."""
+    import os
+    import subprocess
+    import sys
+
+    source, target, _ = shifted
+    dumps = tmp_path / "dumps"
+    script = Path(__file__).with_name("ddp_adapt_script.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, str(script), str(source), str(target), str(tmp_path / "run"), str(dumps)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for epoch in range(2):
+        a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)["state"]
+        b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)["state"]
+        assert any(k.startswith("train_hook.") for k in a)
+        for k, v in a.items():
+            assert torch.equal(v, b[k]), f"epoch {epoch}: {k} differs across ranks"
+    first = torch.load(dumps / "rank0-epoch0.pt", weights_only=True)["state"]
+    last = torch.load(dumps / "rank0-epoch1.pt", weights_only=True)["state"]
+    key = "train_hook.loss.discriminator.0.weight"
+    assert not torch.equal(first[key], last[key])

@@ -83,3 +83,24 @@ def test_pretrain_refuses_frozen_strategy_and_unknown_task(tmp_path: Path) -> No
         pretrain(unlabeled, out=tmp_path / "a", strategy="feature-extract", **TINY)  # type: ignore[arg-type]
     with pytest.raises(DataError, match="jigsaw"):
         pretrain(unlabeled, task="jigsaw", out=tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_cli_pretrain_then_train_with_its_weights(tmp_path: Path) -> None:
+    """The commands as a user types them: pretrain, then train --weights <its file>."""
+    from tests.test_cli import run_cli
+
+    unlabeled = write_class_folders(tmp_path / "unlabeled", 4, seed=7)
+    tiny = ["--model", "torchvision:resnet18", "--weights", "none", "--image-size", "32",
+            "--batch-size", "8", "--num-workers", "0"]  # fmt: skip
+    r = run_cli("pretrain", str(unlabeled), "--task", "rotation", "-o", str(tmp_path / "pre"),
+                "--epochs", "1", "--augment", "none", *tiny)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    weights = tmp_path / "pre" / "backbone.pt"
+    assert weights.is_file() and "--weights" in r.stdout
+    bad = run_cli("pretrain", str(unlabeled), "--task", "jigsaw", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "rotation" in bad.stdout + bad.stderr
+    t = run_cli("train", str(unlabeled), "--model", "torchvision:resnet18", "--weights",
+                str(weights), "--image-size", "32", "--epochs", "1", "--num-workers", "0",
+                "-o", str(tmp_path / "run"))  # fmt: skip
+    assert t.returncode == 0, t.stdout[-2000:] + t.stderr[-2000:]
