@@ -476,7 +476,7 @@ def pretrain(
     """Self-supervised pretraining on unlabeled images; writes weights for train --weights."""
     from headstart.adapt.pretext import pretrain as run_pretrain
 
-    settings = {
+    settings: dict[str, Any] = {
         k: v
         for k, v in {
             "model": model, "weights": weights, "image_size": image_size, "strategy": strategy,

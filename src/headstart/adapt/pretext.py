@@ -224,11 +224,12 @@ def pretrain(
     backbone.to(memory_format=torch.contiguous_format)
     weights = run.path / "backbone.pt"
     torch.save({k: v.detach().cpu() for k, v in backbone.body.state_dict().items()}, weights)
-    metrics = {
+    rotation_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))
+    metrics: dict[str, Any] = {
         "task": task,
         "model": config.model,
         "start_weights": config.weights,
-        "rotation_val_accuracy": float(trainer.callback_metrics.get("val_acc", float("nan"))),
+        "rotation_val_accuracy": rotation_acc,
         "train_images": len(train_set),
         "val_images": len(val_idx),
         "epochs": trainer.current_epoch,
@@ -238,7 +239,7 @@ def pretrain(
     }
     atomic_write_text(run.metrics_path, json.dumps(metrics, indent=2))
     console.print(
-        f"rotation accuracy on held-out images {100 * metrics['rotation_val_accuracy']:.1f} % "
+        f"rotation accuracy on held-out images {100 * rotation_acc:.1f} % "
         f"(chance 25 %). Weights: {weights}\n"
         f"use them: headstart train <data> --model {config.model} --weights {weights}"
     )
