@@ -195,6 +195,10 @@ class DomainAdaptationStep(nn.Module):
     def forward(  # type: ignore[override]
         self, module: Any, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float | torch.Tensor]]:
+        if not isinstance(batch, dict):  # source batches alone (e.g. lr-find): no adaptation
+            x, y = batch
+            logits = module(x)
+            return F.cross_entropy(logits, y), logits, y, {}
         xs, ys = batch["source"]
         xt = batch["target"][0]
         n = xs.shape[0]
