@@ -262,11 +262,6 @@ def unlabeled_samples(folder: str | Path, what: str = "--target-unlabeled") -> l
     return [Sample(f, UNLABELED) for f in files]
 
 
-class _IndexedTensors(torch.utils.data.TensorDataset):
-    def __getitem__(self, key: Any) -> tuple[torch.Tensor, ...]:
-        return super().__getitem__(key[0] if isinstance(key, tuple) else key)
-
-
 @dataclass
 class Adaptation:
     """What :func:`setup_adaptation` gives the trainer: the step hook and the target loader."""
@@ -327,6 +322,7 @@ def setup_adaptation(
     """Target data (cached features on the fast path, augmented images otherwise) and the
     training-step hook for ``config.adapt``."""
     from headstart.training.features import features_for
+    from headstart.training.fit import _IndexedTensors
 
     assert config.target_unlabeled is not None
     where = check_adaptable(config, frozen_throughout)
