@@ -170,19 +170,28 @@ def run_pretext(args: argparse.Namespace, data: dict[str, Path]) -> dict[str, An
 
     unlabeled = data["source"] / "train"
     few = build_few(WORK / "data-few", data["source"].parent, 10, 20, 50)
-    out = WORK / "runs" / "pretext-rotation"
+    scratch = args.pretext_start.lower() == "none"
+    out = WORK / "runs" / ("pretext-rotation-scratch" if scratch else "pretext-rotation")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     pre = pretrain(
         unlabeled, out=out, model="torchvision:mobilenet_v2", image_size=args.size,
-        strategy="partial", unfreeze_last=args.pretext_stages, epochs=args.pretext_epochs,
+        weights=args.pretext_start, strategy="fine-tune" if scratch else "partial",
+        unfreeze_last=args.pretext_stages, epochs=args.pretext_epochs,
         batch_size=64, lr=1e-3, augment="light", num_workers=0, seed=args.seed,
     )  # fmt: skip
     pre_seconds = round(time.perf_counter() - t0, 1)
     rows = []
-    for name, weights in (("ImageNet only", "DEFAULT"), ("ImageNet + rotation", str(pre.weights))):
+    start = "random init" if scratch else "ImageNet"
+    for name, weights in (
+        (f"{start} only", args.pretext_start),
+        (f"{start} + rotation", str(pre.weights)),
+    ):
         for strategy in ("feature-extract", "partial"):
-            run_out = WORK / "runs" / f"few-{'rot' if weights != 'DEFAULT' else 'imnet'}-{strategy}"
+            tag = ("rot" if weights == str(pre.weights) else "base") + (
+                "-scratch" if scratch else ""
+            )
+            run_out = WORK / "runs" / f"few-{tag}-{strategy}"
             shutil.rmtree(run_out, ignore_errors=True)
             t1 = time.perf_counter()
             r = headstart.train(
@@ -206,7 +215,8 @@ def run_pretext(args: argparse.Namespace, data: dict[str, Path]) -> dict[str, An
             **pre.metrics,
             "seconds": pre_seconds,
             "unlabeled_images": 1000,
-            "stages_trained": args.pretext_stages,
+            "stages_trained": "all" if scratch else args.pretext_stages,
+            "start_weights": start,
         },
         "fine_tune": "10 train + 20 val images per class; test 50 per class (disjoint, original)",
         "rows": rows,
@@ -218,6 +228,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["domain", "pretext", "all"], default="all")
     ap.add_argument("--pretext-epochs", type=int, default=3)
     ap.add_argument("--pretext-stages", type=int, default=4, help="stages rotation trains")
+    ap.add_argument("--pretext-start", default="DEFAULT", help="DEFAULT (ImageNet) or none")
     ap.add_argument("--size", type=int, default=64, help="input size (px)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--mmd-weights", type=float, nargs="*", default=[1.0, 3.0, 10.0, 30.0])
@@ -247,7 +258,8 @@ def main() -> None:
             "rows": run_domain(args, data),
         }
     if args.part in ("pretext", "all"):
-        result["pretext"] = run_pretext(args, data)
+        key = "pretext_scratch" if args.pretext_start.lower() == "none" else "pretext"
+        result[key] = run_pretext(args, data)
     out_json.write_text(json.dumps(result, indent=2))
     write_markdown(result)
 
@@ -274,15 +286,17 @@ def write_markdown(result: dict[str, Any]) -> None:
                 f"{r['gain_points']:+.1f} | {100 * r['source_val_accuracy']:.1f} % | {r['seconds']} |"
             )
         lines.append("")
-    if "pretext" in result:
-        pt = result["pretext"]
+    for key in ("pretext", "pretext_scratch"):
+        if key not in result:
+            continue
+        pt = result[key]
         pre = pt["pretrain"]
         lines += [
-            "## Rotation pretraining before a 10-image/class training",
+            f"## Rotation pretraining before a 10-image/class training ({key})",
             "",
             f"Rotation pretext (4-way) on {pre['unlabeled_images']} unlabeled Animal-MNIST images "
-            f"(labels ignored), MobileNetV2 from ImageNet weights, last {pre['stages_trained']} "
-            f"stages trained, {pre['epochs']} epochs: held-out rotation accuracy "
+            f"(labels ignored), MobileNetV2 from {pre.get('start_weights', 'ImageNet')} weights, "
+            f"{pre['stages_trained']} stages trained, {pre['epochs']} epochs: held-out rotation accuracy "
             f"{100 * pre['rotation_val_accuracy']:.1f} % (chance 25 %), {pre['seconds']} s. "
             f"Then {pt['fine_tune']}, 15 epochs, same settings for both weights.",
             "",
