@@ -70,11 +70,21 @@ def test_pretrain_writes_weights_that_train_accepts(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_pretrain_learns_rotations(tmp_path: Path) -> None:
-    """Images with a clear up direction: rotation accuracy well above chance (25 %)."""
-    unlabeled = write_class_folders(tmp_path / "unlabeled", 30, seed=1)
-    settings = {**_tiny_pretrain_settings(), "epochs": 6, "lr": 3e-3}
-    r = pretrain(unlabeled, out=tmp_path / "pre", **settings)
-    assert r.metrics["rotation_val_accuracy"] > 0.4
+    """Images with an unmistakable up direction (bright top band): rotation accuracy well above
+    chance (25 %) on held-out images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "unlabeled"
+    folder.mkdir()
+    for i in range(60):
+        arr = rng.integers(0, 60, size=(32, 32, 3)).astype(np.uint8)
+        arr[: 8 + int(rng.integers(0, 4))] = rng.integers(180, 255, size=3)
+        Image.fromarray(arr).save(folder / f"{i:03d}.png")
+    settings = {**_tiny_pretrain_settings(), "epochs": 3, "lr": 3e-3, "batch_size": 32}
+    r = pretrain(folder, out=tmp_path / "pre", **settings)
+    assert r.metrics["rotation_val_accuracy"] > 0.5
 
 
 def test_pretrain_refuses_frozen_strategy_and_unknown_task(tmp_path: Path) -> None:
