@@ -1,8 +1,8 @@
 """Beyond labels on a real shift built from offline Animal-MNIST: domain adaptation (source-only
 vs MMD vs DANN on labelled target data) and rotation pretraining before a 10-image/class fine-tune.
 
-    .venv/bin/python benchmarks/adapt.py                 # both parts (a few minutes on 2 cores)
-    .venv/bin/python benchmarks/adapt.py --part domain   # one part
+    .venv/bin/python benchmarks/adapt.py                 # both parts (~30 min on a shared 2-core box)
+    .venv/bin/python benchmarks/adapt.py --part domain   # one part; --part pretext [--pretext-start none]
 
 Data (written under runs/adapt-bench/data, reused when present):
 
