@@ -42,7 +42,7 @@ VARIANTS: list[tuple[str, dict[str, object]]] = [
         {"strategy": "few-shot", "few_shot_refine": False, "weights": "none"},
     ),
 ]
-UNSEEN = ("Elephant", "Giraffe", "Zebra")
+UNSEEN = ("elephant", "giraffe", "zebra")
 
 
 def main() -> None:
@@ -88,6 +88,8 @@ def main() -> None:
         for c in ANIMAL_CLASSES:
             dst = zs / ("seen" if c in seen else "unseen") / split / c
             shutil.copytree(full / split / c, dst)
+    for name in ("semantic", "zs-unseen"):
+        shutil.rmtree(work / "runs" / name, ignore_errors=True)
     t0 = time.perf_counter()
     sem = headstart.train(
         data=str(zs / "seen" / "train"), val=str(zs / "seen" / "val"),
@@ -96,7 +98,7 @@ def main() -> None:
         epochs=args.epochs, prompts=["a photo of a {}."],
     )  # fmt: skip
     z = zero_shot(
-        labels=[c.lower() for c in UNSEEN], run=sem.run_dir, out=work / "runs" / "zs-unseen",
+        labels=list(UNSEEN), run=sem.run_dir, out=work / "runs" / "zs-unseen",
         eval_data=str(zs / "unseen" / "test"),
     )  # fmt: skip
     zero = {
