@@ -449,14 +449,18 @@ def pretrain(
     data: Annotated[
         str | None, typer.Argument(help="Folder of unlabeled images (searched recursively).")
     ] = None,
-    task: Annotated[str, Opt(help="Pretext task: rotation (4-way, Gidaris et al. 2018).")] = "rotation",
+    task: Annotated[
+        str, Opt(help="Pretext task: rotation (4-way, Gidaris et al. 2018).")
+    ] = "rotation",
     out: Annotated[
         Path, Opt("--out", "-o", help="Output folder (backbone.pt, metrics.json, log.csv).")
     ] = Path("runs/pretrain-rotation"),
     resume: Annotated[
         Path | None, Opt("--resume", help="Continue an interrupted pretraining folder.")
     ] = None,
-    model: Annotated[str | None, Opt("--model", "-m", help="Model spec [torchvision:mobilenet_v2].")] = None,
+    model: Annotated[
+        str | None, Opt("--model", "-m", help="Model spec [torchvision:mobilenet_v2].")
+    ] = None,
     weights: Annotated[str | None, Opt(help="Starting weights [DEFAULT].")] = None,
     image_size: Annotated[str | None, Opt(help="Input crop size [the weights' own].")] = None,
     strategy: Annotated[

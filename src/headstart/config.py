@@ -204,7 +204,9 @@ class TrainConfig(BaseModel):
     accelerator: str = Field("auto", description="cpu, cuda, mps or auto.")
     devices: int = Field(1, ge=1, description="Devices (processes) per node; > 1 trains with DDP.")
     num_nodes: int = Field(
-        1, ge=1, description="Machines taking part (torchrun/SLURM); > 1 needs --out on a shared disk."
+        1,
+        ge=1,
+        description="Machines taking part (torchrun/SLURM); > 1 needs --out on a shared disk.",
     )
     strategy_dist: Literal["ddp", "fsdp"] = Field(
         "ddp",

@@ -259,7 +259,9 @@ def train(
     if config.target_eval:  # labelled target-domain data; with --adapt also source-only baseline
         from headstart.adapt.domain import target_results
 
-        results.update(target_results(config, backbone, splits, run, p.adaptation, fast, p.num_workers))
+        results.update(
+            target_results(config, backbone, splits, run, p.adaptation, fast, p.num_workers)
+        )
     run.save_metrics(results)
     val_pred = ValPredictions(
         val_logits.softmax(1), val_targets, [str(x.path) for x in splits.val],

@@ -176,7 +176,12 @@ class HeadstartModule(L.LightningModule):
         )
         hook_params = list(self.train_hook.parameters()) if self.train_hook is not None else []
         if hook_params:  # first, so uninterrupted and resumed runs build the same group order
-            adapt = {"name": "adapt", "params": hook_params, "lr": c.lr, "weight_decay": c.weight_decay}
+            adapt = {
+                "name": "adapt",
+                "params": hook_params,
+                "lr": c.lr,
+                "weight_decay": c.weight_decay,
+            }
             groups.insert(0, adapt)
         if c.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
