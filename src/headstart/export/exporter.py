@@ -69,6 +69,20 @@ def _sample_batch(loaded: LoadedRun, n: int = 4) -> torch.Tensor:
         return torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
 
 
+def place_checked(got: np.ndarray, expected: np.ndarray, tmp: Path, path: Path, fmt: str) -> float:
+    """The export-time check: the exported model's outputs ``got`` (written to ``tmp``) must
+    equal the eager model's within :data:`TOLERANCE`; then ``tmp`` atomically becomes ``path``.
+    Returns the largest absolute difference."""
+    diff = float(np.abs(got - expected).max())
+    if diff > TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise HeadstartError(
+            f"export check failed: {fmt} output differs from the eager model by {diff:.2e} (> {TOLERANCE})"
+        )
+    tmp.replace(path)
+    return diff
+
+
 def export_model(
     run: str | Path | LoadedRun, fmt: str = "onnx", out: str | Path | None = None
 ) -> ExportResult:
@@ -99,13 +113,7 @@ def export_model(
         got = _export_onnx(wrapper, sample, tmp, meta)
     else:
         got = _export_torchscript(wrapper, sample, tmp, meta)
-    diff = float(np.abs(got - expected).max())
-    if diff > TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise HeadstartError(
-            f"export check failed: {fmt} output differs from the eager model by {diff:.2e} (> {TOLERANCE})"
-        )
-    tmp.replace(path)
+    diff = place_checked(got, expected, tmp, path, fmt)
     meta["export_check_max_abs_diff"] = diff
     card = _write_model_card(loaded, path, fmt, meta)
     log.info("exported %s (max |export - eager| = %.2e on a sample batch)", path, diff)

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 1e-4
 _SAMPLE_TEXTS = [
     "Shares rose sharply after the company reported record profits.",
     "The minister promised a vote on the new law before the election.",
@@ -126,7 +125,7 @@ def export_text(
     import torch
 
     from headstart.data.text import tokenize
-    from headstart.export.exporter import ExportResult
+    from headstart.export.exporter import ExportResult, place_checked
 
     if fmt != "onnx":
         raise HeadstartError(f"text models export to onnx only (got --format {fmt})")
@@ -152,13 +151,7 @@ def export_text(
     meta = _metadata(loaded, tok_path.name, names)
     tmp = path.with_name(f".{path.name}.tmp")
     got = _export_onnx(wrapper, args, names, tmp, meta)
-    diff = float(np.abs(got - expected).max())
-    if diff > TOLERANCE:
-        tmp.unlink(missing_ok=True)
-        raise HeadstartError(
-            f"export check failed: onnx output differs from the eager model by {diff:.2e} (> {TOLERANCE})"
-        )
-    tmp.replace(path)
+    diff = place_checked(got, expected, tmp, path, "onnx")
     meta["export_check_max_abs_diff"] = diff
     card = _write_model_card(loaded, path, meta)
     log.info("exported %s + %s (max |export - eager| = %.2e)", path, tok_path.name, diff)

@@ -99,14 +99,22 @@ def _preprocessing(path: str) -> Preprocessing:
     )  # fmt: skip
 
 
-def build(path: str, weights: str, image_size: int | None = None) -> Body:
+def load_model(path: str, weights: str, spec: str, where: str = "") -> tuple[nn.Module, str]:
+    """``(AutoModel at path, weights label)``, offline only: the saved weights (DEFAULT), or the
+    same architecture randomly initialised (none) — both without the pooling layer where the
+    model class takes that option, so checkpoints of either fit the same module tree. ``where``
+    adds to the error message's list of places a model can come from."""
     try:
         from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise ModelError(
-            "hf: models need the transformers package (make install provides it)"
+            f"{spec} needs the transformers package (make install provides it)"
         ) from None
     lowered = weights.lower()
+    hf_logging.disable_progress_bar()
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report lists an unused pooler as missing
     try:
         if lowered in ("default", "pretrained"):
             try:
@@ -115,25 +123,29 @@ def build(path: str, weights: str, image_size: int | None = None) -> Body:
                 )
             except TypeError:
                 model = AutoModel.from_pretrained(path, local_files_only=True)
-            label = f"hf:{path}"
-        elif lowered in ("none", "scratch", "random"):
+            return model, spec
+        if lowered in ("none", "scratch", "random"):
             cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-            try:  # same module tree as the pretrained path (and as its checkpoints)
+            try:
                 model = AutoModel.from_config(cfg, add_pooling_layer=False)
             except TypeError:
                 model = AutoModel.from_config(cfg)
-            label = "none"
-        else:
-            raise ModelError(
-                f"weights {weights!r} for hf:{path}: use DEFAULT (the saved weights) or none"
-            )
+            return model, "none"
+        raise ModelError(f"weights {weights!r} for {spec}: use DEFAULT (the saved weights) or none")
     except ModelError:
         raise
     except Exception as err:
+        first = str(err).splitlines()[0][:200] if str(err) else ""
         raise ModelError(
-            f"cannot load hf:{path} offline ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "Give a local folder written by save_pretrained, or a repo already in the Hugging Face cache."
+            f"cannot load {spec} offline ({type(err).__name__}: {first}). Give a local folder "
+            f"written by save_pretrained, a repo already in the Hugging Face cache{where}."
         ) from None
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def build(path: str, weights: str, image_size: int | None = None) -> Body:
+    model, label = load_model(path, weights, f"hf:{path}")
     pre = _preprocessing(path)
     native = getattr(getattr(model, "config", None), "image_size", None)
     if image_size is not None and image_size != pre.crop:

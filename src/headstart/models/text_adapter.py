@@ -212,50 +212,11 @@ def build(
     name: str, weights: str, *, pooling: str = "mean", max_length: int | None = None, spec: str = ""
 ) -> Any:
     """The text body, tokenisation and stages for ``name`` (a folder, cached repo or alias)."""
+    from headstart.models.hf_adapter import load_model
     from headstart.models.torchvision_adapter import Body
 
-    try:
-        from transformers import AutoConfig, AutoModel
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        raise ModelError(
-            "text models need the transformers package (make install provides it)"
-        ) from None
     path = resolve_path(name)
-    lowered = weights.lower()
-    hf_logging.disable_progress_bar()
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report lists the (unused) pooler as missing
-    try:
-        if lowered in ("default", "pretrained"):
-            try:
-                model = AutoModel.from_pretrained(
-                    path, local_files_only=True, add_pooling_layer=False
-                )
-            except TypeError:
-                model = AutoModel.from_pretrained(path, local_files_only=True)
-            label = f"text:{name}"
-        elif lowered in ("none", "scratch", "random"):
-            cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-            try:
-                model = AutoModel.from_config(cfg, add_pooling_layer=False)
-            except TypeError:
-                model = AutoModel.from_config(cfg)
-            label = "none"
-        else:
-            raise ModelError(
-                f"weights {weights!r} for text:{name}: use DEFAULT (the saved weights) or none"
-            )
-    except ModelError:
-        raise
-    except Exception as err:
-        raise ModelError(
-            f"cannot load text model {name} offline ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else ''}). Give a local folder written by "
-            "save_pretrained, a repo already in the Hugging Face cache, or text:minilm."
-        ) from None
-    finally:
-        hf_logging.set_verbosity(previous)
+    model, label = load_model(path, weights, f"text:{name}", where=", or text:minilm")
     tokenizer = load_tokenizer(path)
     limits = [512]
     positions = getattr(model.config, "max_position_embeddings", None)
