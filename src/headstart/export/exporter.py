@@ -123,13 +123,27 @@ def export_model(
 def _export_onnx(
     wrapper: torch.nn.Module, sample: torch.Tensor, path: Path, meta: dict[str, Any]
 ) -> np.ndarray:
+    axes = {"images": {0: "batch", 1: "height", 2: "width"}}
+    return onnx_export(wrapper, {"images": sample}, axes, path, meta)
+
+
+def onnx_export(
+    wrapper: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    input_axes: dict[str, dict[int, str]],
+    path: Path,
+    meta: dict[str, Any],
+) -> np.ndarray:
+    """Export ``wrapper`` (outputs: probabilities, logits) to ONNX opset 17 with the given
+    dynamic input axes (batch dynamic on the outputs), ``meta`` and the labels in the model's
+    metadata_props; returns onnxruntime's outputs on ``inputs``, concatenated, for the check."""
     import onnx
     import onnxruntime as ort
 
+    axes = {**input_axes, "probabilities": {0: "batch"}, "logits": {0: "batch"}}
     torch.onnx.export(
-        wrapper, (sample,), str(path), dynamo=False, opset_version=17,
-        input_names=["images"], output_names=["probabilities", "logits"],
-        dynamic_axes={"images": {0: "batch", 1: "height", 2: "width"}, "probabilities": {0: "batch"}, "logits": {0: "batch"}},
+        wrapper, tuple(inputs.values()), str(path), dynamo=False, opset_version=17,
+        input_names=list(inputs), output_names=["probabilities", "logits"], dynamic_axes=axes,
     )  # fmt: skip
     model = onnx.load(str(path))
     for k, v in {"headstart": json.dumps(meta), "labels": json.dumps(meta["labels"])}.items():
@@ -137,7 +151,8 @@ def _export_onnx(
         entry.key, entry.value = k, v
     onnx.save(model, str(path))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    probs, logits = sess.run(["probabilities", "logits"], {"images": sample.numpy()})
+    feed = {name: t.numpy() for name, t in inputs.items()}
+    probs, logits = sess.run(["probabilities", "logits"], feed)
     return np.concatenate([probs, logits], axis=1)
 
 

@@ -16,7 +16,6 @@ the ONNX outputs must equal the eager model's within 1e-4.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -161,25 +160,10 @@ def export_text(
 def _export_onnx(
     wrapper: Any, args: tuple[Any, ...], names: Sequence[str], path: Path, meta: dict[str, Any]
 ) -> np.ndarray:
-    import onnx
-    import onnxruntime as ort
-    import torch
+    from headstart.export.exporter import onnx_export
 
     axes = {n: {0: "batch", 1: "tokens"} for n in names}
-    axes.update({"probabilities": {0: "batch"}, "logits": {0: "batch"}})
-    torch.onnx.export(
-        wrapper, args, str(path), dynamo=False, opset_version=17, input_names=list(names),
-        output_names=["probabilities", "logits"], dynamic_axes=axes,
-    )  # fmt: skip
-    model = onnx.load(str(path))
-    for k, v in {"headstart": json.dumps(meta), "labels": json.dumps(meta["labels"])}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(model, str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {n: a.numpy() for n, a in zip(names, args, strict=True)}
-    probs, logits = sess.run(["probabilities", "logits"], feed)
-    return np.concatenate([probs, logits], axis=1)
+    return onnx_export(wrapper, dict(zip(names, args, strict=True)), axes, path, meta)
 
 
 def _write_model_card(loaded: LoadedRun, path: Path, meta: dict[str, Any]) -> Path:
