@@ -65,6 +65,18 @@ def load_predictor(model: str | Path) -> ExportedPredictor:
     return RunPredictor(p)
 
 
+def add_info_routes(app: FastAPI, metadata: dict[str, Any]) -> None:
+    """``GET /health`` and ``GET /metadata``, the same for image and text servers."""
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    def get_metadata() -> dict[str, Any]:
+        return metadata
+
+
 def create_app(
     model: str | Path | ExportedPredictor, *, max_bytes: int = 10 * 2**20, max_files: int = 32
 ) -> Any:
@@ -89,13 +101,7 @@ def create_app(
             )
         return await call_next(request)
 
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metadata")
-    def metadata() -> dict[str, Any]:
-        return predictor.metadata
+    add_info_routes(app, predictor.metadata)
 
     @app.post("/predict")
     async def predict(files: list[UploadFile] = File(...), top_k: int = 1) -> dict[str, Any]:

@@ -325,17 +325,12 @@ def create_text_app(
     from fastapi import Body, FastAPI, HTTPException
 
     from headstart import __version__
+    from headstart.export.serve import add_info_routes
 
     app = FastAPI(title="headstart text model server", version=__version__)
     lock = threading.Lock()
 
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metadata")
-    def metadata() -> dict[str, Any]:
-        return predictor.metadata
+    add_info_routes(app, predictor.metadata)
 
     @app.post("/predict")
     def predict(payload: dict[str, Any] = Body(...), top_k: int = 1) -> dict[str, Any]:
