@@ -1,4 +1,5 @@
-"""Map-style image dataset over :class:`~headstart.data.folders.Sample` lists."""
+"""Map-style datasets: images over :class:`~headstart.data.scan.Sample` lists, augmented views,
+and tensors indexed by the ``(index, epoch)`` keys of the epoch samplers."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
-from headstart.data.folders import Sample
 from headstart.data.samplers import item_seed
+from headstart.data.scan import Sample
 from headstart.errors import DataError
 from headstart.files import open_rgb
 
@@ -72,3 +73,10 @@ class ViewsDataset(Dataset[tuple[Any, int]]):
         if view == 0:
             return self.base[i]
         return self.augmented[(i, 1_000_000 + view)]
+
+
+class IndexedTensors(TensorDataset):
+    """TensorDataset that accepts the ``(index, epoch)`` keys of :class:`EpochShuffleSampler`."""
+
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, ...]:
+        return super().__getitem__(key[0] if isinstance(key, tuple) else key)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from headstart.data.scan import Sample, is_hidden, skip_or_fail, walk_files
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
 from headstart.files import is_image_file
@@ -36,14 +37,6 @@ if TYPE_CHECKING:
     from headstart.config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled example: a file and its class name."""
-
-    path: Path
-    label: str
 
 
 @dataclass
@@ -74,17 +67,13 @@ class DataSplits:
         return out
 
 
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith(".") or path.name in {"__MACOSX", "Thumbs.db", "desktop.ini"}
-
-
 def scan_class_folders(root: Path, skipped: Counter[str]) -> list[Sample]:
     """Samples of ``root/<class>/**/<image>``; non-image and hidden files are counted as skips."""
     if not root.exists():
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (pass an image folder or a .csv file)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p))
     if not class_dirs:
         raise DataError(
             f"{root} has no class folders; expected {root}/<class>/<image files> "
@@ -93,7 +82,7 @@ def scan_class_folders(root: Path, skipped: Counter[str]) -> list[Sample]:
     samples: list[Sample] = []
     empty: list[str] = []
     for d in class_dirs:
-        files = _walk_files(d, skipped)
+        files = walk_files(d, skipped)
         images = [f for f in files if is_image_file(f)]
         if len(files) > len(images):
             skipped["non-image file"] += len(files) - len(images)
@@ -106,40 +95,6 @@ def scan_class_folders(root: Path, skipped: Counter[str]) -> list[Sample]:
             "Add images or remove the folder(s)."
         )
     return samples
-
-
-def _walk_files(folder: Path, skipped: Counter[str]) -> list[Path]:
-    """All files below ``folder`` in a stable order, following symlinks once (no loops)."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    stack = [folder]
-    while stack:
-        d = stack.pop()
-        try:
-            real = d.resolve()
-        except (OSError, RuntimeError):
-            _skip_or_fail(skipped, "unresolvable symlink", str(d), strict=False)
-            continue
-        if real in seen:
-            _skip_or_fail(skipped, "symlink loop", f"{d} -> {real}", strict=False)
-            continue
-        seen.add(real)
-        try:
-            entries = sorted(d.iterdir())
-        except OSError as err:
-            log.warning("cannot list %s: %s (skipped)", d, err)
-            skipped["unreadable folder"] += 1
-            continue
-        for e in entries:
-            if _is_hidden(e):
-                skipped["hidden file"] += 1
-            elif e.is_dir():
-                stack.append(e)
-            elif e.is_file():
-                out.append(e)
-            else:
-                _skip_or_fail(skipped, "broken link or special file", str(e), strict=False)
-    return sorted(out)
 
 
 def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
@@ -173,24 +128,16 @@ def _read_csv_rows(path: Path, skipped: Counter[str], strict: bool) -> list[Samp
             p, label = row.get("path", ""), row.get("label", "")
             where = f"{path}:{line_no}"
             if not p or not label:
-                _skip_or_fail(skipped, "CSV row missing path or label", where, strict)
+                skip_or_fail(skipped, "CSV row missing path or label", where, strict)
                 continue
             file = Path(p) if Path(p).is_absolute() else (path.parent / p)
             if not file.is_file():
-                _skip_or_fail(skipped, "CSV path not found", f"{where} ({file})", strict)
+                skip_or_fail(skipped, "CSV path not found", f"{where} ({file})", strict)
                 continue
             samples.append(Sample(file, label))
     if not samples:
         raise DataError(f"{path} lists no usable images")
     return samples
-
-
-def _skip_or_fail(skipped: Counter[str], reason: str, where: str, strict: bool) -> None:
-    if strict:
-        raise DataError(f"{reason}: {where} (fix it, or drop --strict to skip such entries)")
-    if skipped[reason] < 5:
-        log.warning("%s: %s (skipped)", reason, where)
-    skipped[reason] += 1
 
 
 def load_source(source: str | Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
@@ -260,7 +207,7 @@ def _check_readable(
         if problem is None:
             kept.append(s)
         else:
-            _skip_or_fail(skipped, "unreadable image", f"{s.path} ({problem})", strict)
+            skip_or_fail(skipped, "unreadable image", f"{s.path} ({problem})", strict)
     return kept
 
 

@@ -8,7 +8,7 @@ Accepted layouts (the same split rules as images, see :func:`headstart.data.fold
 
 A run is a text run when its model is a text model (``text:minilm``, ``text:<folder>``, ``hf:`` of
 a folder with a tokenizer) or ``--text-column`` is given. Each item becomes a
-:class:`TextSample` (a :class:`~headstart.data.folders.Sample` that also carries its text), so
+:class:`TextSample` (a :class:`~headstart.data.scan.Sample` that also carries its text), so
 splits, class maps, the feature cache and the run folder work unchanged. :class:`TextDataset`
 tokenises once (truncating to the backbone's ``max_length``); batches are padded per batch by the
 backbone's ``collate_fn`` (dynamic padding).
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
-from headstart.data.folders import Sample, _is_hidden, _skip_or_fail, _walk_files
+from headstart.data.scan import Sample, is_hidden, skip_or_fail, walk_files
 from headstart.errors import DataError
 from headstart.text_files import TEXT_EXTENSIONS, read_text_file
 
@@ -78,7 +78,7 @@ def read_text_csv(
             line = reader.line_num
             text, label = (row.get(tcol) or "").strip(), (row.get(lcol) or "").strip()
             if not text or not label:
-                _skip_or_fail(
+                skip_or_fail(
                     skipped, "CSV row with an empty text or label", f"{path}:{line}", strict
                 )
                 continue
@@ -94,7 +94,7 @@ def scan_text_folders(root: Path, skipped: Counter[str]) -> list[TextSample]:
         raise DataError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (pass a folder of class folders or a .csv file)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p))
     if not class_dirs:
         raise DataError(
             f"{root} has no class folders; expected {root}/<class>/<.txt files> or a CSV with "
@@ -103,7 +103,7 @@ def scan_text_folders(root: Path, skipped: Counter[str]) -> list[TextSample]:
     samples: list[TextSample] = []
     empty: list[str] = []
     for d in class_dirs:
-        files = _walk_files(d, skipped)
+        files = walk_files(d, skipped)
         texts = [f for f in files if f.suffix.lower() in TEXT_EXTENSIONS]
         if len(files) > len(texts):
             skipped["non-text file"] += len(files) - len(texts)
@@ -229,8 +229,8 @@ def eval_dataset(
     """The un-augmented dataset a backbone evaluates ``samples`` with, whatever the modality."""
     if backbone.modality == "text":
         return TextDataset(samples, class_to_idx, backbone.preprocessing)  # type: ignore[arg-type]
-    from headstart.data import build_eval_transform
     from headstart.data.datasets import ImageDataset
+    from headstart.data.transforms import build_eval_transform
 
     pre = backbone.preprocessing
     return ImageDataset(
