@@ -1,4 +1,5 @@
-"""Image file discovery shared by the data layer and the torch-free export predictor."""
+"""Image file discovery shared by the data layer and the torch-free export predictor, and the
+:class:`Prediction` every predictor returns (top-k from a probability row, numpy only)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,29 @@ def open_rgb(source: str | Path | Any, draft_size: int | None = None) -> Image.I
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's prediction: best label, its probability, and the top-k list."""
+    """One input's prediction (an image file, a text): best label, its probability, and the
+    top-k list ``[(label, probability), ...]``, most probable first."""
 
     path: str
     label: str
     probability: float
     top: list[tuple[str, float]]
+
+    @classmethod
+    def from_probabilities(
+        cls, name: str, probs: Sequence[float] | np.ndarray, labels: Sequence[str], top_k: int = 1
+    ) -> Prediction:
+        """The prediction for one row of class probabilities (``probs[j]`` is ``labels[j]``'s);
+        ``top_k`` is clamped to ``1..len(labels)``; ties keep label order."""
+        p = np.asarray(probs)
+        k = max(1, min(top_k, len(labels)))
+        order = np.argsort(-p, kind="stable")[:k]
+        top = [(labels[j], float(p[j])) for j in order]
+        return cls(name, top[0][0], top[0][1], top)
+
+    def to_json(self, name_key: str | None = None) -> dict[str, Any]:
+        """The HTTP server's form: ``{name_key: path, "label", "probability", "top": [{"label",
+        "probability"}, ...]}`` (no name entry when ``name_key`` is None)."""
+        named: dict[str, Any] = {name_key: self.path} if name_key else {}
+        top = [{"label": c, "probability": v} for c, v in self.top]
+        return {**named, "label": self.label, "probability": self.probability, "top": top}

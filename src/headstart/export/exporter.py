@@ -1,10 +1,14 @@
 """``headstart export``: ONNX or TorchScript with preprocessing, labels and metadata inside,
-a MODEL_CARD.md beside it, and an equality check against the eager model at export time."""
+a MODEL_CARD.md beside it, and an equality check against the eager model at export time.
+
+One path for every modality; what differs (inputs, side files, card lines) is the modality's
+:class:`~headstart.export.signatures.ExportSignature`."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,13 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from headstart import version
 from headstart.errors import HeadstartError
-from headstart.export.wrapper import ImagesToProbabilities
-from headstart.inference import LoadedRun, load_run
+from headstart.evaluation.loading import LoadedRun, load_run
+from headstart.export.inputs import DEFAULT_MODALITY
+from headstart.export.signatures import ExportSignature, signature_for
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
+FORMAT = "headstart-export/1"
+#: default file name per export format
+FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 @dataclass
@@ -30,43 +39,28 @@ class ExportResult:
     metadata: dict[str, Any]
 
 
-def _metadata(loaded: LoadedRun) -> dict[str, Any]:
-    from headstart import __version__
-
+def build_metadata(
+    loaded: LoadedRun, signature: ExportSignature, path: Path | None = None
+) -> dict[str, Any]:
+    """The metadata stored in an export at ``path`` (and served by ``GET /metadata``; ``path``
+    None for a run folder): labels, model, metrics, version, and the modality's own fields.
+    ``modality`` is stored unless it is the default (image exports never stored it)."""
     metrics = loaded.run.load_metrics()
-    p = loaded.preprocessing
+    run = metrics.get("run", {})
+    modality = signature.modality
     return {
-        "format": "headstart-export/1",
-        "input": "uint8 RGB images, shape (N, H, W, 3), any H and W; outputs: probabilities and logits, (N, C)",
+        "format": FORMAT,
+        **({"modality": modality} if modality != DEFAULT_MODALITY else {}),
+        "input": signature.input_line(loaded),
         "labels": loaded.classes,
         "model": loaded.config.model,
-        "weights": metrics.get("run", {}).get("weights", loaded.config.weights),
-        "strategy": metrics.get("run", {}).get("strategy", loaded.config.strategy),
-        "preprocessing": p.to_dict(),
+        "weights": run.get("weights", loaded.config.weights),
+        "strategy": run.get("strategy", loaded.config.strategy),
+        **signature.metadata_fields(loaded, path),
         "metrics": {k: metrics[k]["accuracy"] for k in ("val", "test") if k in metrics},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "headstart_version": __version__,
+        "headstart_version": version.__version__,
     }
-
-
-def _sample_batch(loaded: LoadedRun, n: int = 4) -> torch.Tensor:
-    """Up to ``n`` validation images of the run (realistic inputs), else seeded noise; all at
-    the preprocessing's resize size so they batch."""
-    from headstart.data.folders import splits_for
-    from headstart.export.predictor import decode_image
-
-    size = loaded.preprocessing.resize
-    try:
-        val = splits_for(loaded.config).val[:n]
-        from PIL import Image
-
-        arrays = [
-            np.asarray(Image.fromarray(decode_image(s.path)).resize((size, size))) for s in val
-        ]
-        return torch.from_numpy(np.stack(arrays))
-    except Exception:  # data moved or gone: the check still runs, on noise
-        g = torch.Generator().manual_seed(0)
-        return torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
 
 
 def place_checked(got: np.ndarray, expected: np.ndarray, tmp: Path, path: Path, fmt: str) -> float:
@@ -86,45 +80,36 @@ def place_checked(got: np.ndarray, expected: np.ndarray, tmp: Path, path: Path, 
 def export_model(
     run: str | Path | LoadedRun, fmt: str = "onnx", out: str | Path | None = None
 ) -> ExportResult:
-    """Export a trained run. ``fmt``: ``onnx`` (opset 17, dynamic batch/height/width, labels and
-    metadata in the model's metadata_props) or ``torchscript`` (metadata in the extra files).
-    Outputs: ``probabilities`` and ``logits``. The export is run on a sample batch (validation
-    images of the run) and both outputs must equal the eager model's within 1e-4.
+    """Export a trained run. ``fmt``: ``onnx`` (opset 17, dynamic batch and input sizes, labels
+    and metadata in the model's metadata_props) or ``torchscript`` (metadata in the extra files;
+    not for text models). Outputs: ``probabilities`` and ``logits``. The export is run on sample
+    inputs (validation data of the run) and both outputs must equal the eager model's within
+    1e-4. Side files a modality needs (a text model's ``<name>.tokenizer.json``) are written
+    beside the model and checked.
 
     Example::
 
         res = headstart.export_model("runs/x", "onnx")     # runs/x/model.onnx + MODEL_CARD.md
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
-    if loaded.model.modality == "text":  # token ids in, tokenizer saved beside the model
-        from headstart.export.text import export_text
-
-        return export_text(loaded, fmt, out)
-    if fmt not in ("onnx", "torchscript"):
-        raise HeadstartError(f"unknown export format {fmt!r}; use onnx or torchscript")
-    path = Path(out) if out else loaded.run.path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    wrapper = ImagesToProbabilities(loaded.model).eval()
-    meta = _metadata(loaded)
-    sample = _sample_batch(loaded)
+    signature = signature_for(loaded.model.modality)
+    if fmt not in signature.formats:
+        raise HeadstartError(signature.format_error(fmt))
+    path = Path(out) if out else loaded.run.path / FILE_NAMES[fmt]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signature.write_side_files(loaded, path)
+    wrapper = signature.wrapper(loaded)
+    sample = signature.sample_inputs(loaded)
+    meta = build_metadata(loaded, signature, path)
     with torch.inference_mode():
-        expected = np.concatenate([t.numpy() for t in wrapper(sample)], axis=1)
+        expected = np.concatenate([t.numpy() for t in wrapper(*sample.values())], axis=1)
     tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "onnx":
-        got = _export_onnx(wrapper, sample, tmp, meta)
-    else:
-        got = _export_torchscript(wrapper, sample, tmp, meta)
+    got = _WRITERS[fmt](wrapper, sample, signature.dynamic_axes(loaded), tmp, meta)
     diff = place_checked(got, expected, tmp, path, fmt)
     meta["export_check_max_abs_diff"] = diff
-    card = _write_model_card(loaded, path, fmt, meta)
-    log.info("exported %s (max |export - eager| = %.2e on a sample batch)", path, diff)
+    card = write_model_card(loaded, signature, path, fmt, meta)
+    log.info("exported %s (max |export - eager| = %.2e on sample inputs)", path, diff)
     return ExportResult(path, card, diff, meta)
-
-
-def _export_onnx(
-    wrapper: torch.nn.Module, sample: torch.Tensor, path: Path, meta: dict[str, Any]
-) -> np.ndarray:
-    axes = {"images": {0: "batch", 1: "height", 2: "width"}}
-    return onnx_export(wrapper, {"images": sample}, axes, path, meta)
 
 
 def onnx_export(
@@ -156,37 +141,54 @@ def onnx_export(
     return np.concatenate([probs, logits], axis=1)
 
 
-def _export_torchscript(
-    wrapper: torch.nn.Module, sample: torch.Tensor, path: Path, meta: dict[str, Any]
+def torchscript_export(
+    wrapper: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    input_axes: dict[str, dict[int, str]],
+    path: Path,
+    meta: dict[str, Any],
 ) -> np.ndarray:
+    """Trace ``wrapper`` to TorchScript with ``meta`` and the labels as extra files; returns the
+    saved module's outputs on ``inputs``, concatenated, for the check (sizes stay dynamic)."""
+    sample = tuple(inputs.values())
     with torch.inference_mode():
-        traced = torch.jit.trace(wrapper, (sample,), check_trace=False)
+        traced = torch.jit.trace(wrapper, sample, check_trace=False)
     files = {"headstart.json": json.dumps(meta), "labels.json": json.dumps(meta["labels"])}
     torch.jit.save(traced, str(path), _extra_files=files)
     loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
-        probs, logits = loaded(sample)
+        probs, logits = loaded(*sample)
     return np.concatenate([probs.numpy(), logits.numpy()], axis=1)
 
 
-def _write_model_card(loaded: LoadedRun, path: Path, fmt: str, meta: dict[str, Any]) -> Path:
+_Writer = Callable[
+    [torch.nn.Module, dict[str, torch.Tensor], dict[str, dict[int, str]], Path, dict[str, Any]],
+    np.ndarray,
+]
+_WRITERS: dict[str, _Writer] = {"onnx": onnx_export, "torchscript": torchscript_export}
+
+
+def write_model_card(
+    loaded: LoadedRun, signature: ExportSignature, path: Path, fmt: str, meta: dict[str, Any]
+) -> Path:
+    """MODEL_CARD.md beside ``path``: files, model, input, labels, validation metrics per
+    class, the export check, usage and limits."""
     m = loaded.run.load_metrics()
     val = m.get("val", {})
     rows = "\n".join(
         f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
         for c, v in val.get("per_class", {}).items()
     )
-    p = meta["preprocessing"]
+    lines = signature.card(meta, path, fmt)
     card = f"""# Model card: {loaded.run.path.name}
 
-- **File**: `{path.name}` ({fmt}); exported {meta["date"]} with headstart {meta["headstart_version"]}
-- **Model**: `{meta["model"]}`, weights `{meta["weights"]}`, strategy `{meta["strategy"]}`
-- **Input**: {meta["input"]}. Inside the file: resize to {p["resize"]}x{p["resize"]}, centre crop {p["crop"]},
-  normalise with mean {p["mean"]} and std {p["std"]} ({p["source"]}).
+- {lines.files}; exported {meta["date"]} with headstart {meta["headstart_version"]}
+- **Model**: `{meta["model"]}`, weights `{meta["weights"]}`, strategy `{meta["strategy"]}`{lines.model}
+- **Input**: {meta["input"]}. {lines.input}
 - **Labels** (output index order): {", ".join(meta["labels"])}
-- **Validation**: accuracy {100 * val.get("accuracy", float("nan")):.2f} % on {val.get("samples", "?")} images;
+- **Validation**: accuracy {100 * val.get("accuracy", float("nan")):.2f} % on {val.get("samples", "?")} {lines.unit};
   macro F1 {val.get("macro_f1", float("nan")):.3f}
-- **Export check**: max |export − eager| = {meta["export_check_max_abs_diff"]:.1e} on a sample batch (tolerance 1e-4)
+- **Export check**: max |export − eager| = {meta["export_check_max_abs_diff"]:.1e} on {lines.check} (tolerance 1e-4){lines.check_note}
 
 | class | precision | recall | f1 | support |
 |---|---|---|---|---|
@@ -195,13 +197,13 @@ def _write_model_card(loaded: LoadedRun, path: Path, fmt: str, meta: dict[str, A
 ## Use
 
 ```
-headstart predict {path.name} image.jpg          # onnxruntime only for .onnx files
+headstart predict {path.name} {lines.use}
 ```
 
 ## Limits
 
-Trained on the run's data only ({m.get("run", {}).get("train_images", "?")} training images); performance on other
-data is unknown. Non-square inputs are resized to a square before the centre crop.
+Trained on the run's data only ({m.get("run", {}).get("train_images", "?")} training {lines.unit}); performance on other
+data is unknown. {lines.limits}
 """
     out = path.with_name("MODEL_CARD.md")
     out.write_text(card, encoding="utf-8")

@@ -1,7 +1,10 @@
-"""Run an exported model with onnxruntime only: no torch, no training code.
+"""Run an exported model: ONNX with onnxruntime only (no torch, no training code), TorchScript
+with torch.
 
-``ExportedPredictor("model.onnx").predict(["a.jpg", "b.png"], top_k=3)``; labels and
-preprocessing come from the file's own metadata.
+``open_export("model.onnx").predict(["a.jpg", "b.png"], top_k=3)`` — or raw strings / .txt
+files for a text model; labels, preprocessing and the input modality come from the file's own
+metadata, and the modality's :class:`~headstart.export.inputs.ModelInputs` turns the items into
+the model's inputs.
 """
 
 from __future__ import annotations
@@ -13,23 +16,34 @@ from typing import Any
 
 import numpy as np
 
-from headstart.files import Prediction, open_rgb
+from headstart.errors import HeadstartError
+from headstart.export.inputs import ModelInputs, decode_image, inputs_for_export
+from headstart.files import Prediction
+
+__all__ = [
+    "ExportPrediction",
+    "ExportedPredictor",
+    "TorchScriptPredictor",
+    "decode_image",
+    "open_export",
+]
 
 ExportPrediction = Prediction
 
 
-def decode_image(data: str | Path | Any) -> np.ndarray:
-    """An image file (path or file-like) as uint8 (H, W, 3) RGB (see :func:`open_rgb`)."""
-    return np.asarray(open_rgb(data), dtype=np.uint8)
-
-
 class ExportedPredictor:
-    """An ONNX file written by ``headstart export`` (see its MODEL_CARD.md)."""
+    """An ONNX file written by ``headstart export`` (see its MODEL_CARD.md).
+
+    Subclasses (TorchScript, a run folder) set ``path``, ``metadata``, ``labels`` and ``inputs``
+    and override :meth:`run_batch`."""
+
+    path: Path
+    metadata: dict[str, Any]
+    labels: list[str]
+    inputs: ModelInputs
 
     def __init__(self, path: str | Path) -> None:
         import onnxruntime as ort
-
-        from headstart.errors import HeadstartError
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -43,30 +57,45 @@ class ExportedPredictor:
             raise HeadstartError(
                 f"{self.path} was not exported by headstart (no labels in its metadata)"
             )
-        self.metadata: dict[str, Any] = json.loads(props["headstart"])
-        self.labels: list[str] = list(self.metadata["labels"])
+        self.metadata = json.loads(props["headstart"])
+        self.labels = list(self.metadata["labels"])
+        self.inputs = inputs_for_export(self.metadata, self.path)
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """``(N, C)`` probabilities; images of equal size are batched together."""
-        out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, im in enumerate(images):
-            by_shape.setdefault(im.shape, []).append(i)
-        for idx in by_shape.values():
-            batch = np.stack([images[i] for i in idx])
-            out[idx] = self.session.run(["probabilities"], {"images": batch})[0]
+    @property
+    def modality(self) -> str:
+        """``"image"``, ``"text"``: what :meth:`predict` takes."""
+        return self.inputs.modality
+
+    @property
+    def takes_text(self) -> bool:
+        """Deprecated (use :meth:`collect`): whether the model takes raw strings."""
+        return self.modality == "text"
+
+    def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """``(n, C)`` probabilities for one batch of named input arrays."""
+        return np.asarray(self.session.run(["probabilities"], feed)[0])
+
+    def probabilities(self, items: Sequence[Any]) -> np.ndarray:
+        """``(N, C)`` probabilities for decoded items (uint8 RGB arrays; strings for text)."""
+        out = np.zeros((len(items), len(self.labels)), dtype=np.float32)
+        for rows, feed in self.inputs.batches(items):
+            out[rows] = self.run_batch(feed)
         return out
 
-    def predict(self, files: Sequence[str | Path], top_k: int = 1) -> list[ExportPrediction]:
-        images = [decode_image(f) for f in files]
-        probs = self.probabilities(images)
-        k = max(1, min(top_k, len(self.labels)))
-        preds = []
-        for f, p in zip(files, probs, strict=True):
-            order = np.argsort(-p)[:k]
-            top = [(self.labels[j], float(p[j])) for j in order]
-            preds.append(ExportPrediction(str(f), top[0][0], top[0][1], top))
-        return preds
+    def collect(self, inputs: Sequence[str | Path]) -> list[Any]:
+        """Command-line arguments as :meth:`predict` takes them (image folders expanded to
+        their files; texts as given)."""
+        return self.inputs.collect(inputs)
+
+    def predict(self, inputs: Sequence[Any], top_k: int = 1) -> list[Prediction]:
+        """Label and probability per input: image files (or file-likes); for a text model raw
+        strings or existing ``.txt`` files."""
+        names, items = self.inputs.load(inputs)
+        probs = self.probabilities(items)
+        return [
+            Prediction.from_probabilities(n, p, self.labels, top_k)
+            for n, p in zip(names, probs, strict=True)
+        ]
 
 
 class TorchScriptPredictor(ExportedPredictor):
@@ -74,8 +103,6 @@ class TorchScriptPredictor(ExportedPredictor):
 
     def __init__(self, path: str | Path) -> None:
         import torch
-
-        from headstart.errors import HeadstartError
 
         self.path = Path(path)
         files = {"headstart.json": ""}
@@ -89,25 +116,19 @@ class TorchScriptPredictor(ExportedPredictor):
             raise HeadstartError(f"{self.path} was not exported by headstart (no labels inside)")
         self.metadata = json.loads(files["headstart.json"])
         self.labels = list(self.metadata["labels"])
+        self.inputs = inputs_for_export(self.metadata, self.path)
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in feed.values()]
         with torch.inference_mode():
-            for i, im in enumerate(images):
-                out[i] = self.module(torch.from_numpy(im[None]))[0].numpy()[0]
-        return out
+            return np.asarray(self.module(*tensors)[0].numpy())
 
 
 def open_export(path: str | Path) -> ExportedPredictor:
     """The predictor for an exported file, by suffix (.onnx: onnxruntime only; .pt: TorchScript);
-    a text model's export gets a :class:`~headstart.export.text.TextPredictor` (raw strings)."""
+    its metadata says which inputs it takes (images; raw strings for a text model)."""
     if Path(path).suffix == ".pt":
         return TorchScriptPredictor(path)
-    predictor = ExportedPredictor(path)
-    if predictor.metadata.get("modality") == "text":
-        from headstart.export.text import TextPredictor
-
-        return TextPredictor(path, predictor.session, predictor.metadata)  # type: ignore[return-value]
-    return predictor
+    return ExportedPredictor(path)

@@ -1,72 +1,46 @@
 """``headstart serve``: an HTTP API over an exported model or a run folder (FastAPI + uvicorn).
 
 Endpoints: ``GET /health``, ``GET /metadata`` (labels, preprocessing, model, metrics) and
-``POST /predict`` (multipart field ``files``, one or more images; ``?top_k=3``). Requests are
-bounded (``max_files`` per request, ``max_bytes`` per file, checked while reading); non-image or
-oversized uploads get a 4xx with a message, and no input crashes the server.
+``POST /predict?top_k=3``, whose body is the model's modality's: multipart field ``files`` (one
+or more images) for an image model, JSON ``{"texts": [...]}`` for a text model (read by the
+modality's :class:`~headstart.export.inputs.ModelInputs`). Requests are bounded (images:
+``max_files`` per request, ``max_bytes`` per file, checked while reading; texts: ``max_texts``
+of ``max_chars``); unreadable or oversized inputs get a 4xx with a message, and no input
+crashes the server.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
-from headstart.export.predictor import ExportedPredictor, decode_image, open_export
+from headstart import version
+from headstart.export.inputs import RequestError, RequestLimits
+from headstart.export.predictor import ExportedPredictor, open_export
+from headstart.files import Prediction
 
 log = logging.getLogger(__name__)
 
 
-class RunPredictor(ExportedPredictor):
-    """A run folder served through the same uint8 -> probabilities computation as the export."""
-
-    def __init__(self, run: str | Path) -> None:
-        import torch
-
-        from headstart.export.exporter import _metadata
-        from headstart.export.wrapper import ImagesToProbabilities
-        from headstart.inference import load_run
-
-        loaded = load_run(run)
-        self.path = Path(run)
-        self.wrapper = ImagesToProbabilities(loaded.model).eval()
-        self.metadata = _metadata(loaded)
-        self.labels = loaded.classes
-        self._torch = torch
-
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.zeros((len(images), len(self.labels)), dtype=np.float32)
-        with self._torch.inference_mode():
-            for i, im in enumerate(images):
-                out[i] = self.wrapper(self._torch.from_numpy(np.ascontiguousarray(im[None])))[
-                    0
-                ].numpy()[0]
-        return out
-
-
 def load_predictor(model: str | Path) -> ExportedPredictor:
+    """An exported file (:func:`~headstart.export.predictor.open_export`) or a run folder
+    (:class:`~headstart.export.run_predictor.RunPredictor`, needs torch)."""
     p = Path(model)
     if p.is_file():
         return open_export(p)
-    from headstart.data.text import is_text_task
-    from headstart.run import RunFolder
+    from headstart.export.run_predictor import RunPredictor
 
-    if is_text_task(RunFolder.open(p).load_config()):
-        from headstart.export.text import RunTextPredictor
-
-        return RunTextPredictor(p)  # type: ignore[return-value]
     return RunPredictor(p)
 
 
 def add_info_routes(app: FastAPI, metadata: dict[str, Any]) -> None:
-    """``GET /health`` and ``GET /metadata``, the same for image and text servers."""
+    """``GET /health`` and ``GET /metadata``."""
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -78,70 +52,53 @@ def add_info_routes(app: FastAPI, metadata: dict[str, Any]) -> None:
 
 
 def create_app(
-    model: str | Path | ExportedPredictor, *, max_bytes: int = 10 * 2**20, max_files: int = 32
+    model: str | Path | ExportedPredictor,
+    *,
+    max_bytes: int = 10 * 2**20,
+    max_files: int = 32,
+    max_texts: int = 64,
+    max_chars: int = 100_000,
 ) -> Any:
     """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``)."""
     predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
-    if getattr(predictor, "takes_text", False):  # text model: JSON {"texts": [...]}
-        from headstart.export.text import create_text_app
-
-        return create_text_app(predictor)  # type: ignore[arg-type]
+    inputs = predictor.inputs
+    limits = RequestLimits(max_bytes, max_files, max_texts, max_chars)
+    max_request = inputs.max_request_bytes(limits)
     app = FastAPI(
-        title="headstart model server", version=str(predictor.metadata.get("headstart_version", ""))
+        title="headstart model server",
+        version=str(predictor.metadata.get("headstart_version", version.__version__)),
     )
     lock = threading.Lock()  # one inference at a time; the session/model is not shared concurrently
 
     @app.middleware("http")
     async def bound_request_size(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_files * max_bytes + 2**20:
-            return JSONResponse(
-                {"detail": f"request too large (limit {max_files} files x {max_bytes} bytes)"},
-                status_code=413,
-            )
+        if length and length.isdigit() and int(length) > max_request:
+            return JSONResponse({"detail": f"request too large (limit {max_request} bytes)"}, 413)
         return await call_next(request)
 
     add_info_routes(app, predictor.metadata)
 
+    def probabilities(items: list[Any]) -> Any:
+        with lock:
+            return predictor.probabilities(items)
+
     @app.post("/predict")
-    async def predict(files: list[UploadFile] = File(...), top_k: int = 1) -> dict[str, Any]:
-        if not files:
-            raise HTTPException(400, "send one or more images in the multipart field 'files'")
-        if len(files) > max_files:
-            raise HTTPException(413, f"at most {max_files} images per request")
-        arrays = []
-        for f in files:
-            data = await f.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise HTTPException(413, f"{f.filename}: larger than {max_bytes} bytes")
-            if not data:
-                raise HTTPException(400, f"{f.filename}: empty upload")
-            try:
-                arrays.append(decode_image(io.BytesIO(data)))
-            except Exception:
-                raise HTTPException(
-                    415, f"{f.filename}: not a readable image (JPEG, PNG, ...)"
-                ) from None
+    async def predict(request: Request, top_k: int = 1) -> dict[str, Any]:
         try:
-            with lock:
-                probs = predictor.probabilities(arrays)
+            names, items = await inputs.read_request(request, limits)
+        except RequestError as err:
+            raise HTTPException(err.status, err.detail) from None
+        try:
+            probs = await run_in_threadpool(probabilities, items)
         except Exception as err:  # never let a bad input take the server down
             log.exception("prediction failed")
             raise HTTPException(422, f"prediction failed: {type(err).__name__}") from None
-        k = max(1, min(top_k, len(predictor.labels)))
-        out = []
-        for f, p in zip(files, probs, strict=True):
-            order = np.argsort(-p)[:k]
-            top = [{"label": predictor.labels[j], "probability": float(p[j])} for j in order]
-            out.append(
-                {
-                    "filename": f.filename,
-                    "label": top[0]["label"],
-                    "probability": top[0]["probability"],
-                    "top": top,
-                }
-            )
-        return {"predictions": out}
+        preds = [
+            Prediction.from_probabilities(n, p, predictor.labels, top_k).to_json(inputs.name_key)
+            for n, p in zip(names, probs, strict=True)
+        ]
+        return {"predictions": preds}
 
     return app
 

@@ -1,4 +1,5 @@
-"""The exported computation: uint8 NHWC images -> class probabilities, preprocessing inside."""
+"""The exported computations, one per modality: uint8 NHWC images -> class probabilities
+(preprocessing inside); token ids (+ masks) -> class probabilities."""
 
 from __future__ import annotations
 
@@ -37,4 +38,19 @@ class ImagesToProbabilities(nn.Module):
         x = x[:, :, off : off + self.crop, off : off + self.crop]
         x = (x - self.mean) / self.std
         logits = self.model(x)
+        return logits.softmax(dim=1), logits
+
+
+class TokensToProbabilities(nn.Module):
+    """Token ids and masks, ``int64 (N, L)`` each, positionally in ``names`` order (the text
+    backbone's ``model_inputs``) -> ``(N, C)`` probabilities and logits."""
+
+    def __init__(self, backbone: Backbone, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = backbone
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(probabilities, logits)``."""
+        logits = self.model(dict(zip(self.names, tensors, strict=True)))
         return logits.softmax(dim=1), logits
