@@ -23,6 +23,7 @@ from headstart.data.folders import Sample
 from headstart.evaluation.probe import fit_logistic
 from headstart.evaluation.transferability import h_score, logme
 from headstart.models import Backbone, create_backbone
+from headstart.models.weights_spec import split_model_weights as split_spec
 from headstart.training.features import features_for
 
 
@@ -35,12 +36,6 @@ class RankRow:
     h_score: float
     feature_dim: int
     seconds: float
-
-
-def split_spec(candidate: str) -> tuple[str, str]:
-    """``"torchvision:mobilenet_v2@none"`` -> (spec, weights); no ``@`` means DEFAULT."""
-    spec, _, weights = candidate.partition("@")
-    return spec, weights or "DEFAULT"
 
 
 def rank_models(

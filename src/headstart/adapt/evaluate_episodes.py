@@ -10,7 +10,7 @@ from headstart.console import setup_logging
 from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
 from headstart.models import create_backbone
-from headstart.ranking import split_spec
+from headstart.models.weights_spec import split_model_weights as split_spec
 from headstart.training.features import features_for
 
 

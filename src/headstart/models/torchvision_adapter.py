@@ -17,7 +17,9 @@ from torchvision.models import get_model, get_model_weights, list_models
 from headstart.errors import ModelError
 from headstart.models.preprocessing import Preprocessing
 from headstart.models.stages import discover_stages
-from headstart.models.weights_files import fit_state_dict, looks_like_file, read_state_dict
+from headstart.models.surgery import find_classifier, set_submodule
+from headstart.models.weights_files import fit_state_dict, read_state_dict
+from headstart.models.weights_spec import WeightsSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +85,20 @@ def _preprocessing_from(w: Any, note: str = "") -> Preprocessing:
     )
 
 
-def _find_classifier(model: nn.Module) -> tuple[str, nn.Module]:
-    """The last Linear (or 1x1 Conv2d, SqueezeNet) of the model: its ImageNet classifier."""
-    last: tuple[str, nn.Module] | None = None
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and list(m.parameters(recurse=False)):
-            last = (name, m)
-    if last is None or not last[0]:
-        raise ModelError(f"cannot find a classifier layer in {type(model).__name__}")
-    return last
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 def build(name: str, weights: str, image_size: int | None = None) -> Body:
     """Create ``torchvision:<name>`` with ``weights``; its classifier is replaced by Identity."""
     _check_name(name)
     w = None
     file: str | None = None
-    lowered = weights.lower()
-    if lowered in ("none", "scratch", "random"):
-        pass
-    elif looks_like_file(weights) and not weights.upper().startswith(("DEFAULT", "IMAGENET")):
-        file = weights
-    else:
-        w = resolve_weights(name, weights)
+    spec = WeightsSpec.parse(weights)
+    if spec.kind == "file":
+        file = spec.path
+    elif spec.kind == "default":
+        w = resolve_weights(name, "DEFAULT")
+    elif spec.kind == "named":
+        w = resolve_weights(name, spec.name)
 
-    if w is not None and weights.upper() == "DEFAULT" and not cached_weight_path(w).is_file():
+    if w is not None and spec.kind == "default" and not cached_weight_path(w).is_file():
         cached = [m for m in weights_enum(name) if cached_weight_path(m).is_file()]
         if cached:
             log.info(
@@ -150,7 +135,7 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
             if hasattr(model, attr):
                 setattr(model, attr, None)
 
-    cls_name, cls_layer = _find_classifier(model)
+    cls_name, cls_layer = find_classifier(model)
     if file is not None:
         fit_state_dict(model, read_state_dict(file), source=str(file), head_prefix=cls_name)
     num_features = (
@@ -158,7 +143,7 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
         if isinstance(cls_layer, nn.Linear)
         else cast(nn.Conv2d, cls_layer).in_channels
     )
-    _set_submodule(model, cls_name, nn.Identity())
+    set_submodule(model, cls_name, nn.Identity())
 
     native = getattr(model, "image_size", None)  # VisionTransformer's fixed size
     if image_size is not None and image_size != preprocessing.crop:

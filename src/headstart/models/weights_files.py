@@ -16,13 +16,6 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
-def looks_like_file(weights: str) -> bool:
-    return (
-        Path(weights).suffix.lower() in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"}
-        or Path(weights).is_file()
-    )
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` or a torch file (loaded with ``weights_only=True``)."""
     path = Path(path)
