@@ -47,7 +47,7 @@ class HFBody(nn.Module):
 class CLIPImageBody(nn.Module):
     """The image half of a CLIP model: ``forward(pixels) -> (N, projection_dim)`` image
     embeddings in the space shared with the text tower (which stays out of the Backbone; the
-    zero-shot head is computed from it once, see :mod:`headstart.adapt.zeroshot`)."""
+    zero-shot head is computed from it once, see :mod:`headstart.models.label_text`)."""
 
     def __init__(self, vision_model: nn.Module, projection: nn.Module) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ def prepare_head(backbone: Backbone, config: TrainConfig, strategy: str, classes
     kind = config.head_for(strategy)
     n = len(classes)
     if kind == "semantic":
-        from headstart.adapt.zeroshot import label_embeddings
+        from headstart.models.label_text import label_embeddings
 
         emb = label_embeddings(classes, config.label_embeddings or "minilm", config.prompts)
         backbone.head = make_head(
@@ -44,7 +44,7 @@ def text_vectors(
     backbone: Backbone, classes: list[str], prompts: list[str]
 ) -> tuple[torch.Tensor, float]:
     """CLIP text embeddings of the class names for a ``hf:<clip>`` backbone."""
-    from headstart.adapt.zeroshot import clip_text_embeddings, is_clip
+    from headstart.models.label_text import clip_text_embeddings, is_clip
 
     source, _, path = backbone.spec.partition(":")
     if source != "hf" or not is_clip(path):
