@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.models.backbone import Backbone
+from headstart.models.weights_spec import is_random_init
 
 
 def extract_features(
@@ -89,7 +90,7 @@ def features_for(
 
     key = None
     if use_disk_cache:
-        seeded = backbone.weights_label == "none" or views > 1
+        seeded = is_random_init(backbone.weights_label) or views > 1
         extra = {"split": split, "views": views, "augment": augment if views > 1 else None,
                  "seed": seed if seeded else None}  # fmt: skip
         key = feature_cache.feature_key(backbone, samples, class_to_idx, extra)
