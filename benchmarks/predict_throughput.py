@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import headstart
-from headstart.data.folders import splits_for
+from headstart.modalities import splits_for
 from headstart.export.predictor import decode_image
 from headstart.export.wrapper import ImagesToProbabilities
 

@@ -178,6 +178,8 @@ def test_fsdp_evaluation_path_matches_the_ordinary_one(
     Lightning strategy stubbed to a single process, that evaluation path must give the metrics
     of the ordinary one."""
     import headstart.training.fit as fit
+    import headstart.training.summary as summary
+    import headstart.training.trainer as trainer
     from tests.conftest import train_tiny
 
     kw = {
@@ -187,10 +189,10 @@ def test_fsdp_evaluation_path_matches_the_ordinary_one(
     }
     plain = train_tiny(split_folder, tmp_path / "plain", **kw)
     monkeypatch.setattr(fit, "check_distributed", lambda config: None)
-    monkeypatch.setattr(fit, "trainer_strategy", lambda config: "auto")
+    monkeypatch.setattr(trainer, "trainer_strategy", lambda config: "auto")
     calls: list[Path] = []
-    real_copy = fit.unsharded_copy
-    monkeypatch.setattr(fit, "unsharded_copy", lambda p: calls.append(p) or real_copy(p))
+    real_copy = summary.unsharded_copy
+    monkeypatch.setattr(summary, "unsharded_copy", lambda p: calls.append(p) or real_copy(p))
     sharded = train_tiny(split_folder, tmp_path / "fsdp", strategy_dist="fsdp", **kw)
     assert calls == [sharded.run_dir]
     assert sharded.metrics["run"]["cached_features"] is fast

@@ -90,7 +90,7 @@ def train_text(data: Path, out: Path, model_dir: Path, **kw: object) -> headstar
 # --- data -------------------------------------------------------------------------------------
 def test_text_csv_and_folder_layouts(tmp_path: Path, tiny_bert: Path) -> None:
     from headstart.config import TrainConfig
-    from headstart.data.folders import splits_for
+    from headstart.modalities import splits_for
     from headstart.data.text import TextSample
 
     csv_path = write_text_csv(tmp_path / "d.csv", 10, text_col="body")
@@ -110,7 +110,7 @@ def test_text_csv_and_folder_layouts(tmp_path: Path, tiny_bert: Path) -> None:
 
 def test_text_data_errors_name_the_problem(tmp_path: Path, tiny_bert: Path) -> None:
     from headstart.config import TrainConfig
-    from headstart.data.folders import splits_for
+    from headstart.modalities import splits_for
 
     csv_path = write_text_csv(tmp_path / "d.csv", 4)
     with pytest.raises(DataError, match=r"no column 'body'.*--text-column"):
@@ -217,16 +217,17 @@ def test_feature_extract_uses_cached_features_and_learns(tmp_path: Path, tiny_be
 def test_strategies_train_the_right_stages(
     tmp_path: Path, tiny_bert: Path, strategy: str, extra: dict, trainable_stages: list[str]
 ) -> None:
-    from headstart.training.fit import _prepare, load_inputs
+    from headstart.training.fit import load_inputs, prepare
 
     data = write_text_csv(tmp_path / "d.csv", 8)
     cfg = headstart.TrainConfig.create(
         data=str(data), model=f"hf:{tiny_bert}", strategy=strategy, batch_size=8, num_workers=0,
         epochs=1, out=str(tmp_path / "run"), **extra,
     )  # fmt: skip
-    splits, bb = load_inputs(cfg)
-    p = _prepare(cfg, splits, bb)
-    assert not p.fast
+    inputs = load_inputs(cfg)
+    bb = inputs.backbone
+    p = prepare(cfg, inputs)
+    assert not p.plan.cached_features
     trainable = [bb.stage_names[i] for i, f in enumerate(bb.frozen_stages) if not f]
     assert trainable == trainable_stages
     opt = p.module.configure_optimizers()["optimizer"]

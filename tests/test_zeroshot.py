@@ -117,8 +117,8 @@ def test_few_shot_without_refinement_is_exactly_the_prototype_classifier(
     # recompute the prototypes from the training images' features
     from headstart.data import build_eval_transform
     from headstart.data.datasets import ImageDataset
-    from headstart.data.folders import splits_for
-    from headstart.training.fit import predict_logits
+    from headstart.evaluation import predict_logits
+    from headstart.modalities import splits_for
 
     splits = splits_for(loaded.config)
     ds = ImageDataset(

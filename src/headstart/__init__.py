@@ -17,24 +17,24 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from headstart.version import __version__
 
 _EXPORTS = {
     "TrainConfig": "headstart.config",
     "HeadstartError": "headstart.errors",
-    "LoadedRun": "headstart.inference",
-    "Prediction": "headstart.inference",
+    "LoadedRun": "headstart.evaluation.loading",
+    "Prediction": "headstart.files",
     "evaluate": "headstart.inference",
-    "load_run": "headstart.inference",
+    "load_run": "headstart.evaluation.loading",
     "predict": "headstart.inference",
     "report": "headstart.inference",
     "Backbone": "headstart.models",
     "create_backbone": "headstart.models",
     "list_models": "headstart.models",
-    "TrainResult": "headstart.training.fit",
-    "train": "headstart.training.fit",
-    "LRFindResult": "headstart.training.lr_find",
-    "lr_find": "headstart.training.lr_find",
+    "TrainResult": "headstart.api",
+    "train": "headstart.api",
+    "LRFindResult": "headstart.api",
+    "lr_find": "headstart.api",
     "ExportResult": "headstart.export.exporter",
     "export_model": "headstart.export.exporter",
 }
@@ -70,10 +70,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from headstart.api import LRFindResult, TrainResult, lr_find, train
     from headstart.config import TrainConfig
     from headstart.errors import HeadstartError
+    from headstart.evaluation.loading import LoadedRun, load_run
     from headstart.export.exporter import ExportResult, export_model
-    from headstart.inference import LoadedRun, Prediction, evaluate, load_run, predict, report
+    from headstart.files import Prediction
+    from headstart.inference import evaluate, predict, report
     from headstart.models import Backbone, create_backbone, list_models
-    from headstart.training.fit import TrainResult, train
-    from headstart.training.lr_find import LRFindResult, lr_find

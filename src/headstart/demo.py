@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.table import Table
 
+from headstart.api import TrainResult, train
 from headstart.console import console
 from headstart.data.catalog import materialise_animal_mnist
-from headstart.training.fit import TrainResult, train
 
 
 @dataclass

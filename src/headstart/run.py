@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,72 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RunError(f"checkpoint {path} is not a headstart/Lightning checkpoint")
     return ckpt
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The ``headstart`` block of every checkpoint a run writes: what rebuilding the model
+    needs beyond the config (the head actually trained, the preprocessing an ``auto`` setting
+    resolved to) and, for training checkpoints, the strategy state that makes resume exact."""
+
+    model: str
+    head: str
+    preprocessing: dict[str, Any]
+    strategy: dict[str, Any] | None = None
+    applied_epoch: int = 0
+    unfreeze_events: list[list[Any]] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    zero_shot: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> CheckpointInfo:
+        """The block of a loaded checkpoint (missing fields get their defaults)."""
+        block = dict(ckpt.get("headstart") or {})
+        known = {k: block[k] for k in cls.__dataclass_fields__ if k in block}
+        known.setdefault("model", "")
+        known.setdefault("head", "")
+        known.setdefault("preprocessing", {})
+        return cls(**known)
+
+
+def write_model_checkpoint(
+    path: Path, state_dict: dict[str, torch.Tensor], info: CheckpointInfo
+) -> None:
+    """A checkpoint that ``load_run`` reads (``state_dict`` keys prefixed ``backbone.``),
+    written atomically; for runs made without training (zero-shot)."""
+    buf = io.BytesIO()
+    torch.save({"state_dict": state_dict, "headstart": info.to_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What later commands (export, the model card, serve's /metadata) read of a run's
+    metrics.json, typed: falls back to the config where a run has no metrics yet."""
+
+    model: str
+    weights: str
+    strategy: str
+    scores: dict[str, float]
+    train_images: int | None
+    val: dict[str, Any]
+
+    @classmethod
+    def of(cls, run: RunFolder) -> RunSummary:
+        metrics = run.load_metrics()
+        config = run.load_config()
+        block = metrics.get("run", {})
+        return cls(
+            model=str(block.get("model", config.model)),
+            weights=str(block.get("weights", config.weights)),
+            strategy=str(block.get("strategy", config.strategy)),
+            scores={k: float(metrics[k]["accuracy"]) for k in ("val", "test") if k in metrics},
+            train_images=block.get("train_images"),
+            val=dict(metrics.get("val", {})),
+        )
 
 
 @dataclass(frozen=True)
@@ -183,6 +250,10 @@ class RunFolder:
             return {}
         result: dict[str, Any] = json.loads(self.metrics_path.read_text(encoding="utf-8"))
         return result
+
+    def summary(self) -> RunSummary:
+        """The typed summary of this run's metrics.json (see :class:`RunSummary`)."""
+        return RunSummary.of(self)
 
     def checkpoint_for_inference(self) -> Path:
         for p in (self.best_checkpoint, self.last_checkpoint):

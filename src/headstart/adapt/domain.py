@@ -45,6 +45,7 @@ from headstart.data.folders import Sample, load_source
 from headstart.errors import DataError, HeadstartError
 from headstart.files import collect_images
 from headstart.models.heads import classifier_layer
+from headstart.training.plugins import ResultContext, SetupContext, TrainingPlugin
 
 if TYPE_CHECKING:
     from headstart.config import TrainConfig
@@ -321,8 +322,8 @@ def setup_adaptation(
 ) -> Adaptation:
     """Target data (cached features on the fast path, augmented images otherwise) and the
     training-step hook for ``config.adapt``."""
+    from headstart.data.datasets import IndexedTensors
     from headstart.training.features import features_for
-    from headstart.training.fit import _IndexedTensors
 
     assert config.target_unlabeled is not None
     where = check_adaptable(config, frozen_throughout)
@@ -337,7 +338,7 @@ def setup_adaptation(
             backbone, base, samples, idx, split="target-unlabeled", seed=config.seed,
             use_disk_cache=config.disk_cache, num_workers=num_workers,
         )  # fmt: skip
-        dataset: Any = _IndexedTensors(x, y)
+        dataset: Any = IndexedTensors(x, y)
     else:
         tf = build_train_transform(backbone.preprocessing, config.augment)
         dataset = ImageDataset(samples, idx, tf, draft, seed=config.seed + 1)
@@ -364,9 +365,8 @@ def target_eval_metrics(
     num_workers: int,
 ) -> dict[str, Any]:
     """Metrics of the trained ``backbone`` on ``config.target_eval`` (labelled target data)."""
-    from headstart.evaluation import classification_metrics
+    from headstart.evaluation import classification_metrics, predict_logits
     from headstart.training.features import features_for
-    from headstart.training.fit import predict_logits
 
     assert config.target_eval is not None
     samples = load_source(config.target_eval, Counter(), config.strict)
@@ -409,7 +409,7 @@ def source_only_baseline(config: TrainConfig, run: RunFolder) -> dict[str, Any]:
         shutil.rmtree(out)  # an interrupted baseline: start it again
     log.info("training the source-only baseline in %s", out)
     base = config.replace(adapt="none", target_unlabeled=None, adapt_baseline=False, out=str(out))
-    return train(base).metrics
+    return train(base, plugins=[domain_plugin]).metrics
 
 
 def target_results(
@@ -444,3 +444,44 @@ def target_results(
         info["source_only_run"] = "source-only"
     out["adaptation"] = info
     return out
+
+
+# --- the training plug-in ---------------------------------------------------------------------
+class DomainPlugin(TrainingPlugin):
+    """``--adapt mmd|dann`` (target batches beside source batches, the adaptation step) and
+    ``--target-eval`` (metrics on labelled target data, source-only baseline) as a training
+    plug-in (:mod:`headstart.training.plugins`)."""
+
+    def __init__(self) -> None:
+        self.adaptation: Adaptation | None = None
+
+    def setup(self, ctx: SetupContext) -> None:
+        if ctx.config.adapt == "none":
+            return
+        self.adaptation = setup_adaptation(
+            ctx.config, ctx.backbone, fast=ctx.cached_features, rows=ctx.rows,
+            loader_kw=ctx.loader_kw, frozen_throughout=ctx.frozen_throughout,
+            drop_last=ctx.drop_last, num_workers=ctx.num_workers,
+        )  # fmt: skip
+
+    def step(self) -> nn.Module | None:
+        return self.adaptation.step if self.adaptation else None
+
+    def fit_loader(self, train_loader: Any) -> Any:
+        return self.adaptation.combine(train_loader) if self.adaptation else train_loader
+
+    def results(self, ctx: ResultContext) -> dict[str, Any]:
+        if not ctx.config.target_eval:
+            return {}
+        return target_results(
+            ctx.config, ctx.backbone, ctx.splits, ctx.run, self.adaptation,
+            ctx.cached_features, ctx.num_workers,
+        )  # fmt: skip
+
+
+def domain_plugin(config: TrainConfig) -> DomainPlugin | None:
+    """The plug-in for ``config`` (``None`` when it neither adapts nor evaluates on target
+    data)."""
+    if config.adapt == "none" and not config.target_eval:
+        return None
+    return DomainPlugin()

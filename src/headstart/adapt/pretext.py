@@ -27,7 +27,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -37,7 +36,6 @@ from headstart.data.datasets import ImageDataset
 from headstart.data.samplers import EpochShuffleSampler
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError, RunError
-from headstart.models import create_backbone
 from headstart.run import RunFolder, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -137,10 +135,11 @@ def pretrain(
     """
     from headstart.adapt.domain import unlabeled_samples
     from headstart.console import console, setup_logging
+    from headstart.modalities import ImageModality
     from headstart.strategies import make_strategy
-    from headstart.training.callbacks import EpochLog
-    from headstart.training.fit import _bn_policy, default_num_workers
     from headstart.training.module import HeadstartModule
+    from headstart.training.plan import bn_policy, num_workers_for
+    from headstart.training.trainer import make_trainer
 
     setup_logging()
     t0 = time.perf_counter()
@@ -152,6 +151,7 @@ def pretrain(
         if not run.config_path.is_file() or not run.last_checkpoint.is_file():
             raise RunError(f"--resume {resume}: no config.yaml and checkpoints/last.ckpt there")
         config = run.load_config()
+        run.remove_stale_temp_files()  # left by a process killed while writing
         ckpt_path = run.last_checkpoint
     else:
         if data is None:
@@ -170,25 +170,23 @@ def pretrain(
     if len(samples) < 10:
         raise DataError(f"{config.data}: {len(samples)} images; pretraining needs at least 10")
     train_idx, val_idx = stratified_split([""] * len(samples), 0.1, config.seed)
-    backbone = create_backbone(
-        config.model, ROTATIONS, weights=config.weights, head="linear",
-        image_size=None if config.image_size == "auto" else config.image_size,
-    )  # fmt: skip
+    train_samples = [samples[i] for i in train_idx]
+    backbone = ImageModality().build_backbone(config, ROTATIONS, train=train_samples, head="linear")
     strategy = make_strategy(config)
     strategy.apply(backbone, 0)
-    bn_frozen, _ = _bn_policy(config)
+    bn_frozen, _ = bn_policy(config)
     backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
     backbone.to(memory_format=torch.channels_last)
     pre = backbone.preprocessing
     idx = {samples[0].label: 0}
     train_set = ImageDataset(
-        [samples[i] for i in train_idx], idx, build_train_transform(pre, config.augment),
+        train_samples, idx, build_train_transform(pre, config.augment),
         pre.resize, seed=config.seed,
     )  # fmt: skip
     val_set = _RotatedEval(
         ImageDataset([samples[i] for i in val_idx], idx, build_eval_transform(pre), pre.resize)
     )
-    workers = config.num_workers if config.num_workers is not None else default_num_workers()
+    workers = num_workers_for(config)
     kw: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
     # 4 rotations per image: a batch of batch_size // 4 images gives batch_size inputs
     per_batch = max(1, config.batch_size // ROTATIONS)
@@ -205,17 +203,9 @@ def pretrain(
         f"[bold]pretext task {task}[/] on {len(train_set)} images (+{len(val_idx)} held out), "
         f"{config.model} at {pre.crop}px, {strategy.describe(backbone)}"
     )
-    trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
-        precision=config.precision,  # type: ignore[arg-type]
-        logger=False, default_root_dir=run.path, num_sanity_val_steps=0,
-        enable_model_summary=False, enable_progress_bar=console.is_terminal,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-        callbacks=[
-            ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor="val_loss",
-                            save_last=True, enable_version_counter=False),
-            EpochLog(run.log_path),
-        ],
+    trainer = make_trainer(
+        config, run.path, steps_per_epoch=len(train_loader), checkpoints=run.checkpoints,
+        log_csv=run.log_path,
     )  # fmt: skip
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from headstart.errors import ModelError
 from headstart.models.label_text import (
     MINILM,
@@ -109,15 +107,13 @@ def zero_shot(
         r = zero_shot(["img/"], labels=["cat", "dog"], model="hf:./tiny-clip")
         r.predictions[0].label
     """
-    import io
-
     import lightning as L
 
     from headstart.config import TrainConfig
     from headstart.inference import evaluate, load_run, predict
     from headstart.models import create_backbone
     from headstart.models.heads import CosineClassifier, SemanticHead, head_kind
-    from headstart.run import RunFolder, atomic_write_bytes
+    from headstart.run import CheckpointInfo, RunFolder, write_model_checkpoint
     from headstart.training.head_init import text_vectors
 
     if (model is None) == (run is None):
@@ -152,21 +148,14 @@ def zero_shot(
     folder = RunFolder.create(out or default.with_name(f"zero-shot-{default.name}"))
     folder.save_config(config)
     folder.save_classes(names)
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "state_dict": {f"backbone.{k}": v for k, v in backbone.state_dict().items()},
-            "headstart": {
-                "head": head_kind(backbone.head),
-                "model": backbone.spec,
-                "preprocessing": backbone.preprocessing.to_dict(),
-                "zero_shot": {"classes": names, "prompts": expand_prompts(template)},
-            },
-        },
-        buf,
+    info = CheckpointInfo(
+        model=backbone.spec,
+        head=head_kind(backbone.head),
+        preprocessing=backbone.preprocessing.to_dict(),
+        zero_shot={"classes": names, "prompts": expand_prompts(template)},
     )
-    folder.checkpoints.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder.best_checkpoint, buf.getvalue())
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    write_model_checkpoint(folder.best_checkpoint, state, info)
     loaded = load_run(folder.path)
     metrics = evaluate(loaded, eval_data) if eval_data is not None else None
     summary: dict[str, Any] = {

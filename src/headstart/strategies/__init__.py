@@ -7,11 +7,12 @@ from headstart.strategies.base import (
     Gradual,
     Partial,
     Strategy,
-    make_strategy,
 )
 from headstart.strategies.param_groups import build_param_groups
+from headstart.strategies.registry import STRATEGIES, make_strategy
 
 __all__ = [
+    "STRATEGIES",
     "FeatureExtract",
     "FewShot",
     "FineTune",

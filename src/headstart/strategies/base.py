@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from headstart.config import TrainConfig
 from headstart.models.backbone import Backbone
 
 
@@ -168,22 +167,3 @@ class Gradual(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.unfreeze_every, self.steps = int(state["unfreeze_every"]), int(state["steps"])
-
-
-def make_strategy(config: TrainConfig) -> Strategy:
-    """The strategy object named by ``config.strategy``."""
-    if config.strategy == "feature-extract":
-        return FeatureExtract()
-    if config.strategy == "few-shot":
-        return FewShot()
-    if config.strategy == "lora":
-        from headstart.strategies.lora import LoRA
-
-        return LoRA(config.lora_r, config.lora_alpha, config.lora_dropout)
-    if config.strategy == "fine-tune":
-        return FineTune()
-    if config.strategy == "partial":
-        return Partial(config.unfreeze_last)
-    if config.strategy == "gradual":
-        return Gradual(config.unfreeze_every, config.gradual_steps)
-    raise ValueError(f"unknown strategy {config.strategy!r}")

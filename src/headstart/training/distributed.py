@@ -123,7 +123,7 @@ def rank_run_dir(config: TrainConfig) -> Path | None:
 def unsharded_copy(run_dir: Path) -> Any:
     """The run's best checkpoint in a freshly built, unsharded model (as ``headstart evaluate``
     loads it), in eval mode: after FSDP training the trained module holds only its shard."""
-    from headstart.inference import load_run
+    from headstart.evaluation.loading import load_run
 
     return load_run(run_dir).model.eval()
 

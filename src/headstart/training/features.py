@@ -102,3 +102,36 @@ def features_for(
     if key is not None:
         feature_cache.store(key, x, y)
     return x, y, False
+
+
+class FeatureSource:
+    """Cached features of a run's splits: :func:`features_for` with the run's backbone, class
+    map and settings bound, remembering which splits came from the disk cache."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        class_to_idx: dict[str, int],
+        *,
+        seed: int,
+        augment: str,
+        use_disk_cache: bool,
+        num_workers: int,
+    ) -> None:
+        self.backbone, self.class_to_idx = backbone, class_to_idx
+        self.seed, self.augment = seed, augment
+        self.use_disk_cache, self.num_workers = use_disk_cache, num_workers
+        self.cache_hits: list[str] = []
+
+    def __call__(
+        self, split: str, dataset: Any, samples: list[Any], views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, targets)`` of ``dataset`` (whose items are ``samples``)."""
+        x, y, hit = features_for(
+            self.backbone, dataset, samples, self.class_to_idx, split=split, seed=self.seed,
+            views=views, augment=self.augment, use_disk_cache=self.use_disk_cache,
+            num_workers=self.num_workers,
+        )  # fmt: skip
+        if hit:
+            self.cache_hits.append(split)
+        return x, y

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from lightning.pytorch.tuner import Tuner
 
 from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
 from headstart.errors import HeadstartError
-from headstart.training.checkpoint_io import AtomicCheckpointIO
-from headstart.training.fit import _prepare, load_inputs
+from headstart.training.fit import load_inputs, prepare
+from headstart.training.plugins import PluginFactory
+from headstart.training.trainer import make_trainer
 
 
 @dataclass
@@ -32,6 +33,7 @@ def lr_find(
     min_lr: float = 1e-6,
     max_lr: float = 1.0,
     num_training: int = 100,
+    plugins: Sequence[PluginFactory] = (),
     **overrides: Any,
 ) -> LRFindResult:
     """Sweep the LR exponentially from ``min_lr`` to ``max_lr`` over ``num_training`` steps with
@@ -47,16 +49,14 @@ def lr_find(
     """
     setup_logging()
     config = config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
-    splits, backbone = load_inputs(config)
-    p = _prepare(config, splits, backbone)
+    p = prepare(config, load_inputs(config), plugins)
     with tempfile.TemporaryDirectory(prefix="headstart-lrfind-") as tmp:
-        trainer = L.Trainer(
-            max_epochs=num_training, accelerator=config.accelerator, devices=1, logger=False,
-            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=console.is_terminal,
-            default_root_dir=tmp, plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0,
+        trainer = make_trainer(
+            config, Path(tmp), steps_per_epoch=len(p.loaders.train), max_epochs=num_training,
+            distributed=False,
         )  # fmt: skip
         finder = Tuner(trainer).lr_find(
-            p.module, train_dataloaders=p.train_loader, val_dataloaders=p.val_loader,
+            p.module, train_dataloaders=p.loaders.train, val_dataloaders=p.loaders.val,
             min_lr=min_lr, max_lr=max_lr, num_training=num_training, update_attr=False,
         )  # fmt: skip
     if finder is None:
@@ -73,7 +73,7 @@ def lr_find(
         if isinstance(fig, Figure):
             ax = fig.axes[0]
             ax.set_title(
-                f"LR range test: {config.model}, {p.strategy.name}"
+                f"LR range test: {config.model}, {p.plan.strategy.name}"
                 + (f" — suggestion {suggestion:.2e}" if suggestion else "")
             )
             plot_path = Path(plot)

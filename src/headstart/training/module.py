@@ -7,22 +7,24 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torchvision.transforms import v2
 
 from headstart.config import TrainConfig
 from headstart.models.backbone import Backbone
 from headstart.models.heads import head_kind, num_outputs
+from headstart.run import CheckpointInfo
 from headstart.strategies import Strategy, build_param_groups
+from headstart.tasks import TASKS, Task
 from headstart.training.schedules import add_param_group, make_schedule
 
 log = logging.getLogger(__name__)
 
 
 class HeadstartModule(L.LightningModule):
-    """Cross-entropy classification of images, or of cached features when
-    ``inputs_are_features`` (the frozen-backbone fast path trains ``backbone.head`` only).
+    """Trains a backbone on its task's loss (``task``; single-label cross-entropy by default)
+    from model inputs, or from cached features when ``inputs_are_features`` (the
+    frozen-backbone fast path trains ``backbone.head`` only).
 
     Strategy handling, made exact under resume and DDP:
 
@@ -47,9 +49,11 @@ class HeadstartModule(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         num_classes: int | None = None,
         train_hook: torch.nn.Module | None = None,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.task = task or TASKS["single-label"]
         # Optional training-step hook (e.g. headstart.adapt.domain.DomainAdaptationStep): called
         # as ``train_hook(self, batch) -> (loss, logits, targets, extra logs)``; its parameters
         # train in the optimizer's first group ("adapt") and live in the checkpoint.
@@ -87,14 +91,14 @@ class HeadstartModule(L.LightningModule):
         logits = self(x)
         weights = self.class_weights if isinstance(self.class_weights, torch.Tensor) else None
         smoothing = self.config.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=smoothing)
+        loss = self.task.loss(logits, target, weight=weights, label_smoothing=smoothing)
         self._log_step(stage, loss, logits, y)
         return loss
 
     def _log_step(
         self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
     ) -> None:
-        acc = (logits.argmax(1) == y).float().mean()
+        acc = self.task.batch_score(logits, y)
         self.log(
             f"{stage}_loss",
             loss,
@@ -202,19 +206,19 @@ class HeadstartModule(L.LightningModule):
 
     # --- checkpoint ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["headstart"] = {
-            "strategy": self.strategy.state_dict(),
-            "applied_epoch": self._applied_epoch,
-            "unfreeze_events": [[e, names] for e, names in self.unfreeze_events],
-            "preprocessing": self.backbone.preprocessing.to_dict(),
-            "model": self.backbone.spec,
-            "head": head_kind(self.backbone.head),
-            "config": self.config.model_dump(mode="json"),
-        }
+        checkpoint["headstart"] = CheckpointInfo(
+            model=self.backbone.spec,
+            head=head_kind(self.backbone.head),
+            preprocessing=self.backbone.preprocessing.to_dict(),
+            strategy=self.strategy.state_dict(),
+            applied_epoch=self._applied_epoch,
+            unfreeze_events=[[e, names] for e, names in self.unfreeze_events],
+            config=self.config.model_dump(mode="json"),
+        ).to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("headstart", {})
-        if "strategy" in state:
-            self.strategy.load_state_dict(state["strategy"])
-        self._applied_epoch = int(state.get("applied_epoch", 0))
-        self.unfreeze_events = [(int(e), list(n)) for e, n in state.get("unfreeze_events", [])]
+        info = CheckpointInfo.from_checkpoint(checkpoint)
+        if info.strategy is not None:
+            self.strategy.load_state_dict(info.strategy)
+        self._applied_epoch = int(info.applied_epoch)
+        self.unfreeze_events = [(int(e), list(n)) for e, n in info.unfreeze_events]

@@ -1,0 +1,36 @@
+"""Model outputs over a dataset, in order: what every evaluation is computed from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from headstart.errors import HeadstartError
+from headstart.models import Backbone
+
+
+@torch.inference_mode()
+def predict_logits(
+    backbone: Backbone, dataset: Any, num_workers: int = 0, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets for a dataset of ``(input, target)`` pairs, in order."""
+    backbone.eval()
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=backbone.collate_fn
+    )
+    outs, ys = [], []
+    for x, y in loader:
+        outs.append(backbone(x).float())
+        ys.append(torch.as_tensor(y))
+    if not outs:
+        raise HeadstartError("no images to evaluate")
+    return torch.cat(outs), torch.cat(ys)
+
+
+@torch.inference_mode()
+def head_logits(backbone: Backbone, features: torch.Tensor) -> torch.Tensor:
+    """Logits of ``backbone``'s head on cached features (the frozen-backbone fast path)."""
+    backbone.eval()
+    return backbone.head(features).float()

@@ -1,0 +1,102 @@
+"""Images: class folders / CSVs of image files, preprocessing from the weights' metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from headstart.config import TrainConfig
+from headstart.console import console
+from headstart.data import build_eval_transform, build_train_transform
+from headstart.data.datasets import ImageDataset, load_rgb
+from headstart.data.folders import Sample
+from headstart.data.image_size import auto_image_size
+from headstart.errors import DataError
+from headstart.files import collect_images
+from headstart.modalities.base import Modality, SourceReader
+from headstart.models import Backbone, Preprocessing, create_backbone
+
+
+class ImageModality(Modality):
+    """RGB images of any size (decoded once, large JPEGs at reduced scale)."""
+
+    name: ClassVar[str] = "image"
+    unit: ClassVar[str] = "images"
+    augmentable: ClassVar[bool] = True
+
+    def check_config(self, config: TrainConfig) -> None:
+        return None
+
+    def reader(self, config: TrainConfig) -> SourceReader | None:
+        return None  # load_splits' default: class folders or a path,label CSV
+
+    def build_backbone(
+        self,
+        config: TrainConfig,
+        num_classes: int,
+        *,
+        train: Sequence[Sample] = (),
+        weights: str | None = None,
+        head: str | None = None,
+        label_embeddings: torch.Tensor | None = None,
+    ) -> Backbone:
+        def build(size: int | None) -> Backbone:
+            return create_backbone(
+                config.model, num_classes,
+                weights=config.weights if weights is None else weights,
+                head=config.head if head is None else head,
+                head_hidden=config.head_hidden, head_dropout=config.head_dropout,
+                image_size=size, label_embeddings=label_embeddings,
+            )  # fmt: skip
+
+        if config.image_size != "auto":
+            return build(config.image_size)
+        backbone = build(None)
+        if not train:  # a saved run: its checkpoint restores the size it resolved to
+            return backbone
+        size, reason = auto_image_size(
+            [s.path for s in train], backbone.preprocessing.crop, seed=config.seed
+        )
+        console.print(f"image size auto -> {size}px ({reason})")
+        return backbone if size == backbone.preprocessing.crop else build(size)
+
+    def restore(self, backbone: Backbone, saved: dict[str, Any]) -> None:
+        if saved.get("preprocessing"):
+            backbone.preprocessing = Preprocessing.from_dict(saved["preprocessing"])
+
+    def dataset(
+        self,
+        backbone: Backbone,
+        samples: Sequence[Sample],
+        class_to_idx: dict[str, int],
+        *,
+        augment: str = "none",
+        seed: int = 0,
+    ) -> Dataset[Any]:
+        pre = backbone.preprocessing
+        tf = build_eval_transform(pre) if augment == "none" else build_train_transform(pre, augment)
+        return ImageDataset(list(samples), class_to_idx, tf, pre.resize, seed=seed)
+
+    def describe_input(self, backbone: Backbone) -> str:
+        return f"{backbone.preprocessing.crop}px"
+
+    def prediction_inputs(self, inputs: Sequence[str | Path]) -> list[tuple[str, Any]]:
+        return [(str(f), f) for f in collect_images(list(inputs))]
+
+    def encode(self, backbone: Backbone, items: Sequence[tuple[str, Any]]) -> torch.Tensor:
+        pre = backbone.preprocessing
+        tf = build_eval_transform(pre)
+        batch = []
+        for name, path in items:
+            try:
+                batch.append(tf(load_rgb(path, pre.resize)))
+            except Exception as err:
+                raise DataError(
+                    f"cannot read image {name}: {err}. Replace the file or leave it out of the "
+                    "inputs."
+                ) from None
+        return torch.stack(batch)

@@ -1,0 +1,172 @@
+"""Plan a training run: every decision taken before data loaders exist, each with its reason.
+
+:func:`make_plan` resolves ``--strategy auto`` (from data size and a cross-validated probe of
+the frozen features), gives the backbone its head and the closed-form head start, applies the
+strategy's first trainable set and the BatchNorm policy, decides the cached-feature fast path
+and computes class weights. The :class:`Plan` is what metrics.json's ``run`` block reports.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from headstart.config import TrainConfig
+from headstart.console import console
+from headstart.data import DataSplits
+from headstart.evaluation.probe import cross_validated_probe
+from headstart.modalities import Modality
+from headstart.models import Backbone
+from headstart.models.heads import CosineClassifier
+from headstart.strategies import Strategy, make_strategy
+from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
+from headstart.training.features import FeatureSource
+from headstart.training.head_init import init_head_from_features, prepare_head
+
+
+@dataclass
+class Plan:
+    """The decisions of a run (see module doc)."""
+
+    strategy: Strategy
+    decision: AutoDecision | None
+    head_init: str
+    bn_frozen: bool
+    bn_reason: str
+    cached_features: bool
+    frozen_throughout: bool
+    class_weights: torch.Tensor | None
+    trainable: int
+    total: int
+    num_workers: int
+    #: train-split features of the starting backbone, when a decision needed them
+    train_features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "auto_decision": self.decision.to_dict() if self.decision else None,
+            "batchnorm": {"trainable_stages_frozen": self.bn_frozen, "reason": self.bn_reason},
+            "class_weights": (
+                self.class_weights.tolist() if self.class_weights is not None else None
+            ),
+        }
+
+
+def default_num_workers() -> int:
+    """DataLoader workers sized to the machine: half the cores, at most 4 (0 on 1-2 cores,
+    where worker processes only compete with the model for the same cores)."""
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def num_workers_for(config: TrainConfig) -> int:
+    return config.num_workers if config.num_workers is not None else default_num_workers()
+
+
+def bn_policy(config: TrainConfig) -> tuple[bool, str]:
+    """Whether BatchNorm running statistics of *trainable* stages stay frozen, and why.
+    (Frozen stages always keep theirs.)"""
+    if config.bn == "frozen":
+        return True, "--bn frozen"
+    if config.bn == "train":
+        return False, "--bn train"
+    if config.batch_size < 16:
+        return (
+            True,
+            f"--bn auto: per-device batch {config.batch_size} < 16 gives noisy batch statistics",
+        )
+    return False, f"--bn auto: per-device batch {config.batch_size} >= 16"
+
+
+def frozen_throughout(strategy: Strategy, backbone: Backbone, epochs: int) -> bool:
+    """Whether no backbone stage trains in any of ``epochs`` epochs."""
+    n = len(backbone.stages)
+    return all(not strategy.trainable_stages(e, n) for e in range(epochs))
+
+
+def class_weights_for(config: TrainConfig, splits: DataSplits) -> torch.Tensor | None:
+    """Inverse-frequency class weights for ``--class-weights auto`` (else ``None``)."""
+    if config.class_weights != "auto":
+        return None
+    n_classes = len(splits.classes)
+    targets = splits.targets("train")
+    counts = torch.bincount(torch.tensor(targets), minlength=n_classes).clamp(min=1).float()
+    weights = len(targets) / (n_classes * counts)
+    console.print(
+        "class weights: "
+        + ", ".join(f"{c} {w:.2f}" for c, w in zip(splits.classes, weights.tolist(), strict=True))
+    )
+    return weights
+
+
+def choose_strategy(
+    config: TrainConfig, splits: DataSplits, train_features: Any
+) -> tuple[str, AutoDecision | None, float]:
+    """``(strategy name, auto decision or None, probe L2)``; ``train_features()`` is called
+    only when ``auto`` needs the probe."""
+    if config.strategy != "auto":
+        return config.strategy, None, 1e-3
+    counts = splits.counts()["train"]
+    probe_l2 = 1e-3
+    if is_few_shot(counts):
+        decision = decide_few_shot(counts)
+    else:
+        x, y = train_features()
+        acc, probe_l2 = cross_validated_probe(x, y, len(splits.classes), seed=config.seed)
+        decision = decide(len(splits.train), len(splits.classes), acc)
+    console.print(f"[bold]auto strategy -> {decision.strategy}[/]")
+    for reason in decision.reasons:
+        console.print(f"  - {reason}")
+    return decision.strategy, decision, probe_l2
+
+
+def make_plan(
+    config: TrainConfig,
+    splits: DataSplits,
+    backbone: Backbone,
+    modality: Modality,
+    features: FeatureSource,
+) -> Plan:
+    """Decide the run (see module doc); leaves ``backbone`` with its head, its first trainable
+    set and BatchNorm policy applied."""
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train_features() -> tuple[torch.Tensor, torch.Tensor]:
+        if "train" not in cache:
+            ds = modality.dataset(backbone, splits.train, splits.class_to_idx, seed=config.seed)
+            cache["train"] = features("train", ds, splits.train)
+        return cache["train"]
+
+    chosen, decision, probe_l2 = choose_strategy(config, splits, train_features)
+    head_init = prepare_head(backbone, config, chosen, splits.classes)
+    strategy = make_strategy(config.replace(strategy=chosen))
+    strategy.apply(backbone, 0)
+    bn_frozen, bn_reason = bn_policy(config)
+    backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
+    trainable, total = backbone.param_counts()
+    console.print(
+        f"[bold]{config.model}[/] weights={backbone.weights_label}  input "
+        f"{modality.describe_input(backbone)} ({backbone.preprocessing.source})\n"
+        f"strategy {strategy.describe(backbone)}\n"
+        f"BatchNorm statistics of trainable stages: {'frozen' if bn_frozen else 'updated'} ({bn_reason})\n"
+        f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
+    )
+    still = frozen_throughout(strategy, backbone, config.epochs)
+    fast = config.cache_features and not (config.mixup or config.cutmix) and still
+    class_weights = class_weights_for(config, splits)
+    # closed-form head start from the frozen features: the probe optimum (linear head, cached
+    # path) or class prototypes (cosine head, either path)
+    cosine = isinstance(backbone.head, CosineClassifier)
+    if config.head_init == "probe" and (fast or cosine):
+        x, y = train_features()
+        start = init_head_from_features(backbone, x, y, len(splits.classes), probe_l2)
+        head_init = start or (head_init if fast else "")
+    return Plan(
+        strategy, decision, head_init, bn_frozen, bn_reason, fast, still, class_weights,
+        trainable, total, features.num_workers, cache.get("train"),
+    )  # fmt: skip

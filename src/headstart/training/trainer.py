@@ -1,0 +1,84 @@
+"""``make_trainer``: the one place a Lightning Trainer is assembled (training, lr-find,
+pretext training), with atomic checkpoint IO, the epoch log and headstart's defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from headstart.config import TrainConfig
+from headstart.console import console
+from headstart.training.callbacks import EpochLog
+from headstart.training.checkpoint_io import AtomicCheckpointIO
+from headstart.training.distributed import trainer_strategy
+
+
+def checkpoint_callback(checkpoints: Path) -> ModelCheckpoint:
+    """``best.ckpt`` (lowest val loss) and ``last.ckpt`` in ``checkpoints``, after every epoch."""
+    return ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+
+
+def make_trainer(
+    config: TrainConfig,
+    root: Path,
+    *,
+    steps_per_epoch: int,
+    checkpoints: Path | None = None,
+    log_csv: Path | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    max_epochs: int | None = None,
+    distributed: bool = True,
+) -> L.Trainer:
+    """A Trainer for ``config`` writing under ``root``: checkpoints (when ``checkpoints`` is a
+    folder), ``log_csv`` (one row per epoch), early stopping (``--early-stopping-patience``),
+    a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
+    device (lr-find)."""
+    every: list[L.Callback] = []
+    if checkpoints is not None:
+        every.append(checkpoint_callback(checkpoints))
+    if log_csv is not None:
+        every.append(EpochLog(log_csv))
+    every.extend(callbacks)
+    if config.early_stopping_patience and checkpoints is not None:
+        every.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
+        )
+    if console.is_terminal:
+        every.append(RichProgressBar(leave=False))
+    scale = (
+        {
+            "devices": config.devices,
+            "num_nodes": config.num_nodes,
+            "strategy": trainer_strategy(config),
+        }
+        if distributed
+        else {"devices": 1}
+    )
+    return L.Trainer(
+        max_epochs=config.epochs if max_epochs is None else max_epochs,
+        accelerator=config.accelerator,
+        precision=config.precision,  # type: ignore[arg-type]
+        deterministic=config.deterministic,
+        logger=False,
+        callbacks=every,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        enable_checkpointing=checkpoints is not None,
+        enable_model_summary=False,
+        enable_progress_bar=console.is_terminal,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        **scale,  # type: ignore[arg-type]
+    )
