@@ -13,6 +13,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from headstart.cli_options import (
+    GROUP_TITLES,
+    GroupedCommand,
+    config_from,
+    given_options,
+    with_config_options,
+)
 from headstart.console import console, setup_logging
 from headstart.errors import HeadstartError
 
@@ -36,12 +43,10 @@ def _quiet_third_party() -> None:
 Opt = typer.Option
 
 
-@app.command()
+@app.command(cls=GroupedCommand)
+@with_config_options
 def train(
-    data: Annotated[
-        str | None,
-        typer.Argument(help="Image folder (class folders or train/val/test) or CSV path,label."),
-    ] = None,
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         Opt(
@@ -53,250 +58,53 @@ def train(
         Path | None,
         Opt("--resume", help="Continue an interrupted run folder from its last checkpoint."),
     ] = None,
-    val: Annotated[str | None, Opt(help="Separate validation folder or CSV.")] = None,
-    test: Annotated[str | None, Opt(help="Separate test folder or CSV.")] = None,
-    val_fraction: Annotated[
-        float | None, Opt(help="Validation share when data has no val split [0.2].")
-    ] = None,
-    model: Annotated[
-        str | None,
-        Opt(
-            "--model",
-            "-m",
-            help="torchvision:<name>, timm:<name>, hf:<folder>, text:minilm or text:<folder> "
-            "[torchvision:mobilenet_v2].",
-        ),
-    ] = None,
-    weights: Annotated[
-        str | None, Opt(help="DEFAULT, an enum name (IMAGENET1K_V1...), a file, or none [DEFAULT].")
-    ] = None,
-    head: Annotated[
-        str | None,
-        Opt(
-            help="linear, mlp, cosine (prototypes / CLIP text) or semantic (label names) [linear]."
-        ),
-    ] = None,
-    head_hidden: Annotated[int | None, Opt(help="Hidden width of the mlp head [512].")] = None,
-    head_dropout: Annotated[float | None, Opt(help="Head dropout [0 linear, 0.2 mlp].")] = None,
-    image_size: Annotated[
-        str | None, Opt(help="Input crop size, or 'auto' for small images [the weights' own].")
-    ] = None,
-    strategy: Annotated[
-        str | None,
-        Opt(
-            "--strategy",
-            "-s",
-            help="auto, feature-extract, partial, gradual, fine-tune, few-shot or lora "
-            "[feature-extract].",
-        ),
-    ] = None,
-    few_shot_head: Annotated[
-        str | None, Opt(help="few-shot: prototype (cosine) or logistic (probe) [prototype].")
-    ] = None,
-    few_shot_refine: Annotated[
-        bool | None,
-        Opt(
-            "--few-shot-refine/--no-few-shot-refine",
-            help="few-shot: fine-tune the head from its closed-form start for --epochs [on].",
-        ),
-    ] = None,
-    prompts: Annotated[
-        list[str] | None,
-        Opt(
-            "--prompt",
-            help="Zero-shot prompt template with {} (repeat to ensemble; 'ensemble' = CLIP's 7) "
-            "['a photo of a {}.'].",
-        ),
-    ] = None,
-    label_embeddings: Annotated[
-        str | None,
-        Opt(help="--head semantic: embed class names with minilm (offline all-MiniLM-L6-v2)."),
-    ] = None,
-    unfreeze_last: Annotated[int | None, Opt(help="partial: stages to train [1].")] = None,
-    unfreeze_every: Annotated[
-        int | None, Opt(help="gradual: epochs between unfreezing steps [2].")
-    ] = None,
-    gradual_steps: Annotated[
-        int | None, Opt(help="gradual: steps; the last unfreezes the rest [3].")
-    ] = None,
-    layer_decay: Annotated[
-        float | None, Opt(help="Per-stage LR decay towards the input, e.g. 0.75 [off].")
-    ] = None,
-    bn: Annotated[
-        str | None,
-        Opt("--bn", help="BatchNorm stats of trainable stages: auto, frozen, train [auto]."),
-    ] = None,
-    head_init: Annotated[
-        str | None,
-        Opt(help="probe (fitted / prototypes), random, or zero-shot (cosine head, CLIP) [probe]."),
-    ] = None,
-    class_weights: Annotated[
-        str | None, Opt(help="none or auto (inverse frequency) [none].")
-    ] = None,
-    sampler: Annotated[str | None, Opt(help="shuffle or balanced [shuffle].")] = None,
-    mixup: Annotated[float | None, Opt(help="MixUp alpha, 0 = off [0].")] = None,
-    cutmix: Annotated[float | None, Opt(help="CutMix alpha, 0 = off [0].")] = None,
-    devices: Annotated[int | None, Opt(help="Processes/devices; > 1 trains with DDP [1].")] = None,
-    num_nodes: Annotated[
-        int | None, Opt(help="Machines (torchrun/SLURM, docs/scale-out.md); > 1 needs --out [1].")
-    ] = None,
-    strategy_dist: Annotated[
-        str | None, Opt(help="ddp (replicas) or fsdp (sharded, CUDA only) [ddp].")
-    ] = None,
-    backbone_lr_mult: Annotated[float | None, Opt(help="Backbone LR = lr x this [0.1].")] = None,
-    disk_cache: Annotated[
-        bool | None,
-        Opt("--cache/--no-cache", help="Keep extracted features on disk for later runs [on]."),
-    ] = None,
-    feature_views: Annotated[
-        int | None, Opt(help="Cached path: views per image, >1 adds augmented views [1].")
-    ] = None,
-    compile: Annotated[
-        bool | None,
-        Opt("--compile/--no-compile", help="torch.compile the body (image path) [off]."),
-    ] = None,
-    cache_features: Annotated[
-        bool | None,
-        Opt(
-            "--fast-path/--no-fast-path",
-            help="Frozen backbone: compute features once, train the head on them [on].",
-        ),
-    ] = None,
-    epochs: Annotated[int | None, Opt("--epochs", "-e", help="Maximum epochs [10].")] = None,
-    batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size [32].")] = None,
-    optimizer: Annotated[str | None, Opt(help="adamw or sgd [adamw].")] = None,
-    lr: Annotated[float | None, Opt("--lr", "--lr-head", help="Head learning rate [3e-3].")] = None,
-    momentum: Annotated[float | None, Opt(help="SGD momentum [0.9].")] = None,
-    weight_decay: Annotated[
-        float | None, Opt(help="Weight decay, not on norms/biases [1e-4].")
-    ] = None,
-    scheduler: Annotated[str | None, Opt(help="cosine, step, onecycle or none [cosine].")] = None,
-    warmup_epochs: Annotated[
-        float | None, Opt(help="Warmup epochs before cosine decay [0].")
-    ] = None,
-    step_size: Annotated[int | None, Opt(help="StepLR epochs between drops [7].")] = None,
-    gamma: Annotated[float | None, Opt(help="StepLR factor [0.1].")] = None,
-    label_smoothing: Annotated[float | None, Opt(help="Label smoothing [0].")] = None,
-    augment: Annotated[str | None, Opt(help="none, light, standard or strong [light].")] = None,
-    early_stopping_patience: Annotated[
-        int | None, Opt("--patience", help="Early-stopping patience in epochs [5].")
-    ] = None,
     no_early_stopping: Annotated[
-        bool, Opt("--no-early-stopping", help="Train all epochs.")
+        bool,
+        Opt(
+            "--no-early-stopping",
+            help="Train all epochs (early stopping off).",
+            rich_help_panel=GROUP_TITLES["optimisation"],
+        ),
     ] = False,
-    accelerator: Annotated[str | None, Opt(help="cpu, cuda, mps or auto [auto].")] = None,
-    precision: Annotated[str | None, Opt(help="32-true, bf16-mixed, 16-mixed [32-true].")] = None,
-    num_workers: Annotated[
-        int | None, Opt(help="DataLoader workers [sized to the machine].")
-    ] = None,
-    seed: Annotated[int | None, Opt(help="Random seed [42].")] = None,
-    deterministic: Annotated[
-        bool | None,
-        Opt(
-            "--deterministic/--no-deterministic",
-            help="Force torch deterministic algorithms [off; CPU runs reproduce without it].",
-        ),
-    ] = None,
-    strict: Annotated[
-        bool | None, Opt("--strict/--skip-bad", help="Fail on unreadable images [skip and count].")
-    ] = None,
-    text_column: Annotated[
-        str | None, Opt(help="Text models: CSV column with the texts [text].")
-    ] = None,
-    label_column: Annotated[str | None, Opt(help="Text models: CSV label column [label].")] = None,
-    max_length: Annotated[
-        int | None, Opt(help="Text models: tokens per text [model's limit, <= 512].")
-    ] = None,
-    pooling: Annotated[str | None, Opt(help="Text models: mean or cls [mean].")] = None,
-    lora_r: Annotated[int | None, Opt(help="lora: adapter rank [8].")] = None,
-    lora_alpha: Annotated[int | None, Opt(help="lora: scaling alpha [16].")] = None,
-    lora_dropout: Annotated[float | None, Opt(help="lora: adapter dropout [0.1].")] = None,
-    target_unlabeled: Annotated[
-        str | None, Opt(help="Unlabeled target-domain image folder for --adapt.")
-    ] = None,
-    adapt: Annotated[
-        str | None,
-        Opt(help="Domain adaptation: none, mmd (DAN) or dann (gradient reversal) [none]."),
-    ] = None,
-    adapt_weight: Annotated[float | None, Opt(help="Adaptation loss weight [1.0].")] = None,
-    target_eval: Annotated[
-        str | None, Opt(help="Labelled target-domain folder/CSV: accuracy reported after training.")
-    ] = None,
-    adapt_baseline: Annotated[
-        bool | None,
-        Opt(
-            "--adapt-baseline/--no-adapt-baseline",
-            help="With --adapt and --target-eval, also train a source-only run to compare [on].",
-        ),
-    ] = None,
-    out: Annotated[
-        str | None, Opt("--out", "-o", help="Run folder [runs/<model>-<timestamp>].")
-    ] = None,
+    **options: Any,
 ) -> None:
-    """Train a model on a labelled image folder or CSV and evaluate it."""
-    import headstart
-    from headstart.config import TrainConfig
+    """Train a model on a labelled image folder or CSV and evaluate it.
 
-    given: dict[str, Any] = {
-        k: v
-        for k, v in locals().items()
-        if k not in {"config", "resume", "no_early_stopping", "headstart", "TrainConfig"}
-        and v is not None
-    }
+    Each grouped option is a TrainConfig field: its config.yaml key is the option's name with
+    '_' for '-' (except --prompt: prompts, --cache: disk_cache, --fast-path: cache_features,
+    --patience: early_stopping_patience)."""
+    import headstart
+
+    given = given_options(ctx, options)
     if no_early_stopping:
         given["early_stopping_patience"] = None
     if resume is not None:
         headstart.train(resume=resume, **given)
         return
-    if config is not None:
-        cfg = TrainConfig.from_yaml(config, **given)
-    elif "data" not in given:
-        raise HeadstartError("give a data folder/CSV (headstart train data/) or --config run.yaml")
-    else:
-        cfg = TrainConfig.create(**given)
-    headstart.train(cfg)
+    missing = "give a data folder/CSV (headstart train data/) or --config run.yaml"
+    headstart.train(config_from(config, given, missing_data=missing))
 
 
-@app.command("lr-find")
+@app.command("lr-find", cls=GroupedCommand)
+@with_config_options
 def lr_find(
-    data: Annotated[str | None, typer.Argument(help="Image folder or CSV (as for train).")] = None,
+    ctx: typer.Context,
     config: Annotated[
         Path | None, Opt("--config", help="YAML config; options here override it.")
     ] = None,
-    model: Annotated[str | None, Opt("--model", "-m", help="Model spec.")] = None,
-    weights: Annotated[str | None, Opt(help="Weights.")] = None,
-    strategy: Annotated[str | None, Opt("--strategy", "-s", help="Strategy.")] = None,
-    image_size: Annotated[str | None, Opt(help="Input crop size or auto.")] = None,
-    batch_size: Annotated[int | None, Opt("--batch-size", "-b", help="Batch size.")] = None,
-    optimizer: Annotated[str | None, Opt(help="adamw or sgd.")] = None,
     min_lr: Annotated[float, Opt(help="Sweep start.")] = 1e-6,
     max_lr: Annotated[float, Opt(help="Sweep end.")] = 1.0,
     steps: Annotated[int, Opt(help="Sweep steps.")] = 100,
     plot: Annotated[Path, Opt(help="Where the loss-vs-LR plot is written.")] = Path("lr_find.png"),
+    **options: Any,
 ) -> None:
-    """Learning-rate range test (Lightning Tuner): prints and plots a suggested --lr."""
-    from headstart.config import TrainConfig
-    from headstart.training.lr_find import lr_find as run_lr_find
+    """Learning-rate range test (Lightning Tuner): prints and plots a suggested --lr.
 
-    given = {
-        k: v
-        for k, v in {
-            "data": data,
-            "model": model,
-            "weights": weights,
-            "strategy": strategy,
-            "image_size": image_size,
-            "batch_size": batch_size,
-            "optimizer": optimizer,
-        }.items()
-        if v is not None
-    }
-    if config is not None:
-        cfg = TrainConfig.from_yaml(config, **given)
-    elif "data" not in given:
-        raise HeadstartError("give a data folder/CSV or --config run.yaml")
-    else:
-        cfg = TrainConfig.create(**given)
+    Takes the same options as train (the run's data, model, strategy, optimizer, ...)."""
+    from headstart.api import lr_find as run_lr_find
+
+    missing = "give a data folder/CSV or --config run.yaml"
+    cfg = config_from(config, given_options(ctx, options), missing_data=missing)
     run_lr_find(cfg, plot=plot, min_lr=min_lr, max_lr=max_lr, num_training=steps)
 
 

@@ -13,8 +13,9 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -37,193 +38,320 @@ AugmentName = Literal["none", "light", "standard", "strong"]
 HeadName = Literal["linear", "mlp", "cosine", "semantic"]
 BNPolicy = Literal["auto", "frozen", "train"]
 
+CliGroup = Literal[
+    "data", "model", "strategy", "optimisation", "augmentation", "output", "scale-out"
+]
+#: the ``--help`` groups of ``headstart train`` / ``lr-find``, in the order they are shown
+CLI_GROUPS: tuple[CliGroup, ...] = get_args(CliGroup)
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How a :class:`TrainConfig` field is set on the command line (``headstart train`` and
+    ``headstart lr-find``); attached to the field's type: ``Annotated[int, Cli("model")]``.
+
+    The option's help text is the field's ``description`` and its default the field's default.
+    ``flags`` are typer parameter declarations, e.g. ``("--model", "-m")`` or, for a bool,
+    ``("--strict/--skip-bad",)``; by default ``--field-name`` (bools: ``--field-name/--no-field-name``).
+    """
+
+    group: CliGroup
+    flags: tuple[str, ...] = ()
+
+    def declarations(self, field: str, is_bool: bool) -> tuple[str, ...]:
+        """The typer declarations of the option for ``field``."""
+        if self.flags:
+            return self.flags
+        flag = "--" + field.replace("_", "-")
+        return (f"{flag}/--no-{flag[2:]}",) if is_bool else (flag,)
+
 
 class TrainConfig(BaseModel):
-    """Every setting of a training run. Field docs are the CLI's help texts."""
+    """Every setting of a training run.
+
+    Each field is also an option of ``headstart train`` and ``headstart lr-find``: its
+    ``description`` is the option's help text, its default the option's default, and its
+    :class:`Cli` metadata names the flag and the ``--help`` group (``headstart.cli`` builds the
+    options from these fields). Descriptions speak of flags (``--adapt``) because they are the
+    CLI's help; in Python the same setting is the field of that name (``adapt=``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     # --- data -------------------------------------------------------------------------------
-    data: str = Field(
-        description="Image folder (ImageFolder layout) or CSV with path,label columns."
+    data: Annotated[str, Cli("data")] = Field(
+        description="Image folder (class folders, or train/val/test folders of them) or CSV with "
+        "path,label columns; text models: a CSV or class folders of .txt files."
     )
-    val: str | None = Field(None, description="Separate validation folder or CSV.")
-    test: str | None = Field(None, description="Separate test folder or CSV.")
-    val_fraction: float = Field(
-        0.2, gt=0.0, lt=1.0, description="Stratified validation share when data has no val split."
+    val: Annotated[str | None, Cli("data")] = Field(
+        None, description="Separate validation folder or CSV."
     )
-    strict: bool = Field(False, description="Fail on unreadable images instead of skipping them.")
-    text_column: str | None = Field(
+    test: Annotated[str | None, Cli("data")] = Field(
+        None, description="Separate test folder or CSV."
+    )
+    val_fraction: Annotated[float, Cli("data")] = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Stratified validation share when the data has no val split.",
+    )
+    strict: Annotated[bool, Cli("data", flags=("--strict/--skip-bad",))] = Field(
+        False, description="Fail on unreadable images (--skip-bad: skip and count them)."
+    )
+    text_column: Annotated[str | None, Cli("data")] = Field(
         None,
-        description="Text data: the CSV column holding the texts (default 'text' for text models).",
+        description="Text data: the CSV column holding the texts (unset: 'text').",
     )
-    label_column: str = Field("label", description="Text data: the CSV column holding the labels.")
-    max_length: int | None = Field(
+    label_column: Annotated[str, Cli("data")] = Field(
+        "label", description="Text data: the CSV column holding the labels."
+    )
+    max_length: Annotated[int | None, Cli("model")] = Field(
         None,
         ge=2,
-        description="Text models: tokens per text, longer ones are truncated [model's limit, at most 512].",
+        description="Text models: tokens per text, longer ones are truncated (unset: the "
+        "model's limit, at most 512).",
     )
-    pooling: Literal["mean", "cls"] = Field(
+    pooling: Annotated[Literal["mean", "cls"], Cli("model")] = Field(
         "mean", description="Text models: sentence embedding = mean over tokens or the CLS token."
     )
 
     # --- model ------------------------------------------------------------------------------
-    model: str = Field(
-        "torchvision:mobilenet_v2", description="Model spec: torchvision:<name> or timm:<name>."
+    model: Annotated[str, Cli("model", flags=("--model", "-m"))] = Field(
+        "torchvision:mobilenet_v2",
+        description="Model spec: torchvision:<name>, timm:<name>, hf:<folder or cached repo>, "
+        "efficientnet-lite:<name>, text:minilm or text:<folder>.",
     )
-    weights: str = Field(
+    weights: Annotated[str, Cli("model")] = Field(
         "DEFAULT",
-        description="Weights enum name (DEFAULT, IMAGENET1K_V1, ...), a local file, or 'none'.",
+        description="Weights: DEFAULT, an enum name (IMAGENET1K_V1, ...), a local file, or none "
+        "(random init).",
     )
-    head: HeadName = Field(
+    head: Annotated[HeadName, Cli("model")] = Field(
         "linear",
         description="Classifier head: linear, mlp, cosine (prototypes / CLIP text) or semantic "
         "(projection onto label-name embeddings, zero-shot to new class names).",
     )
-    head_hidden: int = Field(512, gt=0, description="Hidden width of the mlp head.")
-    head_dropout: float | None = Field(
-        None, ge=0.0, lt=1.0, description="Head dropout (default: 0 for linear, 0.2 for mlp)."
+    head_hidden: Annotated[int, Cli("model")] = Field(
+        512, gt=0, description="Hidden width of the mlp head."
     )
-    head_init: Literal["probe", "random", "zero-shot"] = Field(
-        "probe",
-        description="Cached-feature path: start the linear head from a fitted logistic-regression "
-        "probe (cosine head: from class-mean prototypes); zero-shot: cosine head from the model's "
-        "text embeddings of the class names (CLIP).",
-    )
-    prompts: list[str] = Field(
-        default_factory=lambda: ["a photo of a {}."],
-        description="Zero-shot prompt templates ('{}' = class name); several are averaged "
-        "(prompt ensembling); ['ensemble'] uses the built-in set.",
-    )
-    label_embeddings: Literal["minilm"] | None = Field(
+    head_dropout: Annotated[float | None, Cli("model")] = Field(
         None,
-        description="Semantic head: text model mapping class names to vectors (minilm: the "
+        ge=0.0,
+        lt=1.0,
+        description="Head dropout (unset: 0 for the linear head, 0.2 for mlp).",
+    )
+    head_init: Annotated[Literal["probe", "random", "zero-shot"], Cli("model")] = Field(
+        "probe",
+        description="How the head starts. probe: linear head from a fitted logistic-regression "
+        "probe (cached-feature path), cosine head from class-mean prototypes; random; "
+        "zero-shot: cosine head from the model's text embeddings of the class names (CLIP).",
+    )
+    prompts: Annotated[list[str], Cli("model", flags=("--prompt",))] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="Zero-shot prompt template, '{}' = class name; repeat to ensemble "
+        "(averaged); 'ensemble' = the built-in set of CLIP's 7.",
+    )
+    label_embeddings: Annotated[Literal["minilm"] | None, Cli("model")] = Field(
+        None,
+        description="--head semantic: text model mapping class names to vectors (minilm: the "
         "offline all-MiniLM-L6-v2).",
     )
-    image_size: int | Literal["auto"] | None = Field(
+    image_size: Annotated[int | Literal["auto"] | None, Cli("model")] = Field(
         None,
-        description="Input crop size; default the weights' own; 'auto' shrinks it for small images.",
+        description="Input crop size (unset: the weights' own); 'auto' shrinks it for small "
+        "images.",
     )
 
     # --- strategy ---------------------------------------------------------------------------
-    strategy: StrategyName = Field("feature-extract", description="Transfer strategy.")
-    unfreeze_last: int = Field(1, ge=1, description="Stages trained by the partial strategy.")
-    lora_r: int = Field(8, ge=1, description="lora: rank of the low-rank adapters.")
-    lora_alpha: int = Field(16, ge=1, description="lora: scaling alpha (update x alpha / r).")
-    lora_dropout: float = Field(
+    strategy: Annotated[StrategyName, Cli("strategy", flags=("--strategy", "-s"))] = Field(
+        "feature-extract",
+        description="Transfer strategy; auto chooses one from the data (few-shot when a class "
+        "has <= 10 training images).",
+    )
+    unfreeze_last: Annotated[int, Cli("strategy")] = Field(
+        1, ge=1, description="partial: stages trained, counted from the output."
+    )
+    lora_r: Annotated[int, Cli("strategy")] = Field(
+        8, ge=1, description="lora: rank of the low-rank adapters."
+    )
+    lora_alpha: Annotated[int, Cli("strategy")] = Field(
+        16, ge=1, description="lora: scaling alpha (update x alpha / r)."
+    )
+    lora_dropout: Annotated[float, Cli("strategy")] = Field(
         0.1, ge=0.0, lt=1.0, description="lora: dropout on the adapter input."
     )
-    few_shot_head: Literal["prototype", "logistic"] = Field(
+    few_shot_head: Annotated[Literal["prototype", "logistic"], Cli("strategy")] = Field(
         "prototype",
-        description="few-shot: cosine prototype head, or a logistic-regression probe (linear head).",
+        description="few-shot: cosine prototype head, or a logistic-regression probe (linear "
+        "head).",
     )
-    few_shot_refine: bool = Field(
+    few_shot_refine: Annotated[bool, Cli("strategy")] = Field(
         True,
-        description="few-shot: fine-tune the head from its initialisation for --epochs (off: keep "
-        "the prototypes / probe as they are).",
+        description="few-shot: fine-tune the head from its closed-form start for --epochs (off: "
+        "keep the prototypes / probe as they are).",
     )
-    unfreeze_every: int = Field(2, ge=1, description="gradual: epochs between unfreezing steps.")
-    gradual_steps: int = Field(
+    unfreeze_every: Annotated[int, Cli("strategy")] = Field(
+        2, ge=1, description="gradual: epochs between unfreezing steps."
+    )
+    gradual_steps: Annotated[int, Cli("strategy")] = Field(
         3,
         ge=1,
         description="gradual: unfreezing steps; the last one unfreezes all remaining stages.",
     )
-    layer_decay: float | None = Field(
-        None, gt=0.0, le=1.0, description="Per-stage LR decay towards the input (e.g. 0.75)."
+    layer_decay: Annotated[float | None, Cli("optimisation")] = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Per-stage LR decay towards the input, e.g. 0.75 (unset: off).",
     )
-    bn: BNPolicy = Field(
+    bn: Annotated[BNPolicy, Cli("strategy")] = Field(
         "auto",
-        description="BatchNorm statistics of trainable stages: auto (frozen when batch < 16), frozen, train.",
+        description="BatchNorm statistics of trainable stages: auto (frozen when the batch is "
+        "< 16), frozen or train.",
     )
-    backbone_lr_mult: float = Field(
-        0.1, gt=0.0, le=1.0, description="Backbone LR = lr x this (discriminative learning rates)."
+    backbone_lr_mult: Annotated[float, Cli("optimisation")] = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="Backbone LR = lr x this (discriminative learning rates).",
     )
-    cache_features: bool = Field(
+    cache_features: Annotated[bool, Cli("strategy", flags=("--fast-path/--no-fast-path",))] = Field(
         True,
-        description="With a frozen backbone, compute features once and train the head on them.",
+        description="Frozen backbone: compute features once and train the head on them.",
     )
-    disk_cache: bool = Field(True, description="Keep extracted features on disk for later runs.")
-    feature_views: int = Field(
+    disk_cache: Annotated[bool, Cli("strategy", flags=("--cache/--no-cache",))] = Field(
+        True, description="Keep extracted features on disk for later runs."
+    )
+    feature_views: Annotated[int, Cli("augmentation")] = Field(
         1,
         ge=1,
-        description="Cached path: views per image (1 = un-augmented; more add augmented views).",
+        description="Cached-feature path: views per image (1 = un-augmented; more add augmented "
+        "views).",
     )
-    compile: bool = Field(False, description="torch.compile the model (image path).")
+    compile: Annotated[bool, Cli("scale-out")] = Field(
+        False, description="torch.compile the model body (image path)."
+    )
 
     # --- optimisation -----------------------------------------------------------------------
-    epochs: int = Field(10, ge=1, description="Maximum number of epochs.")
-    batch_size: int = Field(32, ge=1, description="Batch size.")
-    optimizer: OptimizerName = Field("adamw", description="Optimizer.")
-    lr: float = Field(3e-3, gt=0.0, description="Learning rate of the head.")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
-    weight_decay: float = Field(
+    epochs: Annotated[int, Cli("optimisation", flags=("--epochs", "-e"))] = Field(
+        10, ge=1, description="Maximum number of epochs."
+    )
+    batch_size: Annotated[int, Cli("optimisation", flags=("--batch-size", "-b"))] = Field(
+        32, ge=1, description="Batch size."
+    )
+    optimizer: Annotated[OptimizerName, Cli("optimisation")] = Field(
+        "adamw", description="Optimizer."
+    )
+    lr: Annotated[float, Cli("optimisation", flags=("--lr", "--lr-head"))] = Field(
+        3e-3, gt=0.0, description="Learning rate of the head."
+    )
+    momentum: Annotated[float, Cli("optimisation")] = Field(
+        0.9, ge=0.0, lt=1.0, description="SGD momentum."
+    )
+    weight_decay: Annotated[float, Cli("optimisation")] = Field(
         1e-4, ge=0.0, description="Weight decay (never applied to norms and biases)."
     )
-    scheduler: SchedulerName = Field("cosine", description="LR schedule (per step).")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warmup before cosine decay.")
-    step_size: int = Field(7, ge=1, description="StepLR: epochs between LR drops.")
-    gamma: float = Field(0.1, gt=0.0, le=1.0, description="StepLR: LR multiplier at each drop.")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing.")
-    class_weights: Literal["none", "auto"] = Field(
+    scheduler: Annotated[SchedulerName, Cli("optimisation")] = Field(
+        "cosine", description="LR schedule, updated every step."
+    )
+    warmup_epochs: Annotated[float, Cli("optimisation")] = Field(
+        0.0, ge=0.0, description="cosine: epochs of linear warmup before the decay."
+    )
+    step_size: Annotated[int, Cli("optimisation")] = Field(
+        7, ge=1, description="step: epochs between LR drops."
+    )
+    gamma: Annotated[float, Cli("optimisation")] = Field(
+        0.1, gt=0.0, le=1.0, description="step: LR multiplier at each drop."
+    )
+    label_smoothing: Annotated[float, Cli("optimisation")] = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing."
+    )
+    class_weights: Annotated[Literal["none", "auto"], Cli("optimisation")] = Field(
         "none", description="auto: loss weights inversely proportional to class frequency."
     )
-    sampler: Literal["shuffle", "balanced"] = Field(
+    sampler: Annotated[Literal["shuffle", "balanced"], Cli("optimisation")] = Field(
         "shuffle", description="balanced: draw classes equally often (with replacement)."
     )
-    mixup: float = Field(0.0, ge=0.0, description="MixUp alpha (0: off).")
-    cutmix: float = Field(0.0, ge=0.0, description="CutMix alpha (0: off).")
-    augment: AugmentName = Field("light", description="Training augmentation preset.")
-    early_stopping_patience: int | None = Field(
-        5, ge=1, description="Stop after this many epochs without val-loss improvement (None: off)."
+    mixup: Annotated[float, Cli("augmentation")] = Field(
+        0.0, ge=0.0, description="MixUp alpha (0: off)."
+    )
+    cutmix: Annotated[float, Cli("augmentation")] = Field(
+        0.0, ge=0.0, description="CutMix alpha (0: off)."
+    )
+    augment: Annotated[AugmentName, Cli("augmentation")] = Field(
+        "light", description="Training augmentation preset."
+    )
+    early_stopping_patience: Annotated[int | None, Cli("optimisation", flags=("--patience",))] = (
+        Field(
+            5,
+            ge=1,
+            description="Stop after this many epochs without val-loss improvement (None / "
+            "--no-early-stopping: off).",
+        )
     )
 
     # --- domain adaptation (headstart.adapt.domain) -----------------------------------------
-    target_unlabeled: str | None = Field(
+    target_unlabeled: Annotated[str | None, Cli("data")] = Field(
         None,
         description="Unlabeled target-domain images (folder, searched recursively) for --adapt.",
     )
-    target_eval: str | None = Field(
+    target_eval: Annotated[str | None, Cli("data")] = Field(
         None,
         description="Labelled target-domain folder/CSV: accuracy there is reported after training.",
     )
-    adapt: Literal["none", "mmd", "dann"] = Field(
+    adapt: Annotated[Literal["none", "mmd", "dann"], Cli("strategy")] = Field(
         "none",
         description="Domain adaptation with --target-unlabeled: mmd (multi-kernel MMD, DAN) or "
         "dann (gradient reversal).",
     )
-    adapt_weight: float = Field(
+    adapt_weight: Annotated[float, Cli("strategy")] = Field(
         1.0, gt=0.0, description="Weight of the adaptation loss next to cross-entropy."
     )
-    adapt_baseline: bool = Field(
+    adapt_baseline: Annotated[bool, Cli("strategy")] = Field(
         True,
         description="With --adapt and --target-eval, also train the run without adaptation "
         "(<run>/source-only) to report source-only vs adapted accuracy.",
     )
 
     # --- runtime ----------------------------------------------------------------------------
-    accelerator: str = Field("auto", description="cpu, cuda, mps or auto.")
-    devices: int = Field(1, ge=1, description="Devices (processes) per node; > 1 trains with DDP.")
-    num_nodes: int = Field(
+    accelerator: Annotated[str, Cli("scale-out")] = Field(
+        "auto", description="cpu, cuda, mps or auto."
+    )
+    devices: Annotated[int, Cli("scale-out")] = Field(
         1,
         ge=1,
-        description="Machines taking part (torchrun/SLURM); > 1 needs --out on a shared disk.",
+        description="Devices (processes) per node; > 1 trains in parallel (--strategy-dist, ddp by default).",
     )
-    strategy_dist: Literal["ddp", "fsdp"] = Field(
+    num_nodes: Annotated[int, Cli("scale-out")] = Field(
+        1,
+        ge=1,
+        description="Machines taking part (torchrun/SLURM, docs/scale-out.md); > 1 needs --out "
+        "on a shared disk.",
+    )
+    strategy_dist: Annotated[Literal["ddp", "fsdp"], Cli("scale-out")] = Field(
         "ddp",
-        description="How several processes share training: ddp (replicas) or fsdp (sharded; CUDA only).",
+        description="How several processes share training: ddp (replicas) or fsdp (sharded; "
+        "CUDA only).",
     )
-    precision: str = Field(
-        "32-true", description="Lightning precision (32-true, bf16-mixed, 16-mixed)."
+    precision: Annotated[str, Cli("scale-out")] = Field(
+        "32-true",
+        description="Lightning precision: 32-true, bf16-mixed, 16-mixed (also 32, bf16-true, "
+        "64-true).",
     )
-    num_workers: int | None = Field(
-        None, ge=0, description="DataLoader workers (default: sized to the machine)."
+    num_workers: Annotated[int | None, Cli("data")] = Field(
+        None, ge=0, description="DataLoader workers (unset: sized to the machine)."
     )
-    seed: int = Field(42, description="Random seed (splits, init, shuffling).")
-    deterministic: bool = Field(
+    seed: Annotated[int, Cli("output")] = Field(
+        42, description="Random seed (splits, init, shuffling)."
+    )
+    deterministic: Annotated[bool, Cli("output")] = Field(
         False,
-        description="Force torch deterministic algorithms (slower; CPU runs are reproducible without it).",
+        description="Force torch deterministic algorithms (slower; CPU runs are reproducible "
+        "without it).",
     )
-    out: str | None = Field(None, description="Run folder (default runs/<model>-<timestamp>).")
+    out: Annotated[str | None, Cli("output", flags=("--out", "-o"))] = Field(
+        None, description="Run folder (unset: runs/<model>-<timestamp>)."
+    )
 
     @field_validator("model")
     @classmethod
