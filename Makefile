@@ -1,6 +1,6 @@
 # headstart — the Makefile owns installation. Two commands matter:
 #   make demo   create .venv, install, train on real offline data (Animal-MNIST)
-#   make test   lint (ruff), type-check (mypy), run the test suite
+#   make test   lint (ruff), type-check (mypy), import contracts (import-linter), tests
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 TORCH_HOME ?= $(HOME)/.cache/torch
 export TORCH_HOME
 
-.PHONY: install weights demo test lint typecheck unit slow bench-install bench bench-quick clean
+.PHONY: install weights demo test lint typecheck architecture unit slow bench-install bench bench-quick clean
 
 install: $(STAMP)
 
@@ -36,13 +36,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# import-linter contracts in pyproject.toml ([tool.importlinter]): layers, independence
+architecture: $(STAMP)
+	$(BIN)/lint-imports
+
 unit: weights
 	$(BIN)/pytest -q
 
 slow: weights
 	$(BIN)/pytest -q -m slow
 
-test: lint typecheck unit
+test: lint typecheck architecture unit
 
 # Benchmarks (not part of make test): fastai is an optional peer.
 bench-install: $(STAMP)

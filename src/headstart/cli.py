@@ -144,12 +144,9 @@ def predict(
     """Predict labels for images with a trained run or an exported model (ONNX needs only onnxruntime)."""
     if model.is_file() and model.suffix in (".onnx", ".pt"):
         from headstart.export.predictor import open_export
-        from headstart.files import collect_images
 
-        exported: Any = open_export(model)
-        # a text export takes the strings (or .txt files) themselves
-        items = list(inputs) if getattr(exported, "takes_text", False) else collect_images(inputs)
-        preds: list[Any] = exported.predict(items, top_k=top_k)
+        exported = open_export(model)
+        preds: list[Any] = exported.predict(exported.collect(inputs), top_k=top_k)
     else:
         import headstart
 

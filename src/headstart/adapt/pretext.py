@@ -17,6 +17,7 @@ may change (``fine-tune`` by default; ``partial`` keeps the early stages as they
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -30,13 +31,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from headstart.adapt.domain import unlabeled_samples
 from headstart.config import TrainConfig
+from headstart.console import console, setup_logging
 from headstart.data import build_eval_transform, build_train_transform
 from headstart.data.datasets import ImageDataset
+from headstart.data.folders import Sample
 from headstart.data.samplers import EpochShuffleSampler
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError, RunError
-from headstart.run import RunFolder, atomic_write_text
+from headstart.modalities import ImageModality
+from headstart.models import Backbone
+from headstart.run import RunFolder, atomic_write_bytes, atomic_write_text
+from headstart.strategies import make_strategy
+from headstart.training.module import HeadstartModule
+from headstart.training.plan import bn_policy, num_workers_for
+from headstart.training.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -133,75 +143,32 @@ def pretrain(
         r = headstart.adapt.pretext.pretrain("unlabeled/", model="torchvision:resnet18", epochs=5)
         headstart.train(data="labelled/", model="torchvision:resnet18", weights=str(r.weights))
     """
-    from headstart.adapt.domain import unlabeled_samples
-    from headstart.console import console, setup_logging
-    from headstart.modalities import ImageModality
-    from headstart.strategies import make_strategy
-    from headstart.training.module import HeadstartModule
-    from headstart.training.plan import bn_policy, num_workers_for
-    from headstart.training.trainer import make_trainer
-
     setup_logging()
     t0 = time.perf_counter()
     if task not in TASKS:
         raise DataError(f"--task {task!r} is not available; pretext tasks: {', '.join(TASKS)}")
-    ckpt_path: Path | None = None
-    if resume is not None:
-        run = RunFolder(Path(resume))
-        if not run.config_path.is_file() or not run.last_checkpoint.is_file():
-            raise RunError(f"--resume {resume}: no config.yaml and checkpoints/last.ckpt there")
-        config = run.load_config()
-        run.remove_stale_temp_files()  # left by a process killed while writing
-        ckpt_path = run.last_checkpoint
-    else:
-        if data is None:
-            raise DataError("give a folder of unlabeled images: headstart pretrain unlabeled/")
-        defaults = {"strategy": "fine-tune", "epochs": 5, "lr": 1e-3, "backbone_lr_mult": 1.0}
-        config = TrainConfig.create(data=str(data), **{**defaults, **settings})
-        if config.strategy in ("feature-extract", "auto") or config.adapt != "none":
-            raise DataError(
-                f"pretrain trains backbone stages: use --strategy fine-tune, partial or gradual "
-                f"(not {config.strategy})"
-            )
-        run = RunFolder.create(out)
-        run.save_config(config)
+    config, run, ckpt_path = _open_run(data, out, resume, settings)
     L.seed_everything(config.seed, workers=True, verbose=False)
     samples = unlabeled_samples(config.data, "pretrain data")
     if len(samples) < 10:
         raise DataError(f"{config.data}: {len(samples)} images; pretraining needs at least 10")
     train_idx, val_idx = stratified_split([""] * len(samples), 0.1, config.seed)
-    train_samples = [samples[i] for i in train_idx]
-    backbone = ImageModality().build_backbone(config, ROTATIONS, train=train_samples, head="linear")
+    train = [samples[i] for i in train_idx]
+    held_out = [samples[i] for i in val_idx]
+    backbone = ImageModality().build_backbone(config, ROTATIONS, train=train, head="linear")
     strategy = make_strategy(config)
     strategy.apply(backbone, 0)
     bn_frozen, _ = bn_policy(config)
     backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
     backbone.to(memory_format=torch.channels_last)
-    pre = backbone.preprocessing
-    idx = {samples[0].label: 0}
-    train_set = ImageDataset(
-        train_samples, idx, build_train_transform(pre, config.augment),
-        pre.resize, seed=config.seed,
-    )  # fmt: skip
-    val_set = _RotatedEval(
-        ImageDataset([samples[i] for i in val_idx], idx, build_eval_transform(pre), pre.resize)
-    )
-    workers = num_workers_for(config)
-    kw: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
-    # 4 rotations per image: a batch of batch_size // 4 images gives batch_size inputs
-    per_batch = max(1, config.batch_size // ROTATIONS)
-    train_loader: DataLoader[Any] = DataLoader(
-        train_set, batch_size=per_batch, sampler=EpochShuffleSampler(len(train_set), config.seed),
-        drop_last=len(train_set) % per_batch == 1, **kw,
-    )  # fmt: skip
-    val_loader: DataLoader[Any] = DataLoader(val_set, batch_size=config.batch_size, **kw)
+    train_loader, val_loader = _loaders(config, backbone, train, held_out)
     module = HeadstartModule(
         backbone, strategy, config, steps_per_epoch=len(train_loader), num_classes=ROTATIONS,
         train_hook=_RotationStep(),
     )  # fmt: skip
     console.print(
-        f"[bold]pretext task {task}[/] on {len(train_set)} images (+{len(val_idx)} held out), "
-        f"{config.model} at {pre.crop}px, {strategy.describe(backbone)}"
+        f"[bold]pretext task {task}[/] on {len(train)} images (+{len(held_out)} held out), "
+        f"{config.model} at {backbone.preprocessing.crop}px, {strategy.describe(backbone)}"
     )
     trainer = make_trainer(
         config, run.path, steps_per_epoch=len(train_loader), checkpoints=run.checkpoints,
@@ -210,27 +177,80 @@ def pretrain(
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return PretrainResult(run.path, run.path / "backbone.pt", {})
-    # the last epoch's backbone: the pretext task's val loss says little about transfer
-    backbone.to(memory_format=torch.contiguous_format)
-    weights = run.path / "backbone.pt"
-    torch.save({k: v.detach().cpu() for k, v in backbone.body.state_dict().items()}, weights)
-    rotation_acc = float(trainer.callback_metrics.get("val_acc", float("nan")))
     metrics: dict[str, Any] = {
         "task": task,
         "model": config.model,
         "start_weights": config.weights,
-        "rotation_val_accuracy": rotation_acc,
-        "train_images": len(train_set),
-        "val_images": len(val_idx),
+        "rotation_val_accuracy": float(trainer.callback_metrics.get("val_acc", float("nan"))),
+        "train_images": len(train),
+        "val_images": len(held_out),
         "epochs": trainer.current_epoch,
         "strategy": strategy.describe(backbone),
-        "weights_file": weights.name,
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    return _save(run, backbone, metrics, t0)
+
+
+def _open_run(
+    data: str | Path | None, out: str | Path, resume: str | Path | None, settings: dict[str, Any]
+) -> tuple[TrainConfig, RunFolder, Path | None]:
+    """``(config, run folder, checkpoint to resume from)``: a new pretraining run folder, or
+    the one ``--resume`` names (its stale temp files removed)."""
+    if resume is not None:
+        run = RunFolder(Path(resume))
+        if not run.config_path.is_file() or not run.last_checkpoint.is_file():
+            raise RunError(f"--resume {resume}: no config.yaml and checkpoints/last.ckpt there")
+        run.remove_stale_temp_files()  # left by a process killed while writing
+        return run.load_config(), run, run.last_checkpoint
+    if data is None:
+        raise DataError("give a folder of unlabeled images: headstart pretrain unlabeled/")
+    defaults = {"strategy": "fine-tune", "epochs": 5, "lr": 1e-3, "backbone_lr_mult": 1.0}
+    config = TrainConfig.create(data=str(data), **{**defaults, **settings})
+    if config.strategy in ("feature-extract", "auto") or config.adapt != "none":
+        raise DataError(
+            f"pretrain trains backbone stages: use --strategy fine-tune, partial or gradual "
+            f"(not {config.strategy})"
+        )
+    run = RunFolder.create(out)
+    run.save_config(config)
+    return config, run, None
+
+
+def _loaders(
+    config: TrainConfig, backbone: Backbone, train: list[Sample], held_out: list[Sample]
+) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """Augmented training images (rotated inside the step) and every rotation of the
+    held-out images, un-augmented."""
+    pre = backbone.preprocessing
+    idx = {train[0].label: 0}
+    train_set = ImageDataset(
+        train, idx, build_train_transform(pre, config.augment), pre.resize, seed=config.seed
+    )
+    val_set = _RotatedEval(ImageDataset(held_out, idx, build_eval_transform(pre), pre.resize))
+    workers = num_workers_for(config)
+    kw: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
+    # 4 rotations per image: a batch of batch_size // 4 images gives batch_size inputs
+    per_batch = max(1, config.batch_size // ROTATIONS)
+    train_loader: DataLoader[Any] = DataLoader(
+        train_set, batch_size=per_batch, sampler=EpochShuffleSampler(len(train_set), config.seed),
+        drop_last=len(train_set) % per_batch == 1, **kw,
+    )  # fmt: skip
+    return train_loader, DataLoader(val_set, batch_size=config.batch_size, **kw)
+
+
+def _save(run: RunFolder, backbone: Backbone, metrics: dict[str, Any], t0: float) -> PretrainResult:
+    """The last epoch's backbone body as ``backbone.pt`` (the pretext task's val loss says
+    little about transfer) and metrics.json, both written atomically."""
+    backbone.to(memory_format=torch.contiguous_format)
+    weights = run.path / "backbone.pt"
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in backbone.body.state_dict().items()}, buf)
+    atomic_write_bytes(weights, buf.getvalue())
+    metrics.update(weights_file=weights.name, seconds=round(time.perf_counter() - t0, 1))
     atomic_write_text(run.metrics_path, json.dumps(metrics, indent=2))
+    rotation_acc = metrics["rotation_val_accuracy"]
     console.print(
         f"rotation accuracy on held-out images {100 * rotation_acc:.1f} % "
         f"(chance 25 %). Weights: {weights}\n"
-        f"use them: headstart train <data> --model {config.model} --weights {weights}"
+        f"use them: headstart train <data> --model {metrics['model']} --weights {weights}"
     )
     return PretrainResult(run.path, weights, metrics)

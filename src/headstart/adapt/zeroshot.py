@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
+from headstart.config import TrainConfig
 from headstart.errors import ModelError
+from headstart.evaluation.loading import load_run
+from headstart.inference import evaluate, predict
+from headstart.models import Backbone, create_backbone
+from headstart.models.heads import CosineClassifier, SemanticHead, head_kind
 from headstart.models.label_text import (
     MINILM,
     PROMPT_ENSEMBLE,
@@ -37,6 +44,8 @@ from headstart.models.label_text import (
     label_embeddings,
     readable,
 )
+from headstart.run import CheckpointInfo, RunFolder, write_model_checkpoint
+from headstart.training.head_init import text_vectors
 
 __all__ = [
     "MINILM",
@@ -107,32 +116,14 @@ def zero_shot(
         r = zero_shot(["img/"], labels=["cat", "dog"], model="hf:./tiny-clip")
         r.predictions[0].label
     """
-    import lightning as L
-
-    from headstart.config import TrainConfig
-    from headstart.inference import evaluate, load_run, predict
-    from headstart.models import create_backbone
-    from headstart.models.heads import CosineClassifier, SemanticHead, head_kind
-    from headstart.run import CheckpointInfo, RunFolder, write_model_checkpoint
-    from headstart.training.head_init import text_vectors
-
     if (model is None) == (run is None):
         raise ModelError("give either --model hf:<CLIP folder> or --run <semantic-head run>")
     L.seed_everything(0, verbose=False)
     names = _labels_from(labels, eval_data)
     template = list(prompts)
     if run is not None:
-        source = load_run(run)
-        head = source.model.head
-        if not isinstance(head, SemanticHead):
-            raise ModelError(
-                f"--run {run} has a {head_kind(head)} head; zero-shot to new names needs a run "
-                "trained with --head semantic --label-embeddings minilm"
-            )
-        emb_source = source.config.label_embeddings or MINILM
-        head.set_label_embeddings(label_embeddings(names, emb_source, source.config.prompts))
-        backbone = source.model
-        config = source.config.replace(strategy="feature-extract")
+        backbone, config = _from_semantic_run(run, names)
+        head_init = "semantic label embeddings"
     else:
         assert model is not None
         config = TrainConfig.create(
@@ -143,6 +134,7 @@ def zero_shot(
         vectors, scale = text_vectors(backbone, names, template)
         assert isinstance(backbone.head, CosineClassifier)
         backbone.head.set_classes(vectors, scale=scale)
+        head_init = "zero-shot (CLIP text)"
     backbone.eval()
     default = RunFolder.default_path(config)
     folder = RunFolder.create(out or default.with_name(f"zero-shot-{default.name}"))
@@ -164,9 +156,7 @@ def zero_shot(
             "weights": backbone.weights_label,
             "strategy": "zero-shot",
             "head": head_kind(backbone.head),
-            "head_init": "semantic label embeddings"
-            if run is not None
-            else "zero-shot (CLIP text)",
+            "head_init": head_init,
             "prompts": expand_prompts(template),
             "source_run": str(run) if run is not None else None,
         }
@@ -176,3 +166,17 @@ def zero_shot(
     folder.save_metrics(summary)
     preds = predict(loaded, list(images), top_k=top_k) if images else []
     return ZeroShotResult(folder.path, names, metrics, preds)
+
+
+def _from_semantic_run(run: str | Path, names: list[str]) -> tuple[Backbone, TrainConfig]:
+    """A run trained with ``--head semantic`` whose label embeddings now name ``names``."""
+    source = load_run(run)
+    head = source.model.head
+    if not isinstance(head, SemanticHead):
+        raise ModelError(
+            f"--run {run} has a {head_kind(head)} head; zero-shot to new names needs a run "
+            "trained with --head semantic --label-embeddings minilm"
+        )
+    emb_source = source.config.label_embeddings or MINILM
+    head.set_label_embeddings(label_embeddings(names, emb_source, source.config.prompts))
+    return source.model, source.config.replace(strategy="feature-extract")

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -32,9 +31,6 @@ from headstart.data.scan import Sample, is_hidden, skip_or_fail, walk_files
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
 from headstart.files import is_image_file
-
-if TYPE_CHECKING:
-    from headstart.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -239,24 +235,9 @@ def load_splits(
         if reader is None
         else (lambda samples, _skipped, _strict: samples)
     )
-    root = Path(data)
-    test_samples: list[Sample] = []
-    if root.is_dir() and (root / "train").is_dir():
-        train = read_source(root / "train", skipped, strict)
-        val_dir = next(
-            (root / n for n in ("val", "valid", "validation") if (root / n).is_dir()), None
-        )
-        val_src = val or val_dir
-        val_samples = read_source(val_src, skipped, strict) if val_src else None
-        test_src = test or ((root / "test") if (root / "test").is_dir() else None)
-        if test_src:
-            test_samples = read_source(test_src, skipped, strict)
-    else:
-        train = read_source(root, skipped, strict)
-        val_samples = read_source(val, skipped, strict) if val else None
-        if test:
-            test_samples = read_source(test, skipped, strict)
-
+    train, val_samples, test_samples = _read_layout(
+        Path(data), val, test, lambda src: read_source(src, skipped, strict)
+    )
     listed = {s.label for s in train}
     unreadable_before = skipped["unreadable image"]
     train = checked(train, skipped, strict)
@@ -279,21 +260,8 @@ def load_splits(
         val_samples = checked(val_samples, skipped, strict)
     test_samples = checked(test_samples, skipped, strict) if test_samples else []
 
-    for name, split in (("validation", val_samples), ("test", test_samples)):
-        extra = sorted({s.label for s in split} - set(classes))
-        if extra:
-            raise DataError(
-                f"{name} data has class(es) not present in training data: {', '.join(extra)}. "
-                f"Training classes: {', '.join(classes)}. Rename or remove those folders/labels."
-            )
+    _check_eval_classes(classes, val_samples, test_samples)
     _warn_leakage(train, val_samples, test_samples, digests)
-    missing = sorted(set(classes) - {s.label for s in val_samples})
-    if missing:
-        log.warning(
-            "validation data has no images of class(es) %s: their recall/F1/AUROC are undefined. "
-            "Add validation images of them (or a larger --val-fraction).",
-            ", ".join(missing),
-        )
     if skipped:
         log.warning(
             "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
@@ -301,18 +269,44 @@ def load_splits(
     return DataSplits(train, val_samples, test_samples, classes, skipped)
 
 
-def splits_for(config: TrainConfig) -> DataSplits:
-    """The splits a training config describes (the same files, split and class map every time)."""
-    from headstart.data.text import check_text_config, is_text_task, text_reader
+def _read_layout(
+    root: Path,
+    val: str | Path | None,
+    test: str | Path | None,
+    read: Callable[[str | Path], list[Sample]],
+) -> tuple[list[Sample], list[Sample] | None, list[Sample]]:
+    """``(train, val or None when it must be split off, test)`` of ``root``: explicit
+    ``train/`` + ``val|valid|validation/`` [+ ``test/``] folders, or one source to split;
+    ``val``/``test`` given separately take precedence."""
+    if root.is_dir() and (root / "train").is_dir():
+        val_dir = next(
+            (root / n for n in ("val", "valid", "validation") if (root / n).is_dir()), None
+        )
+        val_src = val or val_dir
+        test_src = test or ((root / "test") if (root / "test").is_dir() else None)
+        train = read(root / "train")
+        return train, read(val_src) if val_src else None, read(test_src) if test_src else []
+    train = read(root)
+    return train, read(val) if val else None, read(test) if test else []
 
-    reader = None
-    if is_text_task(config):
-        check_text_config(config)
-        reader = text_reader(config.text_column or "text", config.label_column)
-    return load_splits(
-        config.data, config.val, config.test,
-        val_fraction=config.val_fraction, seed=config.seed, strict=config.strict, reader=reader,
-    )  # fmt: skip
+
+def _check_eval_classes(classes: list[str], val: list[Sample], test: list[Sample]) -> None:
+    """Validation/test classes must be training classes; a class without validation samples
+    is warned about (its recall/F1/AUROC are undefined)."""
+    for name, split in (("validation", val), ("test", test)):
+        extra = sorted({s.label for s in split} - set(classes))
+        if extra:
+            raise DataError(
+                f"{name} data has class(es) not present in training data: {', '.join(extra)}. "
+                f"Training classes: {', '.join(classes)}. Rename or remove those folders/labels."
+            )
+    missing = sorted(set(classes) - {s.label for s in val})
+    if missing:
+        log.warning(
+            "validation data has no images of class(es) %s: their recall/F1/AUROC are undefined. "
+            "Add validation images of them (or a larger --val-fraction).",
+            ", ".join(missing),
+        )
 
 
 def _split(

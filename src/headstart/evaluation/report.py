@@ -228,6 +228,63 @@ def _target_line(metrics: dict[str, Any]) -> str:
     return line
 
 
+def _summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's summary table: model, strategy, scores, input, parameters, time."""
+    info = metrics.get("run", {})
+    val = metrics.get("val", {})
+    rows = [
+        ("model", f"{info.get('model', '')} ({info.get('weights', '')})"),
+        ("strategy", info.get("strategy_plan", info.get("strategy", ""))),
+        (
+            "val accuracy",
+            f"{100 * val.get('accuracy', float('nan')):.2f} % on {val.get('samples', '?')} samples",
+        ),
+        (
+            "macro F1 / AUROC",
+            f"{val.get('macro_f1', float('nan')):.3f} / {val.get('macro_auroc', float('nan')):.3f}",
+        ),
+    ]
+    if "test" in metrics:
+        test = metrics["test"]
+        rows.append(
+            ("test accuracy", f"{100 * test['accuracy']:.2f} % on {test['samples']} samples")
+        )
+    if "target_eval" in metrics:  # labelled target-domain data (headstart.adapt.domain)
+        rows.append(("target-eval accuracy", _target_line(metrics)))
+    pre = info.get("preprocessing", {})
+    # runs before 0.2 have no "input" line: their crop size is all the report knows
+    shown = info.get("input") or f"{pre.get('crop', '?')}px"
+    return [
+        *rows,
+        ("input", f"{shown}, {pre.get('source', '')}"),
+        (
+            "trainable / total params",
+            f"{info.get('trainable_params_start', 0):,} / {info.get('total_params', 0):,}",
+        ),
+        ("epochs run", str(info.get("epochs_run", "?"))),
+        ("wall time", f"{info.get('seconds', '?')} s"),
+    ]
+
+
+def _decisions(info: dict[str, Any]) -> str:
+    """HTML for the run's stated decisions: auto's choice with reasons, the BatchNorm policy,
+    skipped files."""
+    out = ""
+    decision = info.get("auto_decision")
+    if decision:
+        reasons = "".join(f"<li>{html.escape(r)}</li>" for r in decision.get("reasons", []))
+        out += (
+            f"<h3>--strategy auto chose {html.escape(decision['strategy'])}</h3><ul>{reasons}</ul>"
+        )
+    bn = info.get("batchnorm")
+    if bn:
+        out += f"<p>BatchNorm: {html.escape(bn.get('reason', ''))}</p>"
+    skipped = info.get("skipped_files") or {}
+    if skipped:
+        out += f"<p>skipped files: {html.escape(json.dumps(skipped))}</p>"
+    return out
+
+
 def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
     """Write ``report.html`` and ``report/*.png`` for ``run``; returns the HTML path."""
     metrics = run.load_metrics()
@@ -247,63 +304,13 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
             f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
         )
 
-    val = metrics.get("val", {})
-    summary = [
-        ("model", f"{info.get('model', '')} ({info.get('weights', '')})"),
-        ("strategy", info.get("strategy_plan", info.get("strategy", ""))),
-        (
-            "val accuracy",
-            f"{100 * val.get('accuracy', float('nan')):.2f} % on {val.get('samples', '?')} images",
-        ),
-        (
-            "macro F1 / AUROC",
-            f"{val.get('macro_f1', float('nan')):.3f} / {val.get('macro_auroc', float('nan')):.3f}",
-        ),
-    ]
-    if "test" in metrics:
-        summary.append(
-            (
-                "test accuracy",
-                f"{100 * metrics['test']['accuracy']:.2f} % on {metrics['test']['samples']} images",
-            )
-        )
-    if "target_eval" in metrics:  # labelled target-domain data (headstart.adapt.domain)
-        summary.append(("target-eval accuracy", _target_line(metrics)))
-    summary += [
-        (
-            "input",
-            f"<= {pre['max_length']} tokens, {pre.get('pooling', '')} pooling, {pre.get('source', '')}"
-            if "max_length" in (pre := info.get("preprocessing", {}))  # text models
-            else f"{pre.get('crop', '?')} px, {pre.get('source', '')}",
-        ),
-        (
-            "trainable / total params",
-            f"{info.get('trainable_params_start', 0):,} / {info.get('total_params', 0):,}",
-        ),
-        ("epochs run", str(info.get("epochs_run", "?"))),
-        ("wall time", f"{info.get('seconds', '?')} s"),
-    ]
-    decision = info.get("auto_decision")
-    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in (decision or {}).get("reasons", []))
-    extra = ""
-    if decision:
-        extra += (
-            f"<h3>--strategy auto chose {html.escape(decision['strategy'])}</h3><ul>{reasons}</ul>"
-        )
-    bn = info.get("batchnorm")
-    if bn:
-        extra += f"<p>BatchNorm: {html.escape(bn.get('reason', ''))}</p>"
-
     log = _read_log(run)
-    figure(
-        "curves", _curves(log, info.get("unfreeze_events", [])) if log else None, "training curves"
-    )
+    events = info.get("unfreeze_events", [])
+    figure("curves", _curves(log, events) if log else None, "training curves")
+    val = metrics.get("val", {})
     if val:
-        figure(
-            "confusion",
-            _confusion(np.array(val["confusion_matrix"]), classes),
-            "confusion matrix (validation)",
-        )
+        matrix = np.array(val["confusion_matrix"])
+        figure("confusion", _confusion(matrix, classes), "confusion matrix (validation)")
         figure("per_class", _per_class(val["per_class"]), "per-class precision / recall")
     if pred is not None:
         ece, table = expected_calibration_error(pred.probs, pred.targets)
@@ -313,15 +320,14 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
         run.save_metrics(metrics)
 
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in _summary_rows(metrics)
     )
-    skipped = info.get("skipped_files") or {}
-    skipped_html = f"<p>skipped files: {html.escape(json.dumps(skipped))}</p>" if skipped else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>headstart report: {html.escape(run.path.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}th,td{{text-align:left;padding:3px 10px;border-bottom:1px solid #ddd}}
 img{{max-width:100%;border:1px solid #eee;margin:4px 0}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
-<body><h1>headstart run {html.escape(run.path.name)}</h1><table>{rows}</table>{extra}{skipped_html}
+<body><h1>headstart run {html.escape(run.path.name)}</h1><table>{rows}</table>{_decisions(info)}
 {"".join(sections)}
 <h2>config.yaml</h2><pre>{html.escape(config)}</pre></body></html>"""
     path = run.path / "report.html"

@@ -66,11 +66,6 @@ class ExportedPredictor:
         """``"image"``, ``"text"``: what :meth:`predict` takes."""
         return self.inputs.modality
 
-    @property
-    def takes_text(self) -> bool:
-        """Deprecated (use :meth:`collect`): whether the model takes raw strings."""
-        return self.modality == "text"
-
     def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """``(n, C)`` probabilities for one batch of named input arrays."""
         return np.asarray(self.session.run(["probabilities"], feed)[0])

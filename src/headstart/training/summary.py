@@ -78,6 +78,7 @@ def run_block(f: Finished, seconds: float) -> dict[str, Any]:
         "model": f.config.model,
         "weights": b.weights_label,
         "preprocessing": b.preprocessing.to_dict(),
+        "input": f.modality.describe_input(b),
         "strategy": p.strategy.name,
         "strategy_plan": p.strategy.describe(b),
         **p.to_dict(),

@@ -42,7 +42,7 @@ def make_trainer(
     distributed: bool = True,
 ) -> L.Trainer:
     """A Trainer for ``config`` writing under ``root``: checkpoints (when ``checkpoints`` is a
-    folder), ``log_csv`` (one row per epoch), early stopping (``--early-stopping-patience``),
+    folder), ``log_csv`` (one row per epoch), early stopping (``--patience``),
     a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
     device (lr-find)."""
     every: list[L.Callback] = []
