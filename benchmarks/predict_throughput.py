@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 import headstart
-from headstart.modalities import splits_for
 from headstart.export.predictor import decode_image
 from headstart.export.wrapper import ImagesToProbabilities
+from headstart.modalities import splits_for
 
 HERE = Path(__file__).resolve().parent
 

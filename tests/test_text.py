@@ -90,8 +90,8 @@ def train_text(data: Path, out: Path, model_dir: Path, **kw: object) -> headstar
 # --- data -------------------------------------------------------------------------------------
 def test_text_csv_and_folder_layouts(tmp_path: Path, tiny_bert: Path) -> None:
     from headstart.config import TrainConfig
-    from headstart.modalities import splits_for
     from headstart.data.text import TextSample
+    from headstart.modalities import splits_for
 
     csv_path = write_text_csv(tmp_path / "d.csv", 10, text_col="body")
     cfg = TrainConfig.create(data=str(csv_path), model=f"hf:{tiny_bert}", text_column="body")
