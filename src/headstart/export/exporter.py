@@ -45,8 +45,7 @@ def build_metadata(
     """The metadata stored in an export at ``path`` (and served by ``GET /metadata``; ``path``
     None for a run folder): labels, model, metrics, version, and the modality's own fields.
     ``modality`` is stored unless it is the default (image exports never stored it)."""
-    metrics = loaded.run.load_metrics()
-    run = metrics.get("run", {})
+    summary = loaded.run.summary()
     modality = signature.modality
     return {
         "format": FORMAT,
@@ -54,10 +53,10 @@ def build_metadata(
         "input": signature.input_line(loaded),
         "labels": loaded.classes,
         "model": loaded.config.model,
-        "weights": run.get("weights", loaded.config.weights),
-        "strategy": run.get("strategy", loaded.config.strategy),
+        "weights": summary.weights,
+        "strategy": summary.strategy,
         **signature.metadata_fields(loaded, path),
-        "metrics": {k: metrics[k]["accuracy"] for k in ("val", "test") if k in metrics},
+        "metrics": summary.scores,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "headstart_version": version.__version__,
     }
@@ -173,8 +172,8 @@ def write_model_card(
 ) -> Path:
     """MODEL_CARD.md beside ``path``: files, model, input, labels, validation metrics per
     class, the export check, usage and limits."""
-    m = loaded.run.load_metrics()
-    val = m.get("val", {})
+    summary = loaded.run.summary()
+    val = summary.val
     rows = "\n".join(
         f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
         for c, v in val.get("per_class", {}).items()
@@ -202,7 +201,7 @@ headstart predict {path.name} {lines.use}
 
 ## Limits
 
-Trained on the run's data only ({m.get("run", {}).get("train_images", "?")} training {lines.unit}); performance on other
+Trained on the run's data only ({summary.train_images or "?"} training {lines.unit}); performance on other
 data is unknown. {lines.limits}
 """
     out = path.with_name("MODEL_CARD.md")
