@@ -171,6 +171,18 @@ class TrainConfig(BaseModel):
     unfreeze_last: Annotated[int, Cli("strategy")] = Field(
         1, ge=1, description="partial: stages trained, counted from the output."
     )
+    time_budget: Annotated[float | None, Cli("strategy")] = Field(
+        None,
+        gt=0,
+        description="auto: seconds for the whole command (imports included) within which "
+        "candidate strategies are measured (unset: chosen from the data size, and printed).",
+    )
+    trials: Annotated[int | None, Cli("strategy")] = Field(
+        None,
+        ge=0,
+        description="auto: at most this many trained candidates beyond the probe and "
+        "feature extraction (unset: as many as the time budget allows).",
+    )
     lora_r: Annotated[int, Cli("strategy")] = Field(
         8, ge=1, description="lora: rank of the low-rank adapters."
     )
@@ -280,6 +292,11 @@ class TrainConfig(BaseModel):
     )
     augment: Annotated[AugmentName, Cli("augmentation")] = Field(
         "light", description="Training augmentation preset."
+    )
+    hflip: Annotated[bool, Cli("augmentation")] = Field(
+        True,
+        description="Random horizontal flips in the augmentation presets (off for data whose "
+        "meaning flips: text, digits, oriented objects; auto measures it).",
     )
     early_stopping_patience: Annotated[int | None, Cli("optimisation", flags=("--patience",))] = (
         Field(

@@ -340,7 +340,7 @@ def setup_adaptation(
         )  # fmt: skip
         dataset: Any = IndexedTensors(x, y)
     else:
-        tf = build_train_transform(backbone.preprocessing, config.augment)
+        tf = build_train_transform(backbone.preprocessing, config.augment, config.hflip)
         dataset = ImageDataset(samples, idx, tf, draft, seed=config.seed + 1)
     loader: DataLoader[Any] = DataLoader(
         dataset,

@@ -42,15 +42,16 @@ def build_eval_transform(p: Preprocessing) -> v2.Compose:
     )
 
 
-def build_train_transform(p: Preprocessing, preset: str) -> v2.Compose:
-    """The augmentation ``preset`` (none|light|standard|strong) followed by normalisation."""
+def build_train_transform(p: Preprocessing, preset: str, flip: bool = True) -> v2.Compose:
+    """The augmentation ``preset`` (none|light|standard|strong) followed by normalisation;
+    ``flip=False`` leaves out the random horizontal flip (data whose meaning flips)."""
     if preset == "none":
         return build_eval_transform(p)
     interp = _interp(p.interpolation)
     scale = (0.6, 1.0) if preset == "light" else (0.35, 1.0)
     ops: list[v2.Transform] = [
         v2.RandomResizedCrop(p.crop, scale=scale, interpolation=interp, antialias=True),
-        v2.RandomHorizontalFlip(),
+        *([v2.RandomHorizontalFlip()] if flip else []),
     ]
     if preset in ("standard", "strong"):
         ops.append(v2.ColorJitter(0.3, 0.3, 0.3))

@@ -276,6 +276,7 @@ def _decisions(info: dict[str, Any]) -> str:
         out += (
             f"<h3>--strategy auto chose {html.escape(decision['strategy'])}</h3><ul>{reasons}</ul>"
         )
+    out += _auto_table(info.get("auto"))
     bn = info.get("batchnorm")
     if bn:
         out += f"<p>BatchNorm: {html.escape(bn.get('reason', ''))}</p>"
@@ -283,6 +284,45 @@ def _decisions(info: dict[str, Any]) -> str:
     if skipped:
         out += f"<p>skipped files: {html.escape(json.dumps(skipped))}</p>"
     return out
+
+
+def _auto_table(auto: dict[str, Any] | None) -> str:
+    """What ``--strategy auto`` tried and why it kept the winner (metrics.json ``run.auto``)."""
+    if not auto:
+        return ""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                ("&#10003; " if c.get("chosen") else "") + c["name"],
+                ", ".join(f"{k}={v}" for k, v in c.get("settings", {}).items()),
+                "-" if c.get("score") is None else f"{100 * c['score']:.1f} %",
+                f"{c.get('seconds', 0):.1f} s",
+                c.get("epochs_run", 0),
+                c.get("status", ""),
+            )
+        ).replace("&amp;#10003;", "&#10003;")
+        + "</tr>"
+        for c in auto.get("candidates", [])
+    )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "candidate",
+            "settings",
+            f"score on {auto.get('select_on', 'val')}",
+            "time",
+            "epochs",
+            "status",
+        )
+    )
+    return (
+        "<h3>what auto tried and why it kept this one</h3>"
+        f"<p>{html.escape(auto.get('protocol', ''))}; budget {auto.get('budget_seconds', '?')} s "
+        f"({html.escape(auto.get('budget_reason', ''))})</p>"
+        f"<table><tr>{head}</tr>{rows}</table>"
+    )
 
 
 def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:

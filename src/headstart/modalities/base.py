@@ -66,9 +66,11 @@ class Modality(ABC):
         *,
         augment: str = "none",
         seed: int = 0,
+        flip: bool = True,
     ) -> Dataset[Any]:
         """``(input, class index)`` items for ``samples`` as ``backbone`` takes them;
-        ``augment`` names an augmentation preset (ignored where the modality has none).
+        ``augment`` names an augmentation preset (ignored where the modality has none), ``flip``
+        whether it may flip horizontally.
         Accepts the ``(index, epoch)`` keys of the epoch samplers."""
 
     @abstractmethod

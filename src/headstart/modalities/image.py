@@ -76,9 +76,14 @@ class ImageModality(Modality):
         *,
         augment: str = "none",
         seed: int = 0,
+        flip: bool = True,
     ) -> Dataset[Any]:
         pre = backbone.preprocessing
-        tf = build_eval_transform(pre) if augment == "none" else build_train_transform(pre, augment)
+        tf = (
+            build_eval_transform(pre)
+            if augment == "none"
+            else build_train_transform(pre, augment, flip)
+        )
         return ImageDataset(list(samples), class_to_idx, tf, pre.resize, seed=seed)
 
     def describe_input(self, backbone: Backbone) -> str:

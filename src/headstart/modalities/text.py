@@ -68,6 +68,7 @@ class TextModality(Modality):
         *,
         augment: str = "none",
         seed: int = 0,
+        flip: bool = True,
     ) -> Dataset[Any]:
         return TextDataset(samples, class_to_idx, backbone.preprocessing)  # type: ignore[arg-type]
 

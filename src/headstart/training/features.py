@@ -122,11 +122,33 @@ class FeatureSource:
         self.seed, self.augment = seed, augment
         self.use_disk_cache, self.num_workers = use_disk_cache, num_workers
         self.cache_hits: list[str] = []
+        # un-augmented rows per sample, kept in memory (the auto search reuses them for the
+        # subsets its candidates train on)
+        self._rows: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def remember(self, samples: list[Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the un-augmented features of ``samples`` (rows of ``x``/``y``) in memory."""
+        for s, xi, yi in zip(samples, x, y, strict=True):
+            self._rows[s] = (xi, yi)
+
+    def lookup(self, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Remembered features of ``samples``, stacked (every sample must be remembered)."""
+        xs, ys = zip(*(self._rows[s] for s in samples), strict=True)
+        return torch.stack(xs), torch.stack(ys)
 
     def __call__(
-        self, split: str, dataset: Any, samples: list[Any], views: int = 1
+        self,
+        split: str,
+        dataset: Any,
+        samples: list[Any],
+        views: int = 1,
+        *,
+        plain: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features, targets)`` of ``dataset`` (whose items are ``samples``)."""
+        """``(features, targets)`` of ``dataset`` (whose items are ``samples``): remembered
+        rows (``plain``: the dataset is un-augmented), the disk cache, or one backbone pass."""
+        if plain and views == 1 and samples and all(s in self._rows for s in samples):
+            return self.lookup(samples)
         x, y, hit = features_for(
             self.backbone, dataset, samples, self.class_to_idx, split=split, seed=self.seed,
             views=views, augment=self.augment, use_disk_cache=self.use_disk_cache,

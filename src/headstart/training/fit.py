@@ -16,27 +16,42 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from rich.markup import escape
-from rich.table import Table
 
 from headstart.config import TrainConfig
-from headstart.console import console, setup_logging
-from headstart.data import DataSplits
-from headstart.errors import HeadstartError, RunError, TrainingDiverged
-from headstart.modalities import Modality, modality_for, splits_for
-from headstart.models import Backbone
+from headstart.console import setup_logging
+from headstart.errors import RunError
 from headstart.run import RunFolder
-from headstart.tasks import task_for
-from headstart.training.callbacks import NonFiniteLoss, NonFiniteLossGuard
+from headstart.strategies.auto import AutoDecision, is_few_shot
+from headstart.training.callbacks import NonFiniteLossGuard
 from headstart.training.checkpoint_io import check_checkpoint_fits
-from headstart.training.distributed import announce_run_dir, check_distributed, rank_run_dir
-from headstart.training.features import FeatureSource
-from headstart.training.loaders import Loaders, make_loaders
-from headstart.training.module import HeadstartModule
-from headstart.training.plan import Plan, make_plan, num_workers_for
-from headstart.training.plugins import PluginFactory, ResultContext, SetupContext, TrainingPlugin
+from headstart.training.distributed import (
+    announce_run_dir,
+    check_distributed,
+    rank_run_dir,
+    world_size,
+)
+from headstart.training.plugins import PluginFactory, ResultContext
+from headstart.training.prepare import Inputs, Prepared, class_table, fit, load_inputs, prepare
+from headstart.training.search import (
+    Selection,
+    adopt_checkpoints,
+    choose,
+    load_selection,
+    print_selection,
+)
 from headstart.training.summary import Finished, best_model, evaluate_best, run_block, write_summary
 from headstart.training.trainer import make_trainer
+
+__all__ = [
+    "Inputs",
+    "Prepared",
+    "TrainResult",
+    "class_table",
+    "load_inputs",
+    "prepare",
+    "resolve_run",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,71 +72,6 @@ class TrainResult:
     @property
     def best_checkpoint(self) -> Path:
         return RunFolder(self.run_dir).checkpoint_for_inference()
-
-
-@dataclass
-class Inputs:
-    """A run's validated data, its modality and the backbone built for it."""
-
-    splits: DataSplits
-    modality: Modality
-    backbone: Backbone
-
-
-@dataclass
-class Prepared:
-    """Everything between validated inputs and ``trainer.fit`` (shared by train and lr-find)."""
-
-    plan: Plan
-    loaders: Loaders
-    module: HeadstartModule
-    plugins: list[TrainingPlugin]
-    features: FeatureSource
-
-    @property
-    def fit_loader(self) -> Any:
-        loader: Any = self.loaders.train
-        for plugin in self.plugins:
-            loader = plugin.fit_loader(loader)
-        return loader
-
-
-def load_inputs(config: TrainConfig) -> Inputs:
-    """Seed, load and validate the data (printing the class table), and build the model."""
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    modality = modality_for(config)
-    splits = splits_for(config)
-    console.print(class_table(splits))
-    backbone = modality.build_backbone(config, len(splits.classes), train=splits.train)
-    return Inputs(splits, modality, backbone)
-
-
-def prepare(config: TrainConfig, inputs: Inputs, plugins: Sequence[PluginFactory] = ()) -> Prepared:
-    """Plan the run, build its loaders, set up plug-ins and the LightningModule."""
-    splits, modality, backbone = inputs.splits, inputs.modality, inputs.backbone
-    features = FeatureSource(
-        backbone, splits.class_to_idx, seed=config.seed, augment=config.augment,
-        use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
-    )  # fmt: skip
-    plan = make_plan(config, splits, backbone, modality, features)
-    loaders = make_loaders(config, splits, backbone, plan, modality, features)
-    active = [p for p in (factory(config) for factory in plugins) if p is not None]
-    ctx = SetupContext(
-        config, backbone, plan.cached_features, plan.frozen_throughout, loaders.rows,
-        loaders.drop_last, loaders.loader_kw, plan.num_workers,
-    )  # fmt: skip
-    for plugin in active:
-        plugin.setup(ctx)
-    hooks = [h for h in (p.step() for p in active) if h is not None]
-    if len(hooks) > 1:
-        raise HeadstartError("at most one training plug-in may replace the training step")
-    module = HeadstartModule(
-        backbone, plan.strategy, config, steps_per_epoch=len(loaders.train),
-        inputs_are_features=plan.cached_features, class_weights=plan.class_weights,
-        num_classes=len(splits.classes), train_hook=hooks[0] if hooks else None,
-        task=task_for(config),
-    )  # fmt: skip
-    return Prepared(plan, loaders, module, active, features)
 
 
 def resolve_run(
@@ -176,30 +126,6 @@ def open_run_folder(
     return run
 
 
-def fit(trainer: L.Trainer, p: Prepared, run: RunFolder, ckpt_path: Path | None) -> None:
-    """``trainer.fit`` (or, for an unrefined few-shot head, one validation pass saved as the
-    run's checkpoints); a NaN/inf loss becomes :class:`TrainingDiverged` with what was kept."""
-    config = p.module.config
-    try:
-        if p.plan.strategy.name == "few-shot" and not config.few_shot_refine:
-            trainer.validate(p.module, p.loaders.val, verbose=False)
-            for name in ("best.ckpt", "last.ckpt"):
-                trainer.save_checkpoint(run.checkpoints / name)
-        else:
-            trainer.fit(p.module, p.fit_loader, p.loaders.val, ckpt_path=ckpt_path)
-    except NonFiniteLoss as err:
-        kept = (
-            f"the checkpoints of the last good epoch are kept in {run.checkpoints} (--resume "
-            f"{run.path} continues from there)"
-            if run.last_checkpoint.is_file()
-            else "no epoch finished, so there is no checkpoint"
-        )
-        raise TrainingDiverged(
-            f"training loss became NaN/inf in epoch {err.epoch} (step {err.step}); stopped before "
-            f"saving it: {kept}. Lower --lr, or check the data for broken images/labels."
-        ) from None
-
-
 def train(
     config: TrainConfig | None = None,
     *,
@@ -221,25 +147,37 @@ def train(
     check_distributed(config)
     inputs = load_inputs(config)
     run = open_run_folder(config, resumed, inputs.splits.classes)
-    p = prepare(config, inputs, plugins)
+    selection = auto_selection(config, inputs, run, plugins)
+    trained = config.replace(**selection.overrides()) if selection else config
+    p = prepare(trained, inputs, plugins)
+    if selection is not None:
+        p.plan.decision = AutoDecision(selection.chosen.strategy, selection.reasons)
     if ckpt_path is not None:
         check_checkpoint_fits(ckpt_path, p.module, config.model)
-    trainer = make_trainer(
-        config, run.path, steps_per_epoch=len(p.loaders.train), checkpoints=run.checkpoints,
-        log_csv=run.log_path, callbacks=[NonFiniteLossGuard(), *extra_callbacks],
-    )  # fmt: skip
-    fit(trainer, p, run, ckpt_path)
-    if not trainer.is_global_zero:
+    if selection is not None and selection.reusable:
+        # the winner trained on exactly these splits: its checkpoints are the run's
+        adopt_checkpoints(Path(selection.chosen.folder or ""), run)
+        epochs_run, global_zero = selection.chosen.epochs_run, True
+    else:
+        trainer = make_trainer(
+            trained, run.path, steps_per_epoch=len(p.loaders.train), checkpoints=run.checkpoints,
+            log_csv=run.log_path, callbacks=[NonFiniteLossGuard(), *extra_callbacks],
+        )  # fmt: skip
+        fit(trainer, p, run, ckpt_path)
+        epochs_run, global_zero = trainer.current_epoch, trainer.is_global_zero
+    if not global_zero:
         return TrainResult(run.path, config, {}, time.perf_counter() - t_start)
     done = Finished(
-        config, run, inputs.splits, inputs.backbone, p.module, p.plan, p.loaders,
-        inputs.modality, p.module.task, trainer.current_epoch, p.features.cache_hits,
+        trained, run, inputs.splits, inputs.backbone, p.module, p.plan, p.loaders,
+        inputs.modality, p.module.task, epochs_run, p.features.cache_hits,
     )  # fmt: skip
     model = best_model(done)
     results, val_logits, val_targets = evaluate_best(done, model)
     results["run"] = run_block(done, time.perf_counter() - t_start)
+    if selection is not None:
+        results["run"]["auto"] = selection.to_dict()
     ctx = ResultContext(
-        config, model, inputs.splits, run, p.plan.cached_features, p.plan.num_workers
+        trained, model, inputs.splits, run, p.plan.cached_features, p.plan.num_workers
     )
     for plugin in p.plugins:
         results.update(plugin.results(ctx))
@@ -247,14 +185,15 @@ def train(
     return TrainResult(run.path, config, results, results["run"]["seconds"])
 
 
-def class_table(splits: DataSplits) -> Table:
-    """Samples per class and split, with totals."""
-    counts = splits.counts()
-    t = Table(title=f"{len(splits.classes)} classes")
-    t.add_column("class")
-    for split in counts:
-        t.add_column(split, justify="right")
-    for c in splits.classes:
-        t.add_row(escape(c), *[str(counts[s][c]) for s in counts])  # names may hold [brackets]
-    t.add_row("[bold]total", *[f"[bold]{sum(counts[s].values())}" for s in counts])
-    return t
+def auto_selection(
+    config: TrainConfig, inputs: Inputs, run: RunFolder, plugins: Sequence[PluginFactory]
+) -> Selection | None:
+    """For ``--strategy auto``: the measured selection (the saved one on ``--resume``), or
+    ``None`` where the static rules decide (few-shot data; several processes)."""
+    if config.strategy != "auto" or is_few_shot(inputs.splits.counts()["train"]):
+        return None
+    if world_size(config) > 1:
+        return None  # the search runs in one process; DDP runs use the static rules
+    selection = load_selection(run) or choose(config, inputs, run, plugins)
+    print_selection(selection)
+    return selection

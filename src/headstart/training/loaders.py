@@ -65,7 +65,9 @@ def cached_feature_sets(
     idx, seed = splits.class_to_idx, config.seed
 
     def dataset(samples: list[Any], augment: str = "none") -> Any:
-        return modality.dataset(backbone, samples, idx, augment=augment, seed=seed)
+        return modality.dataset(
+            backbone, samples, idx, augment=augment, seed=seed, flip=config.hflip
+        )
 
     train = plan.train_features or features("train", dataset(splits.train), splits.train)
     if config.feature_views > 1:
@@ -106,7 +108,9 @@ def make_loaders(
         if config.compile:
             backbone.body.compile()  # in place: state_dict keys unchanged
         idx, seed = splits.class_to_idx, config.seed
-        train_set = modality.dataset(backbone, splits.train, idx, augment=config.augment, seed=seed)
+        train_set = modality.dataset(
+            backbone, splits.train, idx, augment=config.augment, seed=seed, flip=config.hflip
+        )
         workers = plan.num_workers
         loader_kw = {
             "collate_fn": backbone.collate_fn,  # text: dynamic padding

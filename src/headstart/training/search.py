@@ -1,0 +1,449 @@
+"""``--strategy auto``: measured selection of a strategy within a time budget.
+
+Candidates are trained and scored on data the reported number never sees:
+
+* data with a test split: candidates train on ``train`` and are scored on ``val``; the run
+  reports ``test``;
+* train/val only: candidates train on ``train`` minus a stratified 20 % selection split and are
+  scored on it; the winner is retrained on all of ``train`` and the run reports ``val``.
+
+From cheap to expensive: the **probe** (logistic regression on the frozen features, no
+training), **feature extraction** (the head trained on cached features from the probe's
+start), then trained backbones — ``partial`` (last 1-3 stages), ``gradual``, ``fine-tune`` —
+proposed by Optuna's TPE sampler over strategy, learning rate, unfreeze depth and augmentation,
+and stopped early by a median pruner (a trial scoring below the median of earlier trials at the
+same epoch stops) while the time budget lasts. The frozen-backbone candidates are always
+measured first, so the winner is never worse on the selection split than the cheapest candidate:
+ties go to the cheaper one.
+
+Before that, whether the pretrained features are invariant to horizontal flips is measured (a
+probe fitted on the selection split's training part, scored on flipped and un-flipped selection
+images); flips that change the predictions (glyphs, digits, oriented objects) are turned off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from headstart.config import TrainConfig
+from headstart.console import console
+from headstart.data import DataSplits
+from headstart.data.splits import stratified_split
+from headstart.errors import TrainingDiverged
+from headstart.evaluation.probe import fit_logistic
+from headstart.run import RunFolder, atomic_write_text
+from headstart.training.callbacks import NonFiniteLossGuard
+from headstart.training.features import FeatureSource
+from headstart.training.plan import num_workers_for
+from headstart.training.plugins import PluginFactory
+from headstart.training.prepare import Inputs, fit, prepare
+from headstart.training.trainer import make_trainer
+
+log = logging.getLogger(__name__)
+
+_IMPORTED = time.perf_counter()
+#: fraction of the training images held out for selection when the data has no test split
+SELECTION_FRACTION = 0.2
+#: flipped-view probe accuracy this many points below the plain one: flips change the meaning
+FLIP_DROP_POINTS = 3.0
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (imports included); from /proc where available."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+@dataclass
+class Candidate:
+    """One measured candidate: what it was, its selection score, its cost."""
+
+    name: str
+    strategy: str
+    settings: dict[str, Any]
+    score: float | None = None
+    seconds: float = 0.0
+    epochs_run: int = 0
+    status: str = "complete"  # complete | pruned | skipped | failed
+    chosen: bool = False
+    folder: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Selection:
+    """The outcome of the search (saved as ``auto.json`` in the run folder, so ``--resume``
+    continues with the same choice)."""
+
+    protocol: str
+    select_on: str
+    report_on: str
+    budget_seconds: float
+    budget_reason: str
+    hflip: bool
+    augment_reasons: list[str]
+    candidates: list[Candidate]
+    reasons: list[str] = field(default_factory=list)
+    #: the winner trained on exactly the run's train/val splits: its checkpoints are the run's
+    reusable: bool = False
+
+    @property
+    def chosen(self) -> Candidate:
+        return next(c for c in self.candidates if c.chosen)
+
+    def overrides(self) -> dict[str, Any]:
+        """The config fields the final model is trained with."""
+        c = self.chosen
+        return {"strategy": c.strategy, "hflip": self.hflip, **c.settings}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["candidates"] = [c.to_dict() for c in self.candidates]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Selection:
+        d = dict(d)
+        d["candidates"] = [Candidate(**c) for c in d["candidates"]]
+        return cls(**d)
+
+
+def selection_splits(splits: DataSplits, seed: int) -> tuple[DataSplits, str, str, str]:
+    """``(splits the candidates use, protocol, selected on, reported on)``."""
+    if splits.test:
+        protocol = "candidates trained on train, selected on val; the run reports test"
+        return DataSplits(splits.train, splits.val, [], splits.classes), protocol, "val", "test"
+    labels = [s.label for s in splits.train]
+    fit_idx, sel_idx = stratified_split(labels, SELECTION_FRACTION, seed + 17)
+    carved = DataSplits(
+        [splits.train[i] for i in fit_idx], [splits.train[i] for i in sel_idx], [], splits.classes
+    )
+    protocol = (
+        f"candidates trained on {100 - 100 * SELECTION_FRACTION:.0f} % of train, selected on the "
+        f"other {100 * SELECTION_FRACTION:.0f} % (no test split); the winner is retrained on "
+        "all of train and the run reports val"
+    )
+    return carved, protocol, f"{100 * SELECTION_FRACTION:.0f} % of train", "val"
+
+
+def default_budget(train_images: int, extraction_seconds: float) -> tuple[float, str]:
+    """The budget when ``--time-budget`` is unset: about 15 feature-extraction passes over the
+    training images (room for the frozen candidates and a few trained ones), 60 s to 30 min."""
+    budget = min(1800.0, max(60.0, 15 * extraction_seconds + 20.0))
+    return budget, (
+        f"no --time-budget: {budget:.0f} s for {train_images} training images (about 15x the "
+        f"{extraction_seconds:.1f} s one pass of feature extraction took)"
+    )
+
+
+def flip_invariance(
+    features: FeatureSource,
+    modality: Any,
+    backbone: Any,
+    sel: DataSplits,
+    seed: int,
+    fit_xy: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[bool, list[str]]:
+    """Whether random horizontal flips are safe augmentation, and why (see module doc)."""
+    if not modality.augmentable:
+        return True, []
+    from torchvision.transforms import v2
+
+    from headstart.data.datasets import ImageDataset
+    from headstart.data.transforms import build_eval_transform
+
+    idx = sel.class_to_idx
+    pre = backbone.preprocessing
+    flipped_tf = v2.Compose([v2.RandomHorizontalFlip(p=1.0), build_eval_transform(pre)])
+    flipped = ImageDataset(sel.val, idx, flipped_tf, pre.resize, seed=seed)
+    plain = modality.dataset(backbone, sel.val, idx, seed=seed)
+    x_plain, y = features("auto-select", plain, sel.val)
+    x_flip, _ = features("auto-select-flipped", flipped, sel.val, plain=False)
+    probe = fit_logistic(*fit_xy, len(sel.classes))
+    acc = float((probe.logits(x_plain).argmax(1) == y).float().mean())
+    acc_flip = float((probe.logits(x_flip).argmax(1) == y).float().mean())
+    drop = 100 * (acc - acc_flip)
+    if drop > FLIP_DROP_POINTS:
+        return False, [
+            f"horizontal flips change the predictions (probe {acc:.1%} on selection images, "
+            f"{acc_flip:.1%} on their mirror images: -{drop:.1f} points): flips are turned off"
+        ]
+    return True, [
+        f"the features are flip-invariant here (probe {acc:.1%} plain vs {acc_flip:.1%} "
+        "mirrored): random horizontal flips stay on"
+    ]
+
+
+class ScoreRecorder(L.Callback):
+    """Per epoch: the selection accuracy and loss; the score is the accuracy of the epoch with
+    the lowest selection loss (the checkpoint the candidate keeps). Reports to an Optuna trial
+    and stops the candidate when the trial should be pruned."""
+
+    def __init__(self, trial: Any = None) -> None:
+        self.trial = trial
+        self.history: list[tuple[float, float]] = []
+        self.pruned = False
+
+    @property
+    def score(self) -> float | None:
+        if not self.history:
+            return None
+        return min(self.history)[1]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        if "val_acc" not in m or "val_loss" not in m:
+            return
+        self.history.append((float(m["val_loss"]), float(m["val_acc"])))
+        if self.trial is None:
+            return
+        self.trial.report(float(m["val_acc"]), len(self.history) - 1)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+
+
+def save_selection(run: RunFolder, selection: Selection) -> None:
+    atomic_write_text(run.path / "auto.json", json.dumps(selection.to_dict(), indent=2))
+
+
+def load_selection(run: RunFolder) -> Selection | None:
+    path = run.path / "auto.json"
+    if not path.is_file():
+        return None
+    return Selection.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def adopt_checkpoints(candidate_dir: Path, run: RunFolder) -> None:
+    """The winner's checkpoints and log become the run's (it trained on the run's splits)."""
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        src = candidate_dir / "checkpoints" / name
+        if src.is_file():
+            shutil.copyfile(src, run.checkpoints / name)
+    if (candidate_dir / "log.csv").is_file():
+        shutil.copyfile(candidate_dir / "log.csv", run.log_path)
+
+
+def print_selection(selection: Selection) -> None:
+    console.print(f"[bold]auto strategy -> {selection.chosen.name}[/]")
+    for reason in selection.reasons:
+        console.print(f"  - {reason}")
+
+
+# --- candidates -------------------------------------------------------------------------------
+#: how many feature-extraction passes one epoch of each trained strategy costs (forward +
+#: backward of the trainable part + the selection pass), before any was measured
+EPOCH_COST = {"partial": 1.6, "gradual": 2.2, "fine-tune": 3.2}
+
+
+def run_candidate(
+    config: TrainConfig,
+    inputs: Inputs,
+    folder: Path,
+    plugins: Sequence[PluginFactory],
+    features: FeatureSource,
+    trial: Any = None,
+) -> tuple[float | None, int, bool]:
+    """Train ``config`` on ``inputs`` into ``folder``; ``(selection score, epochs run, pruned)``."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    run = RunFolder(folder)
+    run.checkpoints.mkdir(parents=True)
+    # a fresh copy of the pretrained weights; same preprocessing, so remembered features apply
+    backbone = inputs.modality.build_backbone(config, len(inputs.splits.classes))
+    shared = features if backbone.weights_label != "none" else None  # random init: not shared
+    p = prepare(config, Inputs(inputs.splits, inputs.modality, backbone), plugins, shared)
+    recorder = ScoreRecorder(trial)
+    trainer = make_trainer(
+        config, folder, steps_per_epoch=len(p.loaders.train), checkpoints=run.checkpoints,
+        log_csv=run.log_path, callbacks=[NonFiniteLossGuard(), recorder],
+    )  # fmt: skip
+    fit(trainer, p, run, None)
+    return recorder.score, trainer.current_epoch, recorder.pruned
+
+
+@dataclass
+class Search:
+    """The state of one ``auto`` search (see :func:`choose`)."""
+
+    config: TrainConfig
+    inputs: Inputs
+    folder: Path
+    plugins: Sequence[PluginFactory]
+    features: FeatureSource
+    deadline: float
+    extraction_seconds: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def measure(
+        self, name: str, config: TrainConfig, settings: dict[str, Any], trial: Any = None
+    ) -> Candidate:
+        t0 = time.perf_counter()
+        k = len(self.candidates)
+        folder = self.folder / f"{k}-{name}"
+        cand = Candidate(name, config.strategy, settings, folder=str(folder))
+        console.print(f"[bold]auto[/] candidate {k}: {name} {settings or ''}".rstrip())
+        try:
+            score, epochs, pruned = run_candidate(
+                config, self.inputs, folder, self.plugins, self.features, trial
+            )
+        except TrainingDiverged:
+            score, epochs, pruned, cand.status = None, 0, False, "failed"
+        cand.score, cand.epochs_run = score, epochs
+        cand.seconds = round(time.perf_counter() - t0, 2)
+        if pruned:
+            cand.status = "pruned"
+        shown = "-" if score is None else f"{score:.3f}"
+        console.print(f"  -> selection accuracy {shown} in {cand.seconds:.1f}s ({cand.status})")
+        self.candidates.append(cand)
+        return cand
+
+    def remaining(self) -> float:
+        return self.deadline - process_seconds()
+
+    def estimate(self, strategy: str) -> float:
+        """Seconds a trained candidate of ``strategy`` would take (measured ones first)."""
+        done = [c for c in self.candidates if c.strategy == strategy and c.epochs_run]
+        if done:
+            per_epoch = max(c.seconds / c.epochs_run for c in done)
+        else:
+            per_epoch = EPOCH_COST[strategy] * self.extraction_seconds
+        return per_epoch * self.config.epochs + 5.0
+
+    def best(self) -> Candidate:
+        scored = [c for c in self.candidates if c.score is not None]
+        # ties go to the cheaper candidate (measured earlier)
+        return max(scored, key=lambda c: (c.score, -self.candidates.index(c)))
+
+
+def trained_candidates(search: Search, trials: int | None) -> None:
+    """Optuna (TPE + median pruner) over strategy, LR, unfreeze depth and augmentation, while
+    the budget lasts; a trial whose estimated time does not fit is not started."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = search.config
+    epochs = c.epochs
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=c.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 2)),
+    )
+    for first in (
+        {"strategy": "partial", "unfreeze_last": 2, "lr": c.lr, "augment": c.augment},
+        {"strategy": "fine-tune", "lr": c.lr, "augment": c.augment},
+        {"strategy": "gradual", "lr": c.lr, "augment": c.augment},
+    ):
+        study.enqueue_trial(first)
+    started = misses = 0
+    while (trials is None or started < trials) and misses < 6:
+        trial = study.ask()
+        strategy = trial.suggest_categorical("strategy", ["partial", "gradual", "fine-tune"])
+        settings: dict[str, Any] = {
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "augment": trial.suggest_categorical("augment", ["none", "light"]),
+        }
+        if strategy == "partial":
+            settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
+        if search.estimate(strategy) > search.remaining():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            misses += 1
+            continue
+        started += 1
+        name = strategy + (f"-{settings['unfreeze_last']}" if strategy == "partial" else "")
+        cand = search.measure(name, c.replace(strategy=strategy, **settings), settings, trial)
+        if cand.status == "pruned" or cand.score is None:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, cand.score)
+
+
+def choose(
+    config: TrainConfig,
+    inputs: Inputs,
+    run: RunFolder,
+    plugins: Sequence[PluginFactory] = (),
+) -> Selection:
+    """Measure candidates within the time budget and choose (see module doc); saved as
+    ``auto.json`` in ``run``."""
+    sel_splits, protocol, select_on, report_on = selection_splits(inputs.splits, config.seed)
+    features = FeatureSource(
+        inputs.backbone, inputs.splits.class_to_idx, seed=config.seed, augment="none",
+        use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    pool = inputs.modality.dataset(inputs.backbone, inputs.splits.train, inputs.splits.class_to_idx)
+    train_xy = features("train", pool, inputs.splits.train)
+    extraction = time.perf_counter() - t0
+    features.remember(inputs.splits.train, *train_xy)
+    if sel_splits.val is inputs.splits.val:
+        val_pool = inputs.modality.dataset(
+            inputs.backbone, inputs.splits.val, inputs.splits.class_to_idx
+        )
+        features.remember(inputs.splits.val, *features("val", val_pool, inputs.splits.val))
+    if config.time_budget is not None:
+        budget, budget_reason = config.time_budget, f"--time-budget {config.time_budget:g} s"
+    else:
+        budget, budget_reason = default_budget(len(inputs.splits.train), extraction)
+    fit_xy = features.lookup(sel_splits.train)
+    hflip, augment_reasons = flip_invariance(
+        features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
+    )
+    base = config.replace(hflip=hflip and config.hflip)
+    if config.image_size == "auto":
+        base = base.replace(image_size=inputs.backbone.preprocessing.crop)
+    search = Search(
+        base, Inputs(sel_splits, inputs.modality, inputs.backbone), run.path / "auto", plugins,
+        features, budget, extraction,
+    )  # fmt: skip
+    probe = {"few_shot_head": "logistic", "few_shot_refine": False}
+    search.measure("probe", base.replace(strategy="few-shot", **probe), probe)
+    search.measure("feature-extract", base.replace(strategy="feature-extract"), {})
+    trained_candidates(search, config.trials)
+    winner = search.best()
+    winner.chosen = True
+    for cand in search.candidates:  # keep the logs; only the winner's checkpoints are needed
+        if not cand.chosen and cand.folder:
+            shutil.rmtree(Path(cand.folder) / "checkpoints", ignore_errors=True)
+    frozen = max(
+        (c for c in search.candidates[:2] if c.score is not None), key=lambda c: c.score or 0.0
+    )
+    # the winner's checkpoints serve as the run's when it trained on exactly the run's splits
+    # and its frozen layers hold the same (pretrained, not random) weights as the run's backbone
+    reusable = bool(inputs.splits.test) and inputs.backbone.weights_label != "none"
+    reasons = [
+        protocol,
+        budget_reason,
+        *augment_reasons,
+        f"measured {len(search.candidates)} candidates; {winner.name} scored "
+        f"{winner.score:.1%} on {select_on} (best frozen-backbone candidate: {frozen.name} "
+        f"{frozen.score:.1%}); ties go to the cheaper candidate",
+    ]
+    selection = Selection(
+        protocol, select_on, report_on, round(budget, 1), budget_reason, base.hflip,
+        augment_reasons, search.candidates, reasons, reusable=reusable,
+    )  # fmt: skip
+    save_selection(run, selection)
+    return selection

@@ -1,0 +1,168 @@
+"""``--strategy auto`` as a measured selection: the protocol, the invariant (never below the
+frozen-backbone candidates on the selection split), flips measured, resume, the budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import headstart
+from headstart.training.search import (
+    Candidate,
+    Selection,
+    default_budget,
+    process_seconds,
+    selection_splits,
+)
+from tests.conftest import write_class_folders
+
+REAL = {  # real ImageNet MobileNetV2 weights (offline), tiny inputs
+    "model": "torchvision:mobilenet_v2",
+    "image_size": 32,
+    "batch_size": 8,
+    "num_workers": 0,
+    "epochs": 2,
+    "early_stopping_patience": None,
+}
+
+
+@pytest.fixture
+def split_folder(tmp_path: Path) -> Path:
+    """data/{train,val,test}/<class>/*.png with more than the few-shot 10 images a class."""
+    root = tmp_path / "split"
+    write_class_folders(root / "train", 14, seed=1)
+    write_class_folders(root / "val", 5, seed=2)
+    write_class_folders(root / "test", 4, seed=3)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """data/<class>/*.png, 3 classes x 18 images (no explicit splits)."""
+    return write_class_folders(tmp_path / "data", 18)
+
+
+def auto(data: Path, out: Path, **kw: object) -> headstart.TrainResult:
+    return headstart.train(data=str(data), out=str(out), strategy="auto", **{**REAL, **kw})
+
+
+def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_run(
+    split_folder: Path, tmp_path: Path
+) -> None:
+    r = auto(split_folder, tmp_path / "run", trials=1)
+    info = r.metrics["run"]["auto"]
+    assert info["select_on"] == "val" and info["report_on"] == "test"
+    names = [c["name"] for c in info["candidates"]]
+    assert names[:2] == ["probe", "feature-extract"]  # the frozen candidates come first
+    assert len([c for c in info["candidates"] if c["status"] != "skipped"]) <= 3
+    chosen = [c for c in info["candidates"] if c["chosen"]]
+    assert len(chosen) == 1
+    frozen = [c["score"] for c in info["candidates"][:2]]
+    assert chosen[0]["score"] >= max(frozen)  # the invariant, on the selection split
+    # the winner trained on exactly train/val: its checkpoint is the run's, so the run's val
+    # accuracy is the winner's selection score
+    assert info["reusable"]
+    assert r.metrics["val"]["accuracy"] == pytest.approx(chosen[0]["score"], abs=1e-6)
+    assert "test" in r.metrics
+    assert r.metrics["run"]["strategy"] == chosen[0]["strategy"]
+    assert r.metrics["run"]["auto_decision"]["reasons"][0].startswith("candidates trained on train")
+    assert (r.run_dir / "auto.json").is_file()
+    assert "auto" in (r.run_dir / "report.html").read_text(encoding="utf-8")
+    # the run folder is ordinary: evaluate/predict work on it
+    m = headstart.evaluate(r.run_dir, split_folder / "test")
+    assert m["accuracy"] == pytest.approx(r.metrics["test"]["accuracy"], abs=1e-6)
+
+
+def test_without_a_test_split_selection_uses_a_split_carved_from_train(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    r = auto(image_folder, tmp_path / "run", trials=0)
+    info = r.metrics["run"]["auto"]
+    assert info["report_on"] == "val" and "of train" in info["select_on"]
+    assert not info["reusable"]  # retrained on all of train
+    assert [c["name"] for c in info["candidates"]] == ["probe", "feature-extract"]
+    assert r.metrics["run"]["train_images"] == 42  # the final model saw all training images
+
+
+def test_selection_splits_are_disjoint_stratified_and_seeded(image_folder: Path) -> None:
+    from headstart.data import load_splits
+
+    splits = load_splits(image_folder)
+    carved, _, _, report = selection_splits(splits, seed=3)
+    assert report == "val"
+    fit_ids = {s.path for s in carved.train}
+    sel_ids = {s.path for s in carved.val}
+    assert not fit_ids & sel_ids
+    assert fit_ids | sel_ids == {s.path for s in splits.train}
+    assert {s.label for s in carved.val} == set(splits.classes)
+    again, *_ = selection_splits(splits, seed=3)
+    assert [s.path for s in again.val] == [s.path for s in carved.val]
+
+
+def _bar_image(left: bool, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    arr = rng.integers(0, 40, size=(size, size, 3)).astype(np.uint8)
+    cols = slice(2, 10) if left else slice(size - 10, size - 2)
+    arr[4 : size - 4, cols] = 230
+    return Image.fromarray(arr)
+
+
+def test_flips_are_turned_off_when_mirror_images_change_the_class(tmp_path: Path) -> None:
+    """Class = which side the bar is on: a mirrored image belongs to the other class."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 14), ("val", 6), ("test", 4)):
+        for cls, left in (("left", True), ("right", False)):
+            d = tmp_path / "bars" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                _bar_image(left, rng).save(d / f"{i}.png")
+    r = auto(tmp_path / "bars", tmp_path / "run", trials=0)
+    info = r.metrics["run"]["auto"]
+    assert info["hflip"] is False
+    assert "flips are turned off" in info["augment_reasons"][0]
+
+
+def test_flips_stay_on_for_flip_invariant_classes(split_folder: Path, tmp_path: Path) -> None:
+    r = auto(split_folder, tmp_path / "run", trials=0)
+    assert r.metrics["run"]["auto"]["hflip"] is True
+
+
+def test_resume_reuses_the_saved_selection(split_folder: Path, tmp_path: Path) -> None:
+    r = auto(split_folder, tmp_path / "run", trials=0)
+    saved = json.loads((r.run_dir / "auto.json").read_text(encoding="utf-8"))
+    again = headstart.train(resume=r.run_dir)
+    assert again.metrics["run"]["auto"]["candidates"] == saved["candidates"]
+
+
+def test_budget_and_process_clock() -> None:
+    assert process_seconds() > 0
+    budget, why = default_budget(1000, 8.0)
+    assert budget == pytest.approx(140.0) and "15x" in why
+    assert default_budget(10, 0.1)[0] == 60.0  # floor
+    assert default_budget(10**6, 1000.0)[0] == 1800.0  # ceiling
+
+
+def test_selection_round_trips_and_names_its_winner() -> None:
+    cands = [
+        Candidate("probe", "few-shot", {}, 0.8),
+        Candidate("partial-2", "partial", {"lr": 1e-3, "unfreeze_last": 2}, 0.9, chosen=True),
+    ]
+    s = Selection("p", "val", "test", 60.0, "b", True, [], cands, ["r"], reusable=True)
+    back = Selection.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s
+    assert back.overrides() == {
+        "strategy": "partial",
+        "hflip": True,
+        "lr": 1e-3,
+        "unfreeze_last": 2,
+    }
+
+
+def test_a_class_with_few_images_still_goes_to_few_shot(tmp_path: Path) -> None:
+    data = write_class_folders(tmp_path / "d", 6)
+    r = auto(data, tmp_path / "run")
+    assert r.metrics["run"]["strategy"] == "few-shot"
+    assert "auto" not in r.metrics["run"]
