@@ -234,6 +234,16 @@ class TrainConfig(BaseModel):
     disk_cache: Annotated[bool, Cli("strategy", flags=("--cache/--no-cache",))] = Field(
         True, description="Keep extracted features on disk for later runs."
     )
+    cache_activations: Annotated[bool, Cli("strategy")] = Field(
+        True,
+        description="With --fast-path: when the first stages stay frozen for the whole run "
+        "(partial), store their output once (fp16, memory-mapped) and train the rest on it.",
+    )
+    cache_max_gb: Annotated[float, Cli("strategy")] = Field(
+        20.0,
+        gt=0.0,
+        description="Largest cached-activation store (GB); a larger one trains on images.",
+    )
     feature_views: Annotated[int, Cli("augmentation")] = Field(
         1,
         ge=1,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from headstart.models.preprocessing import Preprocessing
+from headstart.models.split import BodySplit, SplitError, split_body
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Backbone(nn.Module):
         self._stage_modules = [self._maximal_modules(s) for s in self.stages]
         self._frozen: list[bool] = [False] * len(self.stages)
         self.bn_frozen: list[bool] = [False] * len(self.stages)
+        self._splits: dict[tuple[int, str], BodySplit] = {}
 
     # --- the surface -----------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +126,65 @@ class Backbone(nn.Module):
         self._stage_modules = [self._maximal_modules(s) for s in self.stages]
         self._frozen = [False] * len(self.stages)
         self.bn_frozen = [False] * len(self.stages)
+        self._splits = {}
+
+    # --- cut at a stage boundary (cached activations) ------------------------------------------
+    def split_at(self, stage: int) -> BodySplit:
+        """The body cut before ``stage`` (:mod:`headstart.models.split`), checked once per device
+        against the body's own forward; raises :class:`~headstart.models.split.SplitError`."""
+        device = next(self.body.parameters()).device
+        key = (stage, str(device))
+        if key not in self._splits:
+            if self.modality != "image":
+                raise SplitError(f"{self.modality} bodies are not split")
+            param_stage = {n: i for i, s in enumerate(self.stages) for n in s.param_names}
+            split = split_body(self.body, self._stage_modules, param_stage, stage)
+            self._check_split(split, device)
+            self._splits[key] = split
+        return self._splits[key]
+
+    def forward_to(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """The activations at the cut before ``stage``: the frozen stages ``< stage`` only."""
+        out: torch.Tensor = self.split_at(stage).prefix[self.body.training](x)
+        return out
+
+    def forward_from(self, stage: int, activations: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, num_features) from :meth:`forward_to`'s activations: the body
+        from ``stage`` on, so ``forward_from(k, forward_to(k, x)) == features(x)``."""
+        f: torch.Tensor = self.split_at(stage).suffix[self.body.training](activations)
+        return f.flatten(1) if f.dim() > 2 else f
+
+    def _check_split(self, split: BodySplit, device: torch.device) -> None:
+        """prefix + suffix must reproduce the body in eval and train mode (same random state),
+        and the prefix must not depend on the mode or the random state (what is cached once
+        must be what the image path computes every epoch). BatchNorm buffers are restored."""
+        crop = int(getattr(self.preprocessing, "crop", 224))
+        x = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0)).to(device)
+        was = self.training
+        buffers = [(b, b.clone()) for b in self.body.buffers()]
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                for mode in (False, True):
+                    self.train(mode)
+                    torch.manual_seed(0)
+                    want = self.body(x)
+                    torch.manual_seed(0)
+                    got = split.suffix[mode](split.prefix[mode](x))
+                    for b, saved in buffers:
+                        b.copy_(saved)
+                    scale = 1e-5 * (1.0 + float(want.abs().max()))
+                    if not torch.allclose(got, want, rtol=1e-4, atol=scale):
+                        raise SplitError(f"prefix + suffix differ from the body ({mode=})")
+                torch.manual_seed(1)
+                train_act = split.prefix[True](x)
+                self.train(False)
+                if not torch.equal(train_act, split.prefix[False](x)):
+                    raise SplitError("the frozen stages' output changes with the random state or "
+                                     "train/eval mode (a random operation before the cut)")  # fmt: skip
+        finally:
+            for b, saved in buffers:
+                b.copy_(saved)
+            self.train(was)
 
     # --- freezing ----------------------------------------------------------------------------
     def set_trainable_stages(self, trainable: Sequence[int] | set[int]) -> None:

@@ -20,6 +20,7 @@ from headstart.data.datasets import IndexedTensors, ViewsDataset
 from headstart.data.samplers import EpochBalancedSampler, EpochShuffleSampler
 from headstart.modalities import Modality
 from headstart.models import Backbone
+from headstart.training.activations import ActivationRows, activation_sets
 from headstart.training.features import FeatureSource
 from headstart.training.plan import Plan
 
@@ -36,6 +37,8 @@ class Loaders:
     val_features: tuple[torch.Tensor, torch.Tensor] | None = None
     #: DataLoader settings of the input path (plugins build theirs alike)
     loader_kw: dict[str, Any] = field(default_factory=dict)
+    #: validation activations on the cached-activation path (``plan.activations``)
+    val_activations: ActivationRows | None = None
 
     @property
     def drop_last(self) -> bool:
@@ -86,6 +89,21 @@ def cached_feature_sets(
     return IndexedTensors(*train), (va_x, va_y), train[1].tolist()
 
 
+def activation_data(
+    config: TrainConfig, splits: DataSplits, backbone: Backbone, plan: Plan, modality: Modality
+) -> tuple[ActivationRows, ActivationRows, list[int]] | None:
+    """The stored activations of ``plan.activations`` (train, val, train targets), or ``None``;
+    a store that cannot be written (disk full) turns the plan back to the image path."""
+    if plan.activations is None or plan.cached_features:
+        return None
+    try:
+        return activation_sets(config, splits, backbone, plan.activations, modality, 0)
+    except OSError as err:
+        console.print(f"cached activations: off, training on images (cannot store them: {err})")
+        plan.activations = None
+        return None
+
+
 def make_loaders(
     config: TrainConfig,
     splits: DataSplits,
@@ -98,11 +116,16 @@ def make_loaders(
     targets = splits.targets("train")
     val_features = None
     loader_kw: dict[str, Any] = {}
+    activations = activation_data(config, splits, backbone, plan, modality)
     if plan.cached_features:
         train_set, val_features, targets = cached_feature_sets(
             config, splits, backbone, plan, modality, features
         )
         val_loader: DataLoader[Any] = DataLoader(TensorDataset(*val_features), batch_size=256)
+    elif activations is not None:
+        train_set, val_activations, targets = activations
+        backbone.to(memory_format=torch.channels_last)
+        val_loader = DataLoader(val_activations, batch_size=config.batch_size)
     else:
         backbone.to(memory_format=torch.channels_last)  # ~20 % faster conv training on CPU
         if config.compile:
@@ -134,4 +157,7 @@ def make_loaders(
         generator=torch.Generator().manual_seed(config.seed),
         **loader_kw,
     )
-    return Loaders(train_loader, val_loader, len(targets), val_features, loader_kw)
+    return Loaders(
+        train_loader, val_loader, len(targets), val_features, loader_kw,
+        activations[1] if activations is not None else None,
+    )  # fmt: skip

@@ -50,6 +50,7 @@ class HeadstartModule(L.LightningModule):
         num_classes: int | None = None,
         train_hook: torch.nn.Module | None = None,
         task: Task | None = None,
+        activations_from: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -62,6 +63,8 @@ class HeadstartModule(L.LightningModule):
         self.config = config
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.inputs_are_features = inputs_are_features
+        # cached-activation path: inputs are the activations at the cut before this stage
+        self.activations_from = activations_from
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._applied_epoch = 0
         self.unfreeze_events: list[tuple[int, list[str]]] = []
@@ -79,6 +82,10 @@ class HeadstartModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs_are_features:
             return self.backbone.head(x)
+        if self.activations_from is not None:
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.backbone.head(self.backbone.forward_from(self.activations_from, x))
         if isinstance(x, torch.Tensor) and x.dim() == 4:  # text batches are dicts of token ids
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)

@@ -23,6 +23,7 @@ from headstart.models import Backbone
 from headstart.models.heads import CosineClassifier
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
+from headstart.training.activations import ActivationPlan, plan_activations
 from headstart.training.features import FeatureSource
 from headstart.training.head_init import init_head_from_features, prepare_head
 
@@ -44,6 +45,8 @@ class Plan:
     num_workers: int
     #: train-split features of the starting backbone, when a decision needed them
     train_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: stages ``cut..`` train on cached activations at the cut (frozen prefix), or ``None``
+    activations: ActivationPlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class Plan:
             "class_weights": (
                 self.class_weights.tolist() if self.class_weights is not None else None
             ),
+            "cached_activations": self.activations.to_dict() if self.activations else None,
         }
 
 
@@ -166,7 +170,12 @@ def make_plan(
         x, y = train_features()
         start = init_head_from_features(backbone, x, y, len(splits.classes), probe_l2)
         head_init = start or (head_init if fast else "")
+    activations = (
+        None
+        if fast
+        else plan_activations(config, backbone, strategy, len(splits.train), len(splits.val))
+    )
     return Plan(
         strategy, decision, head_init, bn_frozen, bn_reason, fast, still, class_weights,
-        trainable, total, features.num_workers, cache.get("train"),
+        trainable, total, features.num_workers, cache.get("train"), activations,
     )  # fmt: skip

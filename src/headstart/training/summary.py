@@ -18,6 +18,7 @@ from headstart.models import Backbone
 from headstart.models.heads import head_kind
 from headstart.run import RunFolder, load_checkpoint_file
 from headstart.tasks import Task
+from headstart.training.activations import activation_logits
 from headstart.training.distributed import unsharded_copy
 from headstart.training.loaders import Loaders
 from headstart.training.module import HeadstartModule
@@ -60,6 +61,10 @@ def evaluate_best(
     if f.loaders.val_features is not None:
         va_x, val_targets = f.loaders.val_features
         val_logits = head_logits(model, va_x)
+    elif f.loaders.val_activations is not None and f.plan.activations is not None:
+        val_logits, val_targets = activation_logits(
+            model, f.plan.activations.cut, f.loaders.val_activations
+        )
     else:
         val_set = f.modality.dataset(model, f.splits.val, idx, seed=f.config.seed)
         val_logits, val_targets = predict_logits(model, val_set, f.plan.num_workers)

@@ -1,0 +1,149 @@
+"""Cached activations (issue 17): the body split at a stage boundary reproduces the body; partial
+fine-tuning on stored activations gives the image path's weights, resumes exactly, reads the
+disk cache back, and falls back to images (saying why) when it cannot or should not be used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import headstart
+from headstart.models import Backbone, Preprocessing, Stage, create_backbone
+from headstart.models.split import SplitError
+from headstart.strategies.base import Gradual, Partial
+from headstart.training import activations as act
+from headstart.training.module import HeadstartModule
+from tests.conftest import train_tiny
+
+PARTIAL = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random"}
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize(
+    "spec", ["torchvision:resnet18", "torchvision:mobilenet_v2", "timm:test_resnet",
+             "timm:test_efficientnet"],
+)  # fmt: skip
+def test_body_from_every_stage_reproduces_the_body(spec: str) -> None:
+    b = create_backbone(spec, 3, weights="none", image_size=64)
+    x = torch.randn(3, 3, 64, 64)
+    n = len(b.stages)
+    for cut in range(1, n):
+        b.set_trainable_stages(range(cut, n))
+        b.eval()
+        with torch.no_grad():
+            a = b.forward_to(cut, x)
+            torch.testing.assert_close(b.forward_from(cut, a), b.features(x), atol=1e-5, rtol=1e-5)
+
+
+class _SkipAcrossStages(nn.Module):
+    """The input is added back after the last stage: no single tensor crosses any boundary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.b(self.a(x)) + x).mean((2, 3))
+
+
+def _skip_backbone() -> Backbone:
+    pre = Preprocessing(crop=16, resize=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    stages = [Stage("a", ("a.weight", "a.bias")), Stage("b", ("b.weight", "b.bias"))]
+    return Backbone(_SkipAcrossStages(), nn.Linear(3, 2), stages, 3, pre, "test:skip")
+
+
+def test_a_body_that_cannot_be_cut_falls_back_to_images(capsys: pytest.CaptureFixture) -> None:
+    b = _skip_backbone()
+    with pytest.raises(SplitError, match="crosses"):
+        b.split_at(1)
+    config = headstart.TrainConfig(data="x", strategy="partial", epochs=2)
+    assert act.plan_activations(config, b, Partial(1), 10, 5) is None
+    assert "cached activations: off, training on images" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_the_cut_is_the_prefix_frozen_in_every_epoch() -> None:
+    assert act.frozen_prefix(Partial(2), 5, epochs=6) == 3
+    assert act.frozen_prefix(Gradual(unfreeze_every=2, steps=3), 5, epochs=6) == 3  # epochs 0-5
+    assert act.frozen_prefix(Gradual(unfreeze_every=2, steps=3), 5, epochs=7) == 0  # all at 6
+
+
+def test_store_size_is_rows_times_bytes_per_image() -> None:
+    b = create_backbone("torchvision:resnet18", 3, weights="none", image_size=64)
+    b.set_trainable_stages([3, 4])
+    config = headstart.TrainConfig(data="x", strategy="partial", unfreeze_last=2, feature_views=3)
+    p = act.plan_activations(config, b, Partial(2), train_images=10, val_images=4)
+    assert p is not None and p.cut == 3 and p.boundary == "layer2" and p.shape == (128, 8, 8)
+    assert p.rows == 10 * 3 + 4 and p.total_bytes == p.rows * 128 * 8 * 8 * 2
+
+
+def test_training_on_cached_activations_gives_the_image_paths_weights(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same seed, views and batches, no augmentation. float16 storage is the only difference:
+    with SGD the weights agree to 1e-4; stored as float32 they are identical (AdamW)."""
+    a = train_tiny(image_folder, tmp_path / "a", optimizer="sgd", **PARTIAL)
+    b = train_tiny(image_folder, tmp_path / "b", optimizer="sgd", cache_activations=False,
+                   **PARTIAL)  # fmt: skip
+    assert a.metrics["run"]["cached_activations"]["cut"] == 3
+    assert b.metrics["run"]["cached_activations"] is None
+    assert _max_diff(_state(a.run_dir), _state(b.run_dir)) <= 1e-4
+    assert a.metrics["val"]["accuracy"] == b.metrics["val"]["accuracy"]
+
+    monkeypatch.setattr(act, "STORE_DTYPE", np.float32)
+    c = train_tiny(image_folder, tmp_path / "c", **PARTIAL)
+    d = train_tiny(image_folder, tmp_path / "d", cache_activations=False, **PARTIAL)
+    assert c.metrics["run"]["cached_activations"] and not d.metrics["run"]["cached_activations"]
+    assert _max_diff(_state(c.run_dir), _state(d.run_dir)) == 0.0
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_on_cached_activations_equals_uninterrupted_run(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kw = {**PARTIAL, "epochs": 3, "feature_views": 2, "augment": "light"}
+    straight = train_tiny(image_folder, tmp_path / "straight", **kw)
+    assert straight.metrics["run"]["cached_activations"]["rows"] == 2 * 30 + 6
+
+    def crash(self: HeadstartModule) -> None:
+        if self.current_epoch == 1:
+            raise _Crash
+
+    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
+    with pytest.raises(_Crash):
+        train_tiny(image_folder, tmp_path / "part", **kw)
+    monkeypatch.undo()
+    resumed = headstart.train(resume=tmp_path / "part")
+    assert resumed.metrics["run"]["epochs_run"] == 3
+    assert _max_diff(_state(straight.run_dir), _state(tmp_path / "part")) == 0.0
+
+
+def test_second_run_reads_activations_from_disk_and_the_size_limit_falls_back(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first = train_tiny(image_folder, tmp_path / "a", **PARTIAL)
+    capsys.readouterr()
+    second = train_tiny(image_folder, tmp_path / "b", **PARTIAL)
+    assert "from the disk cache (train, val)" in " ".join(capsys.readouterr().out.split())
+    assert _max_diff(_state(first.run_dir), _state(second.run_dir)) == 0.0
+
+    small = train_tiny(image_folder, tmp_path / "c", cache_max_gb=1e-6, **PARTIAL)
+    assert small.metrics["run"]["cached_activations"] is None
+    assert "> --cache-max-gb" in " ".join(capsys.readouterr().out.split())
