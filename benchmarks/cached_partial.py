@@ -1,0 +1,133 @@
+"""Partial fine-tuning on cached activations vs on images (issue 17).
+
+    .venv/bin/python benchmarks/cached_partial.py [--epochs 6] [--unfreeze-last 2] [--per-class 100]
+
+Animal-MNIST (100 train / 50 val per class) at 224 px, MobileNetV2 ImageNet weights,
+``--strategy partial --unfreeze-last 2``: the default run (frozen stages computed once, stored as
+float16 and memory-mapped; the last two stages and the head train on them) against
+``--no-fast-path`` (every epoch runs the whole network on images). Each run is its own process
+with an empty feature cache, so the cached run pays its extraction; wall time is the
+``headstart.train`` call (data scan, model build, training, evaluation), peak RSS the process's.
+Writes benchmarks/results/cached_partial.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS = {"cached activations": [], "images (--no-fast-path)": ["--no-fast-path"]}
+
+
+def one(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    """One training run in this process (called as a child); prints its JSON result."""
+    import torch
+
+    import headstart
+
+    t0 = time.perf_counter()
+    r = headstart.train(
+        data=args.data, out=args.run, epochs=args.epochs, strategy="partial",
+        unfreeze_last=args.unfreeze_last, image_size=224, early_stopping_patience=None,
+        cache_features="--no-fast-path" not in extra,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    info = r.metrics["run"]
+    return {
+        "val_accuracy": round(r.val_accuracy, 4),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cached_activations": info.get("cached_activations"),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--unfreeze-last", type=int, default=2)
+    ap.add_argument("--per-class", type=int, default=100)
+    ap.add_argument("--val-per-class", type=int, default=50)
+    ap.add_argument("--work", default="/tmp/headstart-bench")
+    ap.add_argument("--out", default="benchmarks/results/cached_partial")
+    ap.add_argument("--one", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one is not None:
+        print("RESULT " + json.dumps(one(args, args.one)))
+        return
+
+    from headstart.data.catalog import materialise_animal_mnist
+
+    work = Path(args.work)
+    data = materialise_animal_mnist(
+        work / f"animal-{args.per_class}-{args.val_per_class}", args.per_class, args.val_per_class
+    )
+    rows = []
+    for label, extra in VARIANTS.items():
+        run = work / "runs" / f"cached-partial-{'images' if extra else 'cached'}"
+        shutil.rmtree(run, ignore_errors=True)
+        cmd = [sys.executable, __file__, "--one", *extra, "--data", str(data), "--run", str(run),
+               "--epochs", str(args.epochs), "--unfreeze-last", str(args.unfreeze_last)]  # fmt: skip
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "HEADSTART_CACHE": cache}
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+            process_s = time.perf_counter() - t0
+        result = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+        rows.append({"variant": label, **result, "process_s": round(process_s, 1)})
+        print(rows[-1], flush=True)
+    cached, images = rows
+    load = os.getloadavg()
+    meta = {
+        "data": f"Animal-MNIST {args.per_class} train / {args.val_per_class} val per class",
+        "model": "torchvision:mobilenet_v2 IMAGENET1K_V1, 224 px",
+        "strategy": f"partial --unfreeze-last {args.unfreeze_last}, {args.epochs} epochs",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cached['threads']} threads; "
+        f"load average at the end {load[0]:.1f} (shared with other work: timings inflated)",
+        "wall_ratio": round(cached["wall_s"] / images["wall_s"], 3),
+        "accuracy_gap_points": round(100 * (cached["val_accuracy"] - images["val_accuracy"]), 2),
+        "command": "python benchmarks/cached_partial.py "
+        f"--epochs {args.epochs} --unfreeze-last {args.unfreeze_last} --per-class {args.per_class}",
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    act = cached["cached_activations"] or {}
+    lines = [
+        f"{meta['data']}, {meta['model']}, {meta['strategy']}; {meta['machine']}",
+        "",
+        "| run | val accuracy | wall time (s) | peak RSS (MB) |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['variant']} | {100 * r['val_accuracy']:.1f} % | {r['wall_s']} | "
+            f"{r['peak_rss_mb']:.0f} |"
+            for r in rows
+        ],
+        "",
+        f"wall-time ratio cached / images: **{meta['wall_ratio']}**; accuracy difference "
+        f"{meta['accuracy_gap_points']:+.1f} points. Stored: {act.get('rows')} rows at "
+        f"{act.get('boundary')} ({'x'.join(map(str, act.get('shape', [])))}, "
+        f"{act.get('bytes_per_image')} B per image, {act.get('total_bytes', 0) / 1e6:.1f} MB).",
+        "",
+        f"`{meta['command']}`",
+    ]
+    out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
