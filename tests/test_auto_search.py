@@ -75,6 +75,11 @@ def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_
     # the run folder is ordinary: evaluate/predict work on it
     m = headstart.evaluate(r.run_dir, split_folder / "test")
     assert m["accuracy"] == pytest.approx(r.metrics["test"]["accuracy"], abs=1e-6)
+    assert info["hflip"] is True  # colour squares mean the same mirrored
+    # --resume reuses the saved selection instead of searching again
+    saved = json.loads((r.run_dir / "auto.json").read_text(encoding="utf-8"))
+    again = headstart.train(resume=r.run_dir)
+    assert again.metrics["run"]["auto"]["candidates"] == saved["candidates"]
 
 
 def test_without_a_test_split_selection_uses_a_split_carved_from_train(
@@ -123,18 +128,6 @@ def test_flips_are_turned_off_when_mirror_images_change_the_class(tmp_path: Path
     info = r.metrics["run"]["auto"]
     assert info["hflip"] is False
     assert "flips are turned off" in info["augment_reasons"][0]
-
-
-def test_flips_stay_on_for_flip_invariant_classes(split_folder: Path, tmp_path: Path) -> None:
-    r = auto(split_folder, tmp_path / "run", trials=0)
-    assert r.metrics["run"]["auto"]["hflip"] is True
-
-
-def test_resume_reuses_the_saved_selection(split_folder: Path, tmp_path: Path) -> None:
-    r = auto(split_folder, tmp_path / "run", trials=0)
-    saved = json.loads((r.run_dir / "auto.json").read_text(encoding="utf-8"))
-    again = headstart.train(resume=r.run_dir)
-    assert again.metrics["run"]["auto"]["candidates"] == saved["candidates"]
 
 
 def test_budget_and_process_clock() -> None:

@@ -1,0 +1,155 @@
+"""Does ``--strategy auto`` hold? Test accuracy and wall time of the cheap candidates, each
+explicit strategy at a short budget, and auto (default budget and ``--time-budget``), on data
+sets with a test split nobody selected on.
+
+    .venv/bin/python benchmarks/auto.py [--data am50,glyphs,gratings] [--epochs 4] [--long]
+
+Every row is a fresh ``headstart train`` process (imports included in the time, as auto's
+budget counts them), MobileNetV2 ImageNet weights at 224 px. Data: Animal-MNIST 50 train /
+30 val / 100 test per class (``am50``) or 100/50/100 (``am100``); ``glyphs`` and ``gratings``
+from benchmarks/datasets.py (50/30/100 per class). Writes benchmarks/results/auto.{json,md}.
+Run it on an otherwise idle machine: auto's choices depend on how fast candidates train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from datasets import materialise  # noqa: E402
+
+from headstart.data.catalog import materialise_animal_mnist  # noqa: E402
+
+
+def data_folder(name: str, work: Path) -> Path:
+    if name == "am50":
+        return materialise_animal_mnist(work / "am50", 50, 30, 100)
+    if name == "am100":
+        return materialise_animal_mnist(work / "am100", 100, 50, 100)
+    return materialise(name, work / name, 50, 30, 100)
+
+
+def rows(epochs: int, long: bool) -> list[tuple[str, list[str]]]:
+    e = str(epochs)
+    out = [
+        ("probe (logistic, no training)", ["-s", "few-shot", "--few-shot-head", "logistic", "--no-few-shot-refine"]),
+        (f"feature-extract, {e} epochs", ["-s", "feature-extract", "-e", e]),
+        (f"partial (last 2), {e} epochs", ["-s", "partial", "--unfreeze-last", "2", "-e", e]),
+        (f"gradual, {e} epochs", ["-s", "gradual", "-e", e]),
+        (f"fine-tune, {e} epochs", ["-s", "fine-tune", "-e", e]),
+        (f"auto, {e} epochs, default budget", ["-s", "auto", "-e", e]),
+        (f"auto, {e} epochs, --time-budget 40", ["-s", "auto", "-e", e, "--time-budget", "40"]),
+        (f"auto, {e} epochs, --time-budget 120", ["-s", "auto", "-e", e, "--time-budget", "120"]),
+    ]  # fmt: skip
+    if long:
+        out += [
+            ("partial (last 2), 10 epochs", ["-s", "partial", "--unfreeze-last", "2", "-e", "10"]),
+            ("gradual, 10 epochs", ["-s", "gradual", "-e", "10"]),
+            ("fine-tune, 10 epochs", ["-s", "fine-tune", "-e", "10"]),
+        ]
+    return out
+
+
+def run(data: Path, out: Path, args: list[str]) -> dict[str, object]:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        str(Path(sys.executable).parent / "headstart"),
+        "train",
+        str(data),
+        "-o",
+        str(out),
+        *args,
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"command": " ".join(cmd[1:]), "error": proc.stderr[-2000:], "seconds": seconds}
+    m = json.loads((out / "metrics.json").read_text())
+    auto = m["run"].get("auto")
+    return {
+        "command": "headstart " + " ".join(cmd[2:]),
+        "seconds": round(seconds, 1),
+        "val": m["val"]["accuracy"],
+        "test": m["test"]["accuracy"],
+        "strategy": m["run"]["strategy"],
+        "chosen": auto and next(c["name"] for c in auto["candidates"] if c["chosen"]),
+        "candidates": auto
+        and [(c["name"], c["score"], c["seconds"], c["status"]) for c in auto["candidates"]],
+        "hflip": auto and auto["hflip"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", default="am50,glyphs,gratings")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--long", action="store_true", help="also 10-epoch rows")
+    ap.add_argument("--only", default="", help="comma-separated row-label prefixes to run")
+    ap.add_argument("--work", default="/tmp/headstart-bench-auto")
+    ap.add_argument("--out", default=str(HERE / "results" / "auto"))
+    a = ap.parse_args()
+    work = Path(a.work)
+    results: dict[str, list[dict[str, object]]] = {}
+    prefixes = [p for p in a.only.split(",") if p]
+    for name in a.data.split(","):
+        data = data_folder(name, work)
+        results[name] = []
+        for i, (label, args) in enumerate(rows(a.epochs, a.long)):
+            if prefixes and not any(label.startswith(p) for p in prefixes):
+                continue
+            r = run(data, work / "runs" / name / str(i), args)
+            r["row"] = label
+            results[name].append(r)
+            print(
+                name,
+                label,
+                {k: r.get(k) for k in ("test", "seconds", "chosen", "error")},
+                flush=True,
+            )
+    out = Path(a.out)
+    meta = {
+        "machine": f"{platform.machine()}, {platform.processor() or '?'}",
+        "python": platform.python_version(),
+    }
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [
+        "# auto vs explicit strategies (test accuracy, wall time per process)",
+        "",
+        f"`python benchmarks/auto.py --data {a.data} --epochs {a.epochs}{' --long' if a.long else ''}`; "
+        "MobileNetV2 IMAGENET1K_V1, 224 px, one seed (0).",
+        "",
+    ]
+    for name, rs in results.items():
+        lines += [
+            f"## {name}",
+            "",
+            "| row | test | val | seconds | auto chose |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rs:
+            if "error" in r:
+                lines.append(f"| {r['row']} | error | | {r['seconds']:.0f} | |")
+                continue
+            lines.append(
+                f"| {r['row']} | {100 * float(r['test']):.1f} % | {100 * float(r['val']):.1f} % | "  # type: ignore[arg-type]
+                f"{r['seconds']} | {r['chosen'] or ''} |"
+            )
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
