@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = {"cached activations": [], "images (--no-fast-path)": ["--no-fast-path"]}
+VARIANTS = {"cached activations": "cached", "images (--no-fast-path)": "images"}
 
 
-def one(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+def one(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     """One training run in this process (called as a child); prints its JSON result."""
     import torch
 
@@ -39,7 +39,7 @@ def one(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     r = headstart.train(
         data=args.data, out=args.run, epochs=args.epochs, strategy="partial",
         unfreeze_last=args.unfreeze_last, image_size=224, early_stopping_patience=None,
-        cache_features="--no-fast-path" not in extra,
+        cache_features=variant == "cached",
     )  # fmt: skip
     wall = time.perf_counter() - t0
     info = r.metrics["run"]
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--val-per-class", type=int, default=50)
     ap.add_argument("--work", default="/tmp/headstart-bench")
     ap.add_argument("--out", default="benchmarks/results/cached_partial")
-    ap.add_argument("--one", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--one", choices=["cached", "images"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -77,10 +77,10 @@ def main() -> None:
         work / f"animal-{args.per_class}-{args.val_per_class}", args.per_class, args.val_per_class
     )
     rows = []
-    for label, extra in VARIANTS.items():
-        run = work / "runs" / f"cached-partial-{'images' if extra else 'cached'}"
+    for label, variant in VARIANTS.items():
+        run = work / "runs" / f"cached-partial-{variant}"
         shutil.rmtree(run, ignore_errors=True)
-        cmd = [sys.executable, __file__, "--one", *extra, "--data", str(data), "--run", str(run),
+        cmd = [sys.executable, __file__, "--one", variant, "--data", str(data), "--run", str(run),
                "--epochs", str(args.epochs), "--unfreeze-last", str(args.unfreeze_last)]  # fmt: skip
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "HEADSTART_CACHE": cache}
