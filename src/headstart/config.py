@@ -143,8 +143,8 @@ class TrainConfig(BaseModel):
     head_init: Annotated[Literal["probe", "random", "zero-shot"], Cli("model")] = Field(
         "probe",
         description="How the head starts. probe: linear head from a fitted logistic-regression "
-        "probe (cached-feature path), cosine head from class-mean prototypes; random; "
-        "zero-shot: cosine head from the model's text embeddings of the class names (CLIP).",
+        "probe (cached-feature path, or the backbone trains), cosine head from class-mean "
+        "prototypes; random; zero-shot: cosine head from the model's text embeddings of the class names (CLIP).",
     )
     prompts: Annotated[list[str], Cli("model", flags=("--prompt",))] = Field(
         default_factory=lambda: ["a photo of a {}."],
@@ -202,8 +202,11 @@ class TrainConfig(BaseModel):
         description="few-shot: fine-tune the head from its closed-form start for --epochs (off: "
         "keep the prototypes / probe as they are).",
     )
-    unfreeze_every: Annotated[int, Cli("strategy")] = Field(
-        2, ge=1, description="gradual: epochs between unfreezing steps."
+    unfreeze_every: Annotated[int | None, Cli("strategy")] = Field(
+        None,
+        ge=1,
+        description="gradual: epochs between unfreezing steps (unset: derived from --epochs so "
+        "that every step happens by mid-run, while the LR is still high).",
     )
     gradual_steps: Annotated[int, Cli("strategy")] = Field(
         3,

@@ -126,40 +126,69 @@ class Partial(Strategy):
         self.unfreeze_last = int(state["unfreeze_last"])
 
 
+def gradual_schedule(steps: int, epochs: int) -> tuple[int, int]:
+    """``(unfreeze_every, steps that fit)`` for a ``gradual`` run of ``epochs`` epochs without
+    ``--unfreeze-every``: every step joins by epoch ``epochs // 2`` (under the cosine schedule
+    the LR is then still >= half its peak, and each stage trains for at least the second half
+    of the run), spread evenly; fewer steps when fewer epochs fit (the last one still unfreezes
+    all remaining stages), none in a 1-epoch run."""
+    last = epochs // 2
+    fit = min(steps, last)
+    return (max(1, last // fit) if fit else 1), fit
+
+
 class Gradual(Strategy):
     """Gradual unfreezing (ULMFiT; the seeds' fc -> layer4 -> layer3 -> rest): the head alone
     for ``unfreeze_every`` epochs, then one more stage (output side first) every
     ``unfreeze_every`` epochs; step ``steps`` unfreezes all remaining stages.
 
-    The trainable set is a pure function of the epoch, so resume and every DDP rank agree.
+    Without ``unfreeze_every`` the schedule is fitted to ``epochs`` (:func:`gradual_schedule`),
+    so no stage joins when the LR has nearly decayed. The trainable set is a pure function of
+    the epoch, so resume and every DDP rank agree.
     """
 
     name = "gradual"
 
-    def __init__(self, unfreeze_every: int = 2, steps: int = 3) -> None:
-        if unfreeze_every < 1 or steps < 1:
+    def __init__(
+        self, unfreeze_every: int | None = None, steps: int = 3, epochs: int | None = None
+    ) -> None:
+        if (unfreeze_every is not None and unfreeze_every < 1) or steps < 1:
             raise ValueError("unfreeze_every and steps must be >= 1")
-        self.unfreeze_every, self.steps = unfreeze_every, steps
+        self.epochs = epochs
+        self.derived = unfreeze_every is None and epochs is not None
+        if self.derived:
+            assert epochs is not None
+            self.unfreeze_every, self.steps = gradual_schedule(steps, epochs)
+        else:
+            self.unfreeze_every, self.steps = unfreeze_every or 2, steps
 
     def trainable_stages(self, epoch: int, num_stages: int) -> set[int]:
+        if self.steps == 0:  # a run too short to unfreeze anything
+            return set()
         k = min(epoch // self.unfreeze_every, self.steps)
         if k >= self.steps:
             return set(range(num_stages))
         return set(range(max(0, num_stages - k), num_stages))
 
     def describe(self, backbone: Backbone) -> str:
-        n = len(backbone.stages)
+        """The unfreezing events within the run (all ``steps`` when ``epochs`` is unknown)."""
+        horizon = self.epochs or self.steps * self.unfreeze_every + 1
         parts = ["head"]
-        for k in range(1, self.steps + 1):
-            e = k * self.unfreeze_every
-            new = sorted(
-                self.trainable_stages(e, n) - self.trainable_stages(e - 1, n), reverse=True
+        for e, names in self.events(horizon, backbone):
+            label = names[0] if len(names) == 1 else f"rest ({len(names)} stages)"
+            parts.append(f"+{label} @epoch {e}")
+        text = f"{self.name}: " + " -> ".join(parts)
+        missed = sum(1 for k in range(1, self.steps + 1) if k * self.unfreeze_every >= horizon)
+        if self.steps == 0:
+            text += f" (a {horizon}-epoch run leaves no epoch to unfreeze in)"
+        elif self.derived:
+            text += f" (steps fitted to {horizon} epochs: all by epoch {horizon // 2})"
+        if missed:
+            text += (
+                f"; {missed} later step(s) of --unfreeze-every {self.unfreeze_every} fall past "
+                f"the {horizon}-epoch run"
             )
-            if new:
-                names = [backbone.stages[i].name for i in new]
-                label = names[0] if len(names) == 1 else f"rest ({len(names)} stages)"
-                parts.append(f"+{label} @epoch {e}")
-        return f"{self.name}: " + " -> ".join(parts)
+        return text
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "unfreeze_every": self.unfreeze_every, "steps": self.steps}

@@ -17,7 +17,7 @@ STRATEGIES: dict[str, Callable[[TrainConfig], Strategy]] = {
     "feature-extract": lambda c: FeatureExtract(),
     "few-shot": lambda c: FewShot(),
     "partial": lambda c: Partial(c.unfreeze_last),
-    "gradual": lambda c: Gradual(c.unfreeze_every, c.gradual_steps),
+    "gradual": lambda c: Gradual(c.unfreeze_every, c.gradual_steps, epochs=c.epochs),
     "fine-tune": lambda c: FineTune(),
     "lora": lambda c: LoRA(c.lora_r, c.lora_alpha, c.lora_dropout),
 }

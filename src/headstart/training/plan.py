@@ -20,7 +20,7 @@ from headstart.data import DataSplits
 from headstart.evaluation.probe import cross_validated_probe
 from headstart.modalities import Modality
 from headstart.models import Backbone
-from headstart.models.heads import CosineClassifier
+from headstart.models.heads import CosineClassifier, head_kind
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
 from headstart.training.activations import ActivationPlan, plan_activations
@@ -72,9 +72,10 @@ def num_workers_for(config: TrainConfig) -> int:
     return config.num_workers if config.num_workers is not None else default_num_workers()
 
 
-def bn_policy(config: TrainConfig) -> tuple[bool, str]:
+def bn_policy(config: TrainConfig, probe_start: bool = False) -> tuple[bool, str]:
     """Whether BatchNorm running statistics of *trainable* stages stay frozen, and why.
-    (Frozen stages always keep theirs.)"""
+    (Frozen stages always keep theirs.) ``probe_start``: the head starts from a closed-form fit
+    of the frozen features and the backbone trains (linear probe, then fine-tuning)."""
     if config.bn == "frozen":
         return True, "--bn frozen"
     if config.bn == "train":
@@ -84,7 +85,34 @@ def bn_policy(config: TrainConfig) -> tuple[bool, str]:
             True,
             f"--bn auto: per-device batch {config.batch_size} < 16 gives noisy batch statistics",
         )
+    if probe_start:
+        return True, (
+            "--bn auto: the head starts from a probe of the frozen features, and batch "
+            "statistics would change those features under it (--bn train to update them)"
+        )
     return False, f"--bn auto: per-device batch {config.batch_size} >= 16"
+
+
+def late_joiners(strategy: Strategy, num_stages: int, epochs: int) -> set[int]:
+    """Stages that become trainable after epoch 0 within ``epochs`` epochs."""
+    ever = {i for e in range(epochs) for i in strategy.trainable_stages(e, num_stages)}
+    return ever - strategy.trainable_stages(0, num_stages)
+
+
+def apply_bn_policy(
+    config: TrainConfig, strategy: Strategy, backbone: Backbone, probe_start: bool
+) -> tuple[bool, str]:
+    """Set ``backbone.bn_frozen`` per stage; returns :func:`bn_policy`'s answer for the stages
+    trained from the start. Under ``--bn auto`` stages that join later keep their statistics
+    too: updated statistics would shift the features under a head and later stages fitted to
+    the old ones, in the few (low-LR) epochs left to adapt."""
+    frozen, reason = bn_policy(config, probe_start)
+    n = len(backbone.stages)
+    late = late_joiners(strategy, n, config.epochs) if config.bn == "auto" else set()
+    backbone.bn_frozen = [frozen or i in late for i in range(n)]
+    if late and not frozen:
+        reason += "; stages that join after epoch 0 keep theirs"
+    return frozen, reason
 
 
 def frozen_throughout(strategy: Strategy, backbone: Backbone, epochs: int) -> bool:
@@ -150,8 +178,14 @@ def make_plan(
     head_init = prepare_head(backbone, config, chosen, splits.classes)
     strategy = make_strategy(config.replace(strategy=chosen))
     strategy.apply(backbone, 0)
-    bn_frozen, bn_reason = bn_policy(config)
-    backbone.bn_frozen = [bn_frozen] * len(backbone.stages)
+    still = frozen_throughout(strategy, backbone, config.epochs)
+    fast = config.cache_features and not (config.mixup or config.cutmix) and still
+    cosine = isinstance(backbone.head, CosineClassifier)
+    # closed-form head start from the frozen features: on the cached path, for a cosine head,
+    # and whenever the backbone trains (linear probe, then fine-tuning: LP-FT)
+    linear = head_kind(backbone.head) == "linear"
+    probe = config.head_init == "probe" and (fast or cosine or (linear and not still))
+    bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
     trainable, total = backbone.param_counts()
     console.print(
         f"[bold]{config.model}[/] weights={backbone.weights_label}  input "
@@ -160,16 +194,11 @@ def make_plan(
         f"BatchNorm statistics of trainable stages: {'frozen' if bn_frozen else 'updated'} ({bn_reason})\n"
         f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
     )
-    still = frozen_throughout(strategy, backbone, config.epochs)
-    fast = config.cache_features and not (config.mixup or config.cutmix) and still
     class_weights = class_weights_for(config, splits)
-    # closed-form head start from the frozen features: the probe optimum (linear head, cached
-    # path) or class prototypes (cosine head, either path)
-    cosine = isinstance(backbone.head, CosineClassifier)
-    if config.head_init == "probe" and (fast or cosine):
+    if probe:
         x, y = train_features()
         start = init_head_from_features(backbone, x, y, len(splits.classes), probe_l2)
-        head_init = start or (head_init if fast else "")
+        head_init = start or head_init
     activations = (
         None
         if fast
