@@ -144,7 +144,8 @@ class TrainConfig(BaseModel):
         "probe",
         description="How the head starts. probe: linear head from a fitted logistic-regression "
         "probe (cached-feature path, or the backbone trains), cosine head from class-mean "
-        "prototypes; random; zero-shot: cosine head from the model's text embeddings of the class names (CLIP).",
+        "prototypes; random; zero-shot: cosine head from the model's text embeddings of the "
+        "class names (CLIP).",
     )
     prompts: Annotated[list[str], Cli("model", flags=("--prompt",))] = Field(
         default_factory=lambda: ["a photo of a {}."],
