@@ -151,7 +151,9 @@ def train(
     trained = config.replace(**selection.overrides()) if selection else config
     p = prepare(trained, inputs, plugins)
     if selection is not None:
-        p.plan.decision = AutoDecision(selection.chosen.strategy, selection.reasons)
+        probe = selection.candidates[0].score
+        numbers = {"probe_accuracy": probe, "selection_accuracy": selection.chosen.score}
+        p.plan.decision = AutoDecision(selection.chosen.strategy, selection.reasons, numbers)
     if ckpt_path is not None:
         check_checkpoint_fits(ckpt_path, p.module, config.model)
     if selection is not None and selection.reusable:
