@@ -4,8 +4,9 @@ sets with a test split nobody selected on.
 
     .venv/bin/python benchmarks/auto.py [--data am50,glyphs,gratings] [--epochs 4] [--long]
 
-Every row is a fresh ``headstart train`` process (imports included in the time, as auto's
-budget counts them), MobileNetV2 ImageNet weights at 224 px. Data: Animal-MNIST 50 train /
+Every row is a fresh ``headstart train`` process with a cold feature cache (imports and feature
+extraction included in the time, as auto's budget counts them), MobileNetV2 ImageNet weights at
+224 px. Data: Animal-MNIST 50 train /
 30 val / 100 test per class (``am50``) or 100/50/100 (``am100``); ``glyphs`` and ``gratings``
 from benchmarks/datasets.py (50/30/100 per class). Writes benchmarks/results/auto.{json,md}.
 Run it on an otherwise idle machine: auto's choices depend on how fast candidates train.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -69,8 +71,13 @@ def run(data: Path, out: Path, args: list[str]) -> dict[str, object]:
         str(out),
         *args,
     ]
+    # a cold feature cache per row: no row profits from features an earlier row extracted
+    cache = out.parent / f".cache-{out.name}"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "HEADSTART_CACHE": str(cache)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    shutil.rmtree(cache, ignore_errors=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"command": " ".join(cmd[1:]), "error": proc.stderr[-2000:], "seconds": seconds}
