@@ -205,7 +205,7 @@ class TextInputs(ModelInputs):
             yield rows, self.encode([items[i] for i in rows])
 
     def max_request_bytes(self, limits: RequestLimits) -> int:
-        # JSON may spell one character as two \uXXXX escapes (12 bytes)
+        # JSON may spell one character as two six-byte \u escapes (a surrogate pair: 12 bytes)
         return limits.max_texts * (limits.max_chars * 12 + 8) + 2**20
 
     async def read_request(
