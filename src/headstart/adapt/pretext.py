@@ -223,7 +223,11 @@ def _loaders(
     pre = backbone.preprocessing
     idx = {train[0].label: 0}
     train_set = ImageDataset(
-        train, idx, build_train_transform(pre, config.augment, config.hflip), pre.resize, seed=config.seed
+        train,
+        idx,
+        build_train_transform(pre, config.augment, config.hflip),
+        pre.resize,
+        seed=config.seed,
     )
     val_set = _RotatedEval(ImageDataset(held_out, idx, build_eval_transform(pre), pre.resize))
     workers = num_workers_for(config)
