@@ -290,38 +290,31 @@ def _auto_table(auto: dict[str, Any] | None) -> str:
     """What ``--strategy auto`` tried and why it kept the winner (metrics.json ``run.auto``)."""
     if not auto:
         return ""
+
+    def row(tag: str, cells: list[Any]) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+
+    select_on = auto.get("select_on", "val")
+    head = row("th", ["candidate", "settings", f"score on {select_on}", "time", "epochs", "status"])
     rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (
-                ("&#10003; " if c.get("chosen") else "") + c["name"],
+        row(
+            "td",
+            [
+                ("✓ " if c.get("chosen") else "") + c["name"],
                 ", ".join(f"{k}={v}" for k, v in c.get("settings", {}).items()),
                 "-" if c.get("score") is None else f"{100 * c['score']:.1f} %",
                 f"{c.get('seconds', 0):.1f} s",
                 c.get("epochs_run", 0),
                 c.get("status", ""),
-            )
-        ).replace("&amp;#10003;", "&#10003;")
-        + "</tr>"
-        for c in auto.get("candidates", [])
-    )
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "candidate",
-            "settings",
-            f"score on {auto.get('select_on', 'val')}",
-            "time",
-            "epochs",
-            "status",
+            ],
         )
+        for c in auto.get("candidates", [])
     )
     return (
         "<h3>what auto tried and why it kept this one</h3>"
         f"<p>{html.escape(auto.get('protocol', ''))}; budget {auto.get('budget_seconds', '?')} s "
         f"({html.escape(auto.get('budget_reason', ''))})</p>"
-        f"<table><tr>{head}</tr>{rows}</table>"
+        f"<table>{head}{rows}</table>"
     )
 
 
