@@ -10,6 +10,8 @@ Points (the process kills itself with SIGKILL, exactly as ``kill -9`` from outsi
   of the bytes (a torn write) and has not been renamed yet.
 * ``features``: during cached-feature extraction of the validation images (the training
   features are already in the disk cache; no checkpoint exists yet).
+* ``interrupt``: epoch 1, after its 2nd training batch, creates ``<run>.waiting`` and waits
+  there for the test to send SIGINT (Ctrl-C) from outside; the process is not killed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,20 @@ def arm(point: str) -> None:
                 _die()
 
         HeadstartModule.on_train_batch_end = on_train_batch_end  # type: ignore[method-assign]
+    elif point == "interrupt":
+        import time
+        from pathlib import Path
+
+        from headstart.training.module import HeadstartModule
+
+        marker = Path(next(a[len("--out=") :] for a in sys.argv if a.startswith("--out=")))
+
+        def wait_for_sigint(self: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if self.current_epoch == 1 and batch_idx == 1:
+                marker.with_suffix(".waiting").touch()
+                time.sleep(300)  # the SIGINT's handler raises in here
+
+        HeadstartModule.on_train_batch_end = wait_for_sigint  # type: ignore[method-assign]
     elif point == "checkpoint":
         real_fsync = os.fsync
         seen = {"n": 0}

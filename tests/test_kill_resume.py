@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,45 @@ def test_nan_in_the_first_epoch_says_there_is_no_checkpoint(
     settings = {**COMMON, **IMAGE_PATH, "epochs": 1, "out": tmp_path / "run"}
     r = run_main(["train", str(data), *_args(settings)], capsys, monkeypatch)
     assert r.code == 5 and "no epoch finished, so there is no checkpoint" in r.text, r.text[-2000:]
+
+
+def test_ctrl_c_exits_130_with_the_resume_command_and_resume_completes(
+    data: Path,
+    references: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real SIGINT sent from outside to ``headstart train`` in epoch 1: exit code 130 (not
+    Lightning's 1), the resume command printed, no traceback; --resume reaches the weights of
+    the uninterrupted run."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    settings = {**COMMON, **IMAGE_PATH, "out": run}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "HEADSTART_CACHE": str(cache)}
+    cmd = [sys.executable, str(ROOT / "tests" / "kill_script.py"), "interrupt", str(data)]
+    proc = subprocess.Popen(
+        [*cmd, *_args(settings)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+    )  # fmt: skip
+    marker = run.with_suffix(".waiting")
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.communicate(timeout=60)[0][-3000:]
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert f"interrupted; continue with: headstart train --resume {run}" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert _assert_no_corrupt_checkpoint(run) == [0, 0]  # epoch 0's best + last, intact
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(cache))
+    r = run_main(["train", "--resume", str(run)], capsys, monkeypatch)
+    assert r.code == 0, r.text[-3000:]
+    expected = _state(references["image"])
+    for k, v in _state(run).items():
+        torch.testing.assert_close(v, expected[k], atol=0, rtol=0, msg=k)

@@ -21,7 +21,7 @@ from headstart.cli_options import (
     with_config_options,
 )
 from headstart.console import console, setup_logging
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -438,6 +438,9 @@ def main() -> None:
     _quiet_third_party()
     try:
         app()
+    except Interrupted as err:  # Ctrl-C during training: how to continue, no "error:"
+        console.print(f"[yellow]{escape(str(err))}[/]")
+        sys.exit(err.exit_code)
     except HeadstartError as err:
         # escape: file names may contain [brackets] that rich would read as markup
         console.print(f"[bold red]error:[/] {escape(str(err))}")

@@ -14,6 +14,7 @@ Exit codes (also documented in ``docs/cli.md``):
 3     model or weights problem: unknown model, weights not available offline, keys do not fit
 4     run folder problem: missing, incomplete, already exists, corrupt checkpoint
 5     training stopped: loss became NaN/inf
+130   interrupted (Ctrl-C / SIGINT)
 ====  ===================================================================
 """
 
@@ -65,3 +66,9 @@ class TrainingDiverged(HeadstartError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 5
+
+
+class Interrupted(HeadstartError):
+    """Ctrl-C (SIGINT) stopped training; the message says how to continue the run."""
+
+    exit_code = 130

@@ -172,7 +172,7 @@ def pretrain(
     )
     trainer = make_trainer(
         config, run.path, steps_per_epoch=len(train_loader), checkpoints=run.checkpoints,
-        log_csv=run.log_path,
+        log_csv=run.log_path, resume_command=f"headstart pretrain --resume {run.path}",
     )  # fmt: skip
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:

@@ -1,16 +1,19 @@
-"""Small Lightning callbacks: the per-epoch ``log.csv`` and the NaN/inf guard."""
+"""Small Lightning callbacks: the per-epoch ``log.csv``, the NaN/inf guard and Ctrl-C."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from headstart.errors import Interrupted
 from headstart.run import atomic_write_text
 
 LOG_FIELDS = [
@@ -105,6 +108,42 @@ class NonFiniteLossGuard(L.Callback):
         if bad:
             self.tripped_at = trainer.current_epoch
             raise NonFiniteLoss(trainer.current_epoch, trainer.global_step)
+
+
+class InterruptToResume(L.Callback):
+    """Ctrl-C (SIGINT) during ``trainer.fit`` raises :class:`~headstart.errors.Interrupted`
+    (exit 130) naming the ``--resume`` command, instead of a ``KeyboardInterrupt``: Lightning
+    catches that one itself, prints "attempting graceful shutdown" and exits with code 1. Any
+    other exception is torn down by Lightning as usual and re-raised, so this one reaches the
+    CLI. Checkpoints are atomic, so the last finished epoch's ``last.ckpt`` is intact."""
+
+    def __init__(self, resume_command: str) -> None:
+        self.resume_command = resume_command
+        self._installed = False
+        self._previous: Any = signal.default_int_handler
+
+    def _raise(self, signum: int, frame: Any) -> None:
+        self._restore()  # a second Ctrl-C during shutdown is a plain KeyboardInterrupt
+        raise Interrupted(f"interrupted; continue with: {self.resume_command}")
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._raise)
+            self._previous = signal.default_int_handler if previous is None else previous
+            self._installed = True
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
 
 
 def _f(v: Any) -> str:

@@ -11,19 +11,36 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 
 from headstart.config import TrainConfig
 from headstart.console import console
-from headstart.training.callbacks import EpochLog
+from headstart.training.callbacks import EpochLog, InterruptToResume
 from headstart.training.checkpoint_io import AtomicCheckpointIO
 from headstart.training.distributed import trainer_strategy
 
 
 def checkpoint_callback(checkpoints: Path) -> ModelCheckpoint:
-    """``best.ckpt`` (lowest val loss) and ``last.ckpt`` in ``checkpoints``, after every epoch."""
+    """``best.ckpt`` in ``checkpoints``: the epoch with the lowest val loss so far."""
     return ModelCheckpoint(
         dirpath=checkpoints,
         filename="best",
         monitor="val_loss",
         mode="min",
-        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    )
+
+
+def last_checkpoint_callback(checkpoints: Path) -> ModelCheckpoint:
+    """``last.ckpt`` in ``checkpoints``, rewritten after every epoch.
+
+    Not ``save_last=True`` on the best-checkpoint callback: since Lightning 2.6 that writes
+    ``last.ckpt`` only in epochs that also wrote a top-k checkpoint, so an epoch whose val loss
+    did not improve left ``last.ckpt`` at the last improving epoch (a 4-epoch gradual run ended
+    with a ``last.ckpt`` of epoch 1). An unmonitored callback saves every epoch, under one name.
+    """
+    return ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="last",
+        monitor=None,
         save_top_k=1,
         enable_version_counter=False,
         save_on_train_epoch_end=True,
@@ -40,14 +57,17 @@ def make_trainer(
     callbacks: Sequence[L.Callback] = (),
     max_epochs: int | None = None,
     distributed: bool = True,
+    resume_command: str | None = None,
 ) -> L.Trainer:
     """A Trainer for ``config`` writing under ``root``: checkpoints (when ``checkpoints`` is a
     folder), ``log_csv`` (one row per epoch), early stopping (``--patience``),
     a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
-    device (lr-find)."""
+    device (lr-find). Ctrl-C stops with exit code 130 and ``resume_command`` (default:
+    ``headstart train --resume ROOT``) when there are checkpoints to continue from."""
     every: list[L.Callback] = []
     if checkpoints is not None:
-        every.append(checkpoint_callback(checkpoints))
+        every += [checkpoint_callback(checkpoints), last_checkpoint_callback(checkpoints)]
+        every.append(InterruptToResume(resume_command or f"headstart train --resume {root}"))
     if log_csv is not None:
         every.append(EpochLog(log_csv))
     every.extend(callbacks)
