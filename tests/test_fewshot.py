@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from headstart.adapt.fewshot import episodic_accuracy
+from headstart.errors import DataError
 from tests.conftest import write_class_folders
+from tests.inprocess_cli import run_main
 
 
 def _clusters(
@@ -32,8 +34,35 @@ def test_episodes_separate_easy_from_hard_features() -> None:
 
 def test_too_few_images_per_class_is_a_clear_error() -> None:
     x, y = _clusters(1.0, n_per_class=10)
-    with pytest.raises(ValueError, match="need 5"):
+    with pytest.raises(DataError, match=r"need 5 classes with at least 20 images") as err:
         episodic_accuracy(x, y, ways=5, shots=5, queries=15)
+    assert err.value.exit_code == 2
+    assert "to at most 10 (e.g. --shots 5 --queries 5)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [  # 5 images a class (the folder): the default 5 shots + 15 queries cannot fit
+        (["--shots", "5"], "lower --shots + --queries (5 + 15) to at most 5 (e.g. --shots 4 "
+         "--queries 1)"),
+        (["--ways", "20"], "--ways 20 needs 20 classes but the data has 10: lower --ways to at "
+         "most 10"),
+        (["--ways", "1"], "--ways 1: it must be at least 2"),
+    ],
+)  # fmt: skip
+def test_fewshot_eval_cli_names_the_numbers_to_lower(
+    args: list[str],
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    colours = {f"c{i}": (20 * i, 255 - 20 * i, 100) for i in range(10)}
+    data = write_class_folders(tmp_path / "few", 5, classes=colours)
+    cmd = ["fewshot-eval", str(data), "--model", "torchvision:resnet18@none", "--image-size", "32"]
+    r = run_main([*cmd, *args], capsys, monkeypatch)
+    assert r.code == 2, r.text[-2000:]
+    assert says in " ".join(r.text.split()) and "Traceback" not in r.text
 
 
 def test_fewshot_eval_on_an_image_folder(tmp_path: Path) -> None:

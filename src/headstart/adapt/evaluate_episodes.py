@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from headstart.adapt.fewshot import EpisodeResult, episodic_accuracy
+from headstart.adapt.fewshot import EpisodeResult, check_episodes, episodic_accuracy
 from headstart.console import setup_logging
 from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
@@ -38,6 +38,8 @@ def fewshot_eval(
     splits = load_splits(data, seed=seed)
     samples = splits.train + splits.val + splits.test
     idx = splits.class_to_idx
+    counts = {c: sum(1 for s in samples if s.label == c) for c in splits.classes}
+    check_episodes(counts, ways=ways, shots=shots, queries=queries, episodes=episodes)
     spec, weights = split_spec(model)
     backbone = create_backbone(spec, len(splits.classes), weights=weights, image_size=image_size)
     ds = ImageDataset(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from headstart.errors import DataError
+
 
 @dataclass
 class EpisodeResult:
@@ -21,6 +23,45 @@ class EpisodeResult:
     episodes: int
     mean_accuracy: float
     ci95: float
+
+
+def check_episodes(
+    counts: dict[str, int], *, ways: int, shots: int, queries: int, episodes: int = 1
+) -> None:
+    """Raise :class:`DataError` (exit 2) when the data cannot fill ``ways``-way episodes of
+    ``shots`` support + ``queries`` query images per class (``counts``: images per class),
+    naming the numbers to lower."""
+    for flag, value, least in (
+        ("--ways", ways, 2), ("--shots", shots, 1), ("--queries", queries, 1),
+        ("--episodes", episodes, 1),
+    ):  # fmt: skip
+        if value < least:
+            raise DataError(f"{flag} {value}: it must be at least {least}")
+    if ways > len(counts):
+        raise DataError(
+            f"--ways {ways} needs {ways} classes but the data has {len(counts)}: lower --ways "
+            f"to at most {len(counts)}, or add classes"
+        )
+    need = shots + queries
+    enough = sorted(c for c, n in counts.items() if n >= need)
+    if len(enough) >= ways:
+        return
+    most = sorted(counts.values(), reverse=True)[ways - 1]  # W classes have at least this many
+    fixes = []
+    if most >= 2:
+        k = min(shots, most - 1)
+        fixes.append(
+            f"lower --shots + --queries ({shots} + {queries}) to at most {most} "
+            f"(e.g. --shots {k} --queries {most - k})"
+        )
+    if len(enough) >= 2:
+        fixes.append(f"lower --ways to {len(enough)}")
+    fixes.append(f"add images until {ways} classes have {need}")
+    raise DataError(
+        f"{ways}-way {shots}-shot episodes with {queries} queries need {ways} classes with at "
+        f"least {need} images each; only {len(enough)} of the {len(counts)} classes have that "
+        f"many ({ways} classes have {most} or more). To fix: {'; or '.join(fixes)}."
+    )
 
 
 def episodic_accuracy(
@@ -41,9 +82,9 @@ def episodic_accuracy(
     labelled support images are used). Returns the mean and the 95 % confidence half-width
     (1.96 x standard error)."""
     g = torch.Generator().manual_seed(seed)
+    counts = {str(int(c)): int((targets == c).sum()) for c in targets.unique()}
+    check_episodes(counts, ways=ways, shots=shots, queries=queries, episodes=episodes)
     classes = [int(c) for c in targets.unique() if int((targets == c).sum()) >= shots + queries]
-    if len(classes) < ways:
-        raise ValueError(f"only {len(classes)} classes have {shots + queries} images; need {ways}")
     raw = features.float()
     accs = []
     for _ in range(episodes):
