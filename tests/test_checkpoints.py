@@ -3,6 +3,8 @@ checkpoint load goes through ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +57,47 @@ def test_last_checkpoint_is_the_last_epoch(
     assert last["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == EPOCHS - 1
     assert best["epoch"] == 0  # val loss rose after epoch 0
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.fixture
+def torch_loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every ``torch.load`` call's ``weights_only`` argument (the real load still runs)."""
+    seen: list[Any] = []
+    real = torch.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    return seen
+
+
+@pytest.mark.filterwarnings("error:.*weights_only.*")
+def test_lr_find_and_unrefined_few_shot_load_checkpoints_weights_only(
+    tmp_path: Path, torch_loads: list[Any]
+) -> None:
+    """lr-find restores the weights it started from, and an unrefined few-shot run saves and
+    evaluates its checkpoint: both through ``weights_only=True``, and neither says Lightning's
+    "`weights_only` was not set, defaulting to `False`"."""
+    import headstart
+    from tests.conftest import TINY
+
+    data = write_class_folders(tmp_path / "data", 6)
+    said = io.StringIO()
+    handler = logging.StreamHandler(said)
+    # Lightning's logger does not propagate to the root, and its level depends on who set it up
+    lightning_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    lightning_log.addHandler(handler)
+    lightning_log.setLevel(logging.INFO)
+    settings = {**TINY, "augment": "none"}
+    try:
+        headstart.lr_find(data=str(data), plot=None, num_training=4, **settings)
+        lr_find_loads = len(torch_loads)
+        train_tiny(data, tmp_path / "run", strategy="few-shot", few_shot_refine=False)
+    finally:
+        lightning_log.removeHandler(handler)
+        lightning_log.setLevel(logging.NOTSET)
+    assert lr_find_loads >= 1 and len(torch_loads) > lr_find_loads  # both paths loaded
+    assert set(torch_loads) == {True}, torch_loads
+    assert "weights_only" not in said.getvalue()

@@ -3,6 +3,7 @@ pretext training), with atomic checkpoint IO, the epoch log and headstart's defa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from headstart.console import console
 from headstart.training.callbacks import EpochLog, InterruptToResume
 from headstart.training.checkpoint_io import AtomicCheckpointIO
 from headstart.training.distributed import trainer_strategy
+
+
+class _SaveNote(logging.Filter):
+    """Drops Lightning's "`weights_only` was not set, defaulting to `False`". Lightning logs it
+    when *saving* a full checkpoint (optimizer state included: the LR finder's own checkpoint,
+    the unrefined few-shot head's), yet it reads as if a checkpoint were unpickled. Every load
+    goes through :class:`AtomicCheckpointIO` (``torch.load(weights_only=True)``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`weights_only` was not set" not in record.getMessage()
+
+
+_SAVE_NOTE = _SaveNote()
 
 
 def checkpoint_callback(checkpoints: Path) -> ModelCheckpoint:
@@ -64,6 +78,9 @@ def make_trainer(
     a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
     device (lr-find). Ctrl-C stops with exit code 130 and ``resume_command`` (default:
     ``headstart train --resume ROOT``) when there are checkpoints to continue from."""
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
+        _SAVE_NOTE
+    )
     every: list[L.Callback] = []
     if checkpoints is not None:
         every += [checkpoint_callback(checkpoints), last_checkpoint_callback(checkpoints)]
