@@ -46,28 +46,35 @@ def test_export_round_trip_equals_eager(trained: Path, split_folder: Path, fmt: 
     files = sorted((split_folder / "test").rglob("*.png"))
     got = exported.predict(files, top_k=3)
     # same images through the run's own eager model + uint8 wrapper: same probabilities
-    from headstart.export.predictor import decode_image
     from headstart.export.wrapper import ImagesToProbabilities
+    from headstart.files import load_model_image
 
     wrapper = ImagesToProbabilities(headstart.load_run(trained).model).eval()
     with torch.inference_mode():
-        eager = [wrapper(torch.from_numpy(decode_image(f)[None]))[0][0].numpy() for f in files]
+        eager = [
+            wrapper(torch.from_numpy(load_model_image(f, 37, 32)[None]))[0][0].numpy()
+            for f in files
+        ]
+    assert exported.metadata["preprocessing"]["resize"] == 37
     for g, e in zip(got, eager, strict=True):
         assert g.probability == pytest.approx(float(e.max()), abs=1e-4)
         assert len(g.top) == 3
 
 
-def test_dynamic_batch_and_size(trained: Path) -> None:
+def test_dynamic_batch_fixed_size(trained: Path) -> None:
+    """Any batch of crop-sized images (the decoder resizes; the graph does not)."""
     import onnxruntime as ort
 
     path = headstart.export_model(trained, "onnx").path
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for shape in [(1, 32, 32, 3), (5, 50, 70, 3)]:
+    for shape in [(1, 32, 32, 3), (5, 32, 32, 3)]:
         probs, logits = sess.run(
             None, {"images": np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)}
         )
         assert probs.shape == logits.shape == (shape[0], 3)
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(Exception, match=r"(?i)dimension"):
+        sess.run(None, {"images": np.zeros((1, 50, 70, 3), dtype=np.uint8)})
 
 
 def test_onnx_predict_needs_no_torch(trained: Path, split_folder: Path) -> None:

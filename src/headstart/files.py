@@ -1,5 +1,13 @@
-"""Image file discovery shared by the data layer and the torch-free export predictor, and the
-:class:`Prediction` every predictor returns (top-k from a probability row, numpy only)."""
+"""Image file discovery and decoding shared by the data layer and the torch-free export
+predictor, and the :class:`Prediction` every predictor returns (top-k from a probability row,
+numpy only).
+
+:func:`load_model_image` is the one image decoder behind every prediction path: eager
+``predict``, the exported model's predictor (ONNX, TorchScript) and ``serve``. It is the
+evaluation transform's geometry (``open_rgb`` with JPEG draft decoding, shorter side to
+``resize`` with the weights' interpolation, PIL's antialiased resampling, centre crop) without
+torch; ``tests/test_export_parity.py`` checks that it equals evaluation's
+``build_eval_transform`` pixel for pixel."""
 
 from __future__ import annotations
 
@@ -58,6 +66,60 @@ def open_rgb(source: str | Path | Any, draft_size: int | None = None) -> Image.I
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(bg, im)
         return im.convert("RGB")
+
+
+#: PIL's resampling filter for each interpolation name a
+#: :class:`~headstart.models.Preprocessing` can carry (torchvision's ``InterpolationMode``
+#: values, which torchvision maps to the same filters for PIL images)
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "nearest-exact": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def resize_centre_crop(
+    im: Image.Image, resize: int, crop: int, interpolation: str = "bilinear"
+) -> Image.Image:
+    """The shorter side to ``resize`` (aspect kept, longer side truncated to an integer; PIL
+    resampling, which antialiases when shrinking), then the centred ``crop x crop`` square
+    (zero padding where the image is smaller). The same arithmetic as torchvision's
+    ``v2.Resize(resize)`` + ``v2.CenterCrop(crop)`` on a PIL image."""
+    if interpolation not in RESAMPLING:
+        raise DataError(
+            f"unknown interpolation {interpolation!r} in the preprocessing; "
+            f"use one of {', '.join(RESAMPLING)}"
+        )
+    w, h = im.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize, int(resize * long / short)
+    size = (new_short, new_long) if w <= h else (new_long, new_short)
+    if size != (w, h):
+        im = im.resize(size, resample=RESAMPLING[interpolation])
+    w, h = im.size
+    if crop > w or crop > h:  # pad to at least crop x crop, the extra pixel right/bottom
+        pad_w, pad_h = max(crop - w, 0), max(crop - h, 0)
+        canvas = Image.new("RGB", (w + pad_w, h + pad_h), (0, 0, 0))
+        canvas.paste(im, (pad_w // 2, pad_h // 2))
+        im = canvas
+        w, h = im.size
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)
+    return im.crop((left, top, left + crop, top + crop))
+
+
+def load_model_image(
+    source: str | Path | Any, resize: int, crop: int, interpolation: str = "bilinear"
+) -> np.ndarray:
+    """An image file (path or file-like) as the model sees it: uint8 RGB ``(crop, crop, 3)``,
+    decoded by :func:`open_rgb` (large JPEGs at reduced scale, ``draft_size=resize``) and
+    brought to size by :func:`resize_centre_crop`. Scaling to [0, 1] and normalisation are
+    left to the model (the exported graph, or eager ``predict``)."""
+    im = resize_centre_crop(open_rgb(source, draft_size=resize), resize, crop, interpolation)
+    return np.asarray(im, dtype=np.uint8)
 
 
 @dataclass(frozen=True)

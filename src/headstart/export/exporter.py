@@ -26,7 +26,9 @@ from headstart.export.signatures import ExportSignature, signature_for
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
-FORMAT = "headstart-export/1"
+#: version 2: image models take (N, crop, crop, 3) decoded by ``files.load_model_image``
+#: (version 1 resized whole images inside the graph: ``inputs.LEGACY_IMAGE_FORMAT``)
+FORMAT = "headstart-export/2"
 #: default file name per export format
 FILE_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
@@ -79,12 +81,14 @@ def place_checked(got: np.ndarray, expected: np.ndarray, tmp: Path, path: Path, 
 def export_model(
     run: str | Path | LoadedRun, fmt: str = "onnx", out: str | Path | None = None
 ) -> ExportResult:
-    """Export a trained run. ``fmt``: ``onnx`` (opset 17, dynamic batch and input sizes, labels
+    """Export a trained run. ``fmt``: ``onnx`` (opset 17, dynamic batch, labels
     and metadata in the model's metadata_props) or ``torchscript`` (metadata in the extra files;
     not for text models). Outputs: ``probabilities`` and ``logits``. The export is run on sample
-    inputs (validation data of the run) and both outputs must equal the eager model's within
-    1e-4. Side files a modality needs (a text model's ``<name>.tokenizer.json``) are written
-    beside the model and checked.
+    inputs made from the run's own data (images: full-size files through the predictor's
+    decoder, which must equal evaluation's preprocessing; a
+    :class:`~headstart.errors.DataError` when the data cannot be read) and both outputs must
+    equal the eager model's within 1e-4. Side files a modality needs (a text model's
+    ``<name>.tokenizer.json``) are written beside the model and checked.
 
     Example::
 

@@ -25,12 +25,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from headstart.errors import HeadstartError
-from headstart.files import collect_images, open_rgb
+from headstart.errors import DataError, HeadstartError
+from headstart.files import collect_images, load_model_image, open_rgb
 from headstart.text_files import snippet, texts_from_inputs
 
 #: the modality of an export whose metadata names none (image exports never stored one)
 DEFAULT_MODALITY = "image"
+
+#: the metadata ``format`` of exports whose graph resized whole images itself (a square
+#: bilinear resize without antialiasing: not what evaluation does); their predictors still feed
+#: whole decoded images so that they keep working
+LEGACY_IMAGE_FORMAT = "headstart-export/1"
 
 #: ``rows, feed`` per batch: the item indices and the model's named input arrays
 Batches = Iterator[tuple[list[int], dict[str, np.ndarray]]]
@@ -98,21 +103,58 @@ class ModelInputs(ABC):
 
 
 class ImageInputs(ModelInputs):
-    """uint8 RGB arrays ``(H, W, 3)`` of any size, fed as ``images`` ``(N, H, W, 3)``; images
-    of equal size share a batch."""
+    """Images decoded by :func:`~headstart.files.load_model_image` (the decoder of eager
+    ``predict`` and evaluation's geometry): uint8 RGB ``(crop, crop, 3)``, fed as ``images``
+    ``(N, crop, crop, 3)``. Without ``resize``/``crop`` (exports in
+    :data:`LEGACY_IMAGE_FORMAT`) whole images of any size are fed; images of equal size share
+    a batch."""
 
     modality = "image"
     name_key = "filename"
 
+    def __init__(
+        self, resize: int | None = None, crop: int | None = None, interpolation: str = "bilinear"
+    ) -> None:
+        if (resize is None) != (crop is None):
+            raise ValueError("give both resize and crop, or neither (legacy whole images)")
+        self.resize, self.crop, self.interpolation = resize, crop, interpolation
+
     @classmethod
     def from_export(cls, metadata: dict[str, Any], model_path: Path) -> ImageInputs:
-        return cls()
+        """The export's own preprocessing sizes (``metadata["preprocessing"]``); whole images
+        for a :data:`LEGACY_IMAGE_FORMAT` export."""
+        if metadata.get("format") == LEGACY_IMAGE_FORMAT:
+            return cls()
+        try:
+            p = metadata["preprocessing"]
+            return cls(int(p["resize"]), int(p["crop"]), str(p.get("interpolation", "bilinear")))
+        except (KeyError, TypeError, ValueError):
+            raise HeadstartError(
+                f"{model_path}: its metadata has no usable 'preprocessing' (resize, crop); "
+                "export the run again with this headstart"
+            ) from None
+
+    def decode(self, source: str | Path | Any) -> np.ndarray:
+        """One image file (path or file-like) as the model's input array."""
+        if self.resize is None or self.crop is None:
+            return decode_image(source)
+        return load_model_image(source, self.resize, self.crop, self.interpolation)
 
     def collect(self, inputs: Sequence[str | Path]) -> list[Any]:
         return list(collect_images(inputs))
 
     def load(self, inputs: Sequence[Any]) -> tuple[list[str], list[Any]]:
-        return [str(f) for f in inputs], [decode_image(f) for f in inputs]
+        arrays = []
+        for f in inputs:
+            try:
+                arrays.append(self.decode(f))
+            except HeadstartError:
+                raise
+            except Exception as err:
+                raise DataError(
+                    f"cannot read image {f}: {err}. Replace the file or leave it out of the inputs."
+                ) from None
+        return [str(f) for f in inputs], arrays
 
     def batches(self, items: Sequence[Any]) -> Batches:
         by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -147,7 +189,7 @@ class ImageInputs(ModelInputs):
                 if not data:
                     raise RequestError(400, f"{f.filename}: empty upload")
                 try:
-                    arrays.append(decode_image(io.BytesIO(data)))
+                    arrays.append(self.decode(io.BytesIO(data)))
                 except Exception:
                     raise RequestError(
                         415, f"{f.filename}: not a readable image (JPEG, PNG, ...)"

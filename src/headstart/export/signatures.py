@@ -9,7 +9,7 @@ the run predictor and the server never ask which one they hold.
 ========  ===================================  ==============================================
 modality  ONNX inputs                          beside the model file
 ========  ===================================  ==============================================
-image     ``images`` uint8 (N, H, W, 3)        -
+image     ``images`` uint8 (N, crop, crop, 3)  - (decoded by ``files.load_model_image``)
 text      ``input_ids``, ``attention_mask``    ``<name>.tokenizer.json`` (``tokenizers``),
           [, ``token_type_ids``] int64 (N, L)  checked to reproduce the training tokenizer
 ========  ===================================  ==============================================
@@ -26,18 +26,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.errors import HeadstartError
+from headstart.errors import DataError, HeadstartError
 from headstart.export.inputs import (
     ImageInputs,
     ModelInputs,
     TextInputs,
-    decode_image,
     load_fast_tokenizer,
 )
 from headstart.export.wrapper import ImagesToProbabilities, TokensToProbabilities
 
 if TYPE_CHECKING:
+    from headstart.data.folders import Sample
     from headstart.evaluation.loading import LoadedRun
+
+#: the export check's tolerance on preprocessing: the torch-free decoder's model input vs the
+#: evaluation transform's, after normalisation (float rounding only; one uint8 step is ~0.017)
+DECODER_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -103,29 +107,36 @@ class ImageSignature(ExportSignature):
         return ImagesToProbabilities(loaded.model).eval()
 
     def sample_inputs(self, loaded: LoadedRun, n: int = 4) -> dict[str, torch.Tensor]:
-        """Up to ``n`` validation images of the run, else seeded noise; all at the
-        preprocessing's resize size so they batch."""
-        from PIL import Image
-
-        from headstart.modalities import splits_for
-
-        size = loaded.preprocessing.resize
-        try:
-            val = splits_for(loaded.config).val[:n]
-            arrays = [
-                np.asarray(Image.fromarray(decode_image(s.path)).resize((size, size))) for s in val
-            ]
-            return {"images": torch.from_numpy(np.stack(arrays))}
-        except Exception:  # data moved or gone: the check still runs, on noise
-            g = torch.Generator().manual_seed(0)
-            noise = torch.randint(0, 256, (n, size, size, 3), generator=g, dtype=torch.uint8)
-            return {"images": noise}
+        """Up to ``n`` of the run's own images (validation, else training), full size from
+        their files through the exported predictor's decoder; which must give the evaluation
+        transform's model input on them (:func:`check_decoder`). Raises
+        :class:`~headstart.errors.DataError` when the run's images cannot be read."""
+        samples = run_images(loaded, n)
+        inputs = self.run_inputs(loaded)
+        assert isinstance(inputs, ImageInputs)
+        arrays = []
+        for s in samples:
+            try:
+                arrays.append(inputs.decode(s.path))
+            except Exception as err:
+                raise DataError(
+                    f"export check: cannot read {s.path} of the run's data: {err}. "
+                    "Replace the file (or restore the run's data) and export again."
+                ) from None
+        images = torch.from_numpy(np.stack(arrays))
+        check_decoder(loaded, samples, images)
+        return {"images": images}
 
     def dynamic_axes(self, loaded: LoadedRun) -> dict[str, dict[int, str]]:
-        return {"images": {0: "batch", 1: "height", 2: "width"}}
+        return {"images": {0: "batch"}}
 
     def input_line(self, loaded: LoadedRun) -> str:
-        return "uint8 RGB images, shape (N, H, W, 3), any H and W; outputs: probabilities and logits, (N, C)"
+        p = loaded.preprocessing
+        return (
+            f"uint8 RGB images, shape (N, {p.crop}, {p.crop}, 3), decoded by "
+            f"headstart.files.load_model_image (shorter side to {p.resize}, {p.interpolation} "
+            f"with antialiasing, centre crop {p.crop}); outputs: probabilities and logits, (N, C)"
+        )
 
     def metadata_fields(self, loaded: LoadedRun, path: Path | None) -> dict[str, Any]:
         return {"preprocessing": loaded.preprocessing.to_dict()}
@@ -135,16 +146,63 @@ class ImageSignature(ExportSignature):
         return CardLines(
             files=f"**File**: `{path.name}` ({fmt})",
             model="",
-            input=f"Inside the file: resize to {p['resize']}x{p['resize']}, centre crop "
-            f"{p['crop']},\n  normalise with mean {p['mean']} and std {p['std']} ({p['source']}).",
+            input="Inside the file: scale to [0, 1], normalise with mean "
+            f"{p['mean']} and std {p['std']}\n  ({p['source']}); no resizing (the decoder does it, "
+            "as evaluation did).",
             unit="images",
-            check="a sample batch",
+            check="the run's own images, full size through the predictor's decoder",
+            check_note=";\n  the decoder gives the evaluation transform's input on them",
             use="image.jpg          # onnxruntime only for .onnx files",
-            limits="Non-square inputs are resized to a square before the centre crop.",
+            limits="Images resized some other way than `load_model_image` (as `headstart "
+            "predict` and `serve` read them)\n  get other predictions.",
         )
 
     def run_inputs(self, loaded: LoadedRun) -> ModelInputs:
-        return ImageInputs()
+        p = loaded.preprocessing
+        return ImageInputs(p.resize, p.crop, p.interpolation)
+
+
+def run_images(loaded: LoadedRun, n: int) -> list[Sample]:
+    """Up to ``n`` images of the run's data for the export check: validation, else training;
+    a :class:`~headstart.errors.DataError` naming the data when there are none (the check
+    never falls back to made-up inputs)."""
+    from headstart.modalities import splits_for
+
+    where = ", ".join(str(p) for p in (loaded.config.data, loaded.config.val) if p)
+    try:
+        splits = splits_for(loaded.config)
+    except HeadstartError as err:
+        raise DataError(
+            f"export check: the run's data ({where}) cannot be read: {err}. The check runs the "
+            "exported model on the run's own images; restore the data at that path and export "
+            "again."
+        ) from None
+    samples = list(splits.val[:n]) or list(splits.train[:n])
+    if not samples:
+        raise DataError(
+            f"export check: the run's data ({where}) has no images; restore it and export again"
+        )
+    return samples
+
+
+def check_decoder(loaded: LoadedRun, samples: list[Sample], images: torch.Tensor) -> None:
+    """The exported predictor's decoder (``images``, uint8 from the files of ``samples``) must
+    give the model input evaluation computes for those files (the image modality's dataset
+    without augmentation), within :data:`DECODER_TOLERANCE`."""
+    from headstart.modalities.image import pixels_to_input
+
+    wrapper = ImagesToProbabilities(loaded.model)
+    got = pixels_to_input(images, wrapper.mean, wrapper.std)
+    idx = {s.label: 0 for s in samples}  # the targets are not used
+    dataset = loaded.modality.dataset(loaded.model, samples, idx)
+    for i, s in enumerate(samples):
+        diff = float((got[i] - dataset[i][0]).abs().max())
+        if diff > DECODER_TOLERANCE:
+            raise RuntimeError(  # a bug, not a user's mistake (exit code 1)
+                f"export check failed: the predictor's decoding of {s.path} differs from "
+                f"evaluation's preprocessing by {diff:.2e} (> {DECODER_TOLERANCE}); this is a bug "
+                "in headstart, please report it"
+            )
 
 
 _SAMPLE_TEXTS = [

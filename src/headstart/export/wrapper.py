@@ -4,19 +4,20 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from headstart.modalities.image import pixels_to_input
 from headstart.models.backbone import Backbone
 
 
 class ImagesToProbabilities(nn.Module):
-    """``(N, H, W, 3) uint8`` RGB images of any size -> ``(N, C)`` probabilities and logits.
+    """``(N, crop, crop, 3) uint8`` RGB images -> ``(N, C)`` probabilities and logits.
 
-    Inside: scale to [0, 1]; bilinear resize to ``resize x resize``; centre crop ``crop``;
-    normalise with the weights' mean/std; the model; softmax. For square images this matches
-    the training-time eval transform (shorter side to ``resize``, centre crop); other aspect
-    ratios are resized to a square first.
+    The images come from :func:`headstart.files.load_model_image` (decode, shorter side to
+    ``resize`` with the weights' interpolation and antialiasing, centre crop ``crop``: the
+    evaluation transform's geometry, without torch); inside: scale to [0, 1] and normalise with
+    the weights' mean/std (:func:`~headstart.modalities.image.pixels_to_input`, as eager
+    ``predict`` does), the model, softmax. No resizing happens in the graph.
     """
 
     mean: torch.Tensor
@@ -26,18 +27,13 @@ class ImagesToProbabilities(nn.Module):
         super().__init__()
         p = backbone.preprocessing
         self.model = backbone
-        self.resize, self.crop = int(p.resize), int(p.crop)
+        self.crop = int(p.crop)
         self.register_buffer("mean", torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, logits)``."""
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
-        off = (self.resize - self.crop) // 2
-        x = x[:, :, off : off + self.crop, off : off + self.crop]
-        x = (x - self.mean) / self.std
-        logits = self.model(x)
+        logits = self.model(pixels_to_input(images, self.mean, self.std))
         return logits.softmax(dim=1), logits
 
 

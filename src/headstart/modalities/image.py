@@ -6,19 +6,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import build_eval_transform, build_train_transform
-from headstart.data.datasets import ImageDataset, load_rgb
+from headstart.data.datasets import ImageDataset
 from headstart.data.folders import Sample
 from headstart.data.image_size import auto_image_size
 from headstart.errors import DataError
-from headstart.files import collect_images
+from headstart.files import collect_images, load_model_image
 from headstart.modalities.base import Modality, SourceReader
 from headstart.models import Backbone, Preprocessing, create_backbone
+
+
+def pixels_to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``(N, H, W, 3)`` from :func:`~headstart.files.load_model_image` -> the model's
+    float ``(N, 3, H, W)``: scaled to [0, 1], normalised with ``mean``/``std`` (``(1, 3, 1, 1)``).
+    Eager ``predict`` and the exported graph both run this (the same numbers as the evaluation
+    transform's ``ToDtype`` + ``Normalize``)."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    return (x - mean) / std
 
 
 class ImageModality(Modality):
@@ -93,15 +103,18 @@ class ImageModality(Modality):
         return [(str(f), f) for f in collect_images(list(inputs))]
 
     def encode(self, backbone: Backbone, items: Sequence[tuple[str, Any]]) -> torch.Tensor:
+        """The images through the one shared decoder (as the exported model's predictor and
+        ``serve`` read them), then :func:`pixels_to_input`."""
         pre = backbone.preprocessing
-        tf = build_eval_transform(pre)
         batch = []
         for name, path in items:
             try:
-                batch.append(tf(load_rgb(path, pre.resize)))
+                batch.append(load_model_image(path, pre.resize, pre.crop, pre.interpolation))
             except Exception as err:
                 raise DataError(
                     f"cannot read image {name}: {err}. Replace the file or leave it out of the "
                     "inputs."
                 ) from None
-        return torch.stack(batch)
+        mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return pixels_to_input(torch.from_numpy(np.stack(batch)), mean, std)
