@@ -20,6 +20,7 @@ from headstart.console import console, setup_logging
 from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
 from headstart.data.folders import Sample
+from headstart.devices import Compute, placed, resolve_compute
 from headstart.evaluation.probe import fit_logistic
 from headstart.evaluation.transferability import h_score, logme
 from headstart.models import Backbone, create_backbone
@@ -48,8 +49,10 @@ def rank_models(
     seed: int = 42,
     disk_cache: bool = True,
     num_workers: int = 0,
+    accelerator: str = "auto",
 ) -> list[RankRow]:
     """Score each candidate (``spec`` or ``spec@weights``) on ``data``; best LogME first.
+    Features are computed on ``accelerator`` (``auto``: the GPU when there is one).
 
     Example::
 
@@ -59,6 +62,7 @@ def rank_models(
     L.seed_everything(seed, verbose=False)
     splits = load_splits(data, val_fraction=val_fraction, seed=seed)
     idx = splits.class_to_idx
+    compute = resolve_compute(accelerator)
     rows: list[RankRow] = []
     for candidate in models:
         spec, weights = split_spec(candidate)
@@ -71,6 +75,7 @@ def rank_models(
             "seed": seed,
             "disk_cache": disk_cache,
             "num_workers": num_workers,
+            "compute": compute,
         }
         tr_x, tr_y = _features(backbone, splits.train, "train", **common)
         score = logme(tr_x.numpy(), tr_y.numpy())
@@ -103,9 +108,11 @@ def rank_stages(
     val_fraction: float = 0.2,
     seed: int = 42,
     batch_size: int = 32,
+    accelerator: str = "auto",
 ) -> list[RankRow]:
     """Score the output of every stage of one model (``spec`` or ``spec@weights``): where to cut
-    the backbone. One forward pass per image captures all stages; rows come in stage order."""
+    the backbone. One forward pass per image (on ``accelerator``) captures all stages; rows come
+    in stage order."""
     setup_logging()
     L.seed_everything(seed, verbose=False)
     splits = load_splits(data, val_fraction=val_fraction, seed=seed)
@@ -116,17 +123,19 @@ def rank_stages(
     ).eval()
     indices = list(range(len(backbone.stages)))
     tf = build_eval_transform(backbone.preprocessing)
+    compute = resolve_compute(accelerator)
 
     def collect(samples: list[Sample]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         loader = torch.utils.data.DataLoader(
-            ImageDataset(samples, idx, tf, backbone.preprocessing.resize), batch_size=batch_size
-        )
+            ImageDataset(samples, idx, tf, backbone.preprocessing.resize), batch_size=batch_size,
+            pin_memory=compute.pin_memory,
+        )  # fmt: skip
         parts: dict[int, list[torch.Tensor]] = {i: [] for i in indices}
         ys = []
-        with torch.inference_mode():
+        with torch.inference_mode(), placed(backbone, compute):
             for x, y in loader:
-                for i, f in backbone.stage_features(x, indices).items():
-                    parts[i].append(f.float())
+                for i, f in backbone.stage_features(compute.to(x), indices).items():
+                    parts[i].append(f.float().cpu())
                 ys.append(y)
         return {i: torch.cat(v) for i, v in parts.items()}, torch.cat(ys)
 
@@ -164,6 +173,7 @@ def _features(
     seed: int,
     disk_cache: bool,
     num_workers: int,
+    compute: Compute,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     ds = ImageDataset(
         samples, idx, build_eval_transform(backbone.preprocessing), backbone.preprocessing.resize
@@ -177,6 +187,7 @@ def _features(
         seed=seed,
         use_disk_cache=disk_cache,
         num_workers=num_workers,
+        compute=compute,
     )
     return x, y
 

@@ -9,6 +9,7 @@ from headstart.adapt.fewshot import EpisodeResult, check_episodes, episodic_accu
 from headstart.console import setup_logging
 from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
+from headstart.devices import resolve_compute
 from headstart.models import create_backbone
 from headstart.models.weights_spec import split_model_weights as split_spec
 from headstart.training.features import features_for
@@ -24,9 +25,11 @@ def fewshot_eval(
     episodes: int = 200,
     image_size: int | None = None,
     seed: int = 0,
+    accelerator: str = "auto",
 ) -> EpisodeResult:
     """Mean N-way K-shot accuracy (95 % CI) of ``model`` (``spec`` or ``spec@weights``) on all
-    labelled images of ``data``; each image's embedding is computed once (disk-cached).
+    labelled images of ``data``; each image's embedding is computed once (disk-cached), on
+    ``accelerator`` (``auto``: the GPU when there is one).
 
     Example::
 
@@ -45,7 +48,8 @@ def fewshot_eval(
     ds = ImageDataset(
         samples, idx, build_eval_transform(backbone.preprocessing), backbone.preprocessing.resize
     )
-    x, y, _ = features_for(backbone, ds, samples, idx, split="all", seed=seed)
+    compute = resolve_compute(accelerator)
+    x, y, _ = features_for(backbone, ds, samples, idx, split="all", seed=seed, compute=compute)
     return episodic_accuracy(
         x, torch.as_tensor(y), ways=ways, shots=shots, queries=queries, episodes=episodes, seed=seed
     )

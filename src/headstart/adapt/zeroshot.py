@@ -102,6 +102,7 @@ def zero_shot(
     eval_data: str | None = None,
     out: str | Path | None = None,
     top_k: int = 1,
+    accelerator: str = "auto",
 ) -> ZeroShotResult:
     """Build a classifier for ``labels`` without training images and save it as an ordinary run
     folder (evaluate, report-free predict, export and serve work on it; ``headstart train
@@ -109,7 +110,8 @@ def zero_shot(
 
     Either ``model="hf:<CLIP folder>"`` (class vectors from the text tower, prompt-ensembled) or
     ``run=<a run trained with --head semantic>`` (the class names' label embeddings replace the
-    trained classes — classes never seen in training can be named).
+    trained classes — classes never seen in training can be named). Images are scored on
+    ``accelerator`` (``auto``: the GPU when there is one).
 
     Example::
 
@@ -149,7 +151,9 @@ def zero_shot(
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     write_model_checkpoint(folder.best_checkpoint, state, info)
     loaded = load_run(folder.path)
-    metrics = evaluate(loaded, eval_data) if eval_data is not None else None
+    metrics = (
+        evaluate(loaded, eval_data, accelerator=accelerator) if eval_data is not None else None
+    )
     summary: dict[str, Any] = {
         "run": {
             "model": backbone.spec,
@@ -164,7 +168,7 @@ def zero_shot(
     if metrics is not None:
         summary["val"] = metrics
     folder.save_metrics(summary)
-    preds = predict(loaded, list(images), top_k=top_k) if images else []
+    preds = predict(loaded, list(images), top_k=top_k, accelerator=accelerator) if images else []
     return ZeroShotResult(folder.path, names, metrics, preds)
 
 

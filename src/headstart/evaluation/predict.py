@@ -7,23 +7,33 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from headstart.devices import Compute, placed, resolve_compute
 from headstart.errors import HeadstartError
 from headstart.models import Backbone
 
 
 @torch.inference_mode()
 def predict_logits(
-    backbone: Backbone, dataset: Any, num_workers: int = 0, batch_size: int = 64
+    backbone: Backbone,
+    dataset: Any,
+    num_workers: int = 0,
+    batch_size: int = 64,
+    compute: Compute | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets for a dataset of ``(input, target)`` pairs, in order."""
+    """Logits and targets for a dataset of ``(input, target)`` pairs, in order, computed on
+    ``compute`` (default: ``auto``, the GPU when there is one; autocast for mixed precision) and
+    returned as float32 CPU tensors; the backbone goes back to its device afterwards."""
+    compute = compute or resolve_compute()
     backbone.eval()
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=backbone.collate_fn
-    )
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=backbone.collate_fn,
+        pin_memory=compute.pin_memory,
+    )  # fmt: skip
     outs, ys = [], []
-    for x, y in loader:
-        outs.append(backbone(x).float())
-        ys.append(torch.as_tensor(y))
+    with placed(backbone, compute), compute.autocast():
+        for x, y in loader:
+            outs.append(backbone(compute.to(x)).float().cpu())
+            ys.append(torch.as_tensor(y))
     if not outs:
         raise HeadstartError("no images to evaluate")
     return torch.cat(outs), torch.cat(ys)

@@ -10,6 +10,7 @@ the model's inputs.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from headstart.errors import HeadstartError
 from headstart.export.inputs import ModelInputs, decode_image, inputs_for_export
 from headstart.files import Prediction
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ExportPrediction",
     "ExportedPredictor",
@@ -29,6 +32,30 @@ __all__ = [
 ]
 
 ExportPrediction = Prediction
+
+#: onnxruntime execution providers, fastest first; the CPU one is always there
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def onnx_providers(available: Sequence[str]) -> list[str]:
+    """The execution providers to ask onnxruntime for, given its ``get_available_providers()``:
+    TensorRT and CUDA where this onnxruntime build has them (``onnxruntime-gpu``), then CPU."""
+    return [p for p in PREFERRED_PROVIDERS if p in available or p == "CPUExecutionProvider"]
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime session for ``path`` on the best available provider (see
+    :func:`onnx_providers`); a GPU provider that fails to start (missing CUDA/TensorRT
+    libraries) falls back to the CPU with a warning."""
+    import onnxruntime as ort
+
+    providers = onnx_providers(ort.get_available_providers())
+    if providers != ["CPUExecutionProvider"]:
+        try:
+            return ort.InferenceSession(str(path), providers=providers)
+        except Exception as err:
+            log.warning("%s: %s failed (%s); running on the CPU", path, providers[0], err)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 class ExportedPredictor:
@@ -43,13 +70,11 @@ class ExportedPredictor:
     inputs: ModelInputs
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise HeadstartError(f"model file {self.path} does not exist")
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.session = onnx_session(self.path)
         except Exception as err:
             raise HeadstartError(f"{self.path} is not a loadable ONNX model: {err}") from None
         props = self.session.get_modelmeta().custom_metadata_map

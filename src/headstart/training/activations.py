@@ -41,6 +41,7 @@ from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import DataSplits
 from headstart.data.datasets import ViewsDataset
+from headstart.devices import Compute, compute_for, placed, resolve_compute
 from headstart.modalities import Modality
 from headstart.models import Backbone
 from headstart.models.split import SplitError
@@ -179,27 +180,41 @@ class ActivationRows(Dataset[tuple[torch.Tensor, int]]):
 
 def extract_activations(
     backbone: Backbone, cut: int, dataset: Any, path: Path, *, num_workers: int = 0,
-    description: str = "activations",
+    description: str = "activations", compute: Compute | None = None,
 ) -> None:  # fmt: skip
     """Write the activations at the cut before ``cut`` for every item of ``dataset`` to
-    ``path`` (float16 ``.npy``, in order) and the targets beside it; atomic (the activations
-    file appears last)."""
+    ``path`` (float16 ``.npy``, in order) and the targets beside it, computed on ``compute``
+    (default ``auto``); atomic (the activations file appears last)."""
+    compute = compute or resolve_compute()
     crop = getattr(backbone.preprocessing, "crop", None)
     batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
-    device = next(backbone.body.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    shape = activation_shape(backbone, cut)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=compute.pin_memory
+    )
+    with placed(backbone, compute):
+        shape = activation_shape(backbone, cut)
+        _write_activations(
+            backbone, cut, loader, path, (len(dataset), *shape), compute, description
+        )
+
+
+def _write_activations(
+    backbone: Backbone, cut: int, loader: DataLoader, path: Path, shape: tuple[int, ...],  # type: ignore[type-arg]
+    compute: Compute, description: str,
+) -> None:  # fmt: skip
+    """:func:`extract_activations`' loop: ``loader``'s activations into a float16 ``.npy``
+    memory map of ``shape``, then the targets, then the atomic rename to ``path``."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE, shape=(len(dataset), *shape))
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=STORE_DTYPE, shape=shape)
     targets: list[torch.Tensor] = []
     was = backbone.training
     backbone.eval()
     t0, i = time.perf_counter(), 0
     try:
-        with torch.inference_mode(), console.status(description):
+        with torch.inference_mode(), console.status(description), compute.autocast():
             for x, y in loader:
-                x = x.to(device).contiguous(memory_format=torch.channels_last)
-                a = backbone.forward_to(cut, x).cpu().numpy().astype(STORE_DTYPE)
+                x = compute.to(x).contiguous(memory_format=torch.channels_last)
+                a = backbone.forward_to(cut, x).float().cpu().numpy().astype(STORE_DTYPE)
                 out[i : i + len(a)] = a
                 targets.append(torch.as_tensor(y))
                 i += len(a)
@@ -248,7 +263,7 @@ def activation_key(
 
 def activation_rows(
     backbone: Backbone, plan: ActivationPlan, dataset: Any, key: str, *, use_disk_cache: bool,
-    num_workers: int, description: str,
+    num_workers: int, description: str, compute: Compute | None = None,
 ) -> tuple[ActivationRows, bool]:  # fmt: skip
     """``(rows, read from the disk cache)`` of ``dataset`` at the plan's cut."""
     rows = len(dataset)
@@ -259,7 +274,7 @@ def activation_rows(
             return hit, True
         path.parent.mkdir(parents=True, exist_ok=True)
         extract_activations(backbone, plan.cut, dataset, path, num_workers=num_workers,
-                            description=description)  # fmt: skip
+                            description=description, compute=compute)  # fmt: skip
         stored = load_activations(path, rows, plan.shape)
         assert stored is not None
         return stored, False
@@ -267,7 +282,7 @@ def activation_rows(
     path = folder / "act.npy"
     try:
         extract_activations(backbone, plan.cut, dataset, path, num_workers=num_workers,
-                            description=description)  # fmt: skip
+                            description=description, compute=compute)  # fmt: skip
         stored = load_activations(path, rows, plan.shape)
         assert stored is not None
         return stored, False
@@ -308,7 +323,7 @@ def activation_sets(
         key = activation_key(backbone, plan, samples, idx, split, seed, config.augment, views)
         rows, hit = activation_rows(
             backbone, plan, ds, key, use_disk_cache=config.disk_cache, num_workers=num_workers,
-            description=f"{split} activations",
+            description=f"{split} activations", compute=compute_for(config),
         )  # fmt: skip
         sets.append(rows)
         if hit:
@@ -323,16 +338,20 @@ def activation_sets(
 
 @torch.inference_mode()
 def activation_logits(
-    backbone: Backbone, cut: int, rows: ActivationRows, batch_size: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets of ``backbone`` on stored activations at the cut before ``cut``."""
+    backbone: Backbone, cut: int, rows: ActivationRows, batch_size: int = 256,
+    compute: Compute | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Logits and targets of ``backbone`` on stored activations at the cut before ``cut``,
+    computed on ``compute`` (default ``auto``), returned as float32 CPU tensors."""
+    compute = compute or resolve_compute()
     backbone.eval()
-    device = next(backbone.parameters()).device
     outs, ys = [], []
-    for a, y in DataLoader(rows, batch_size=batch_size):
-        a = a.to(device)
-        if a.dim() == 4:
-            a = a.contiguous(memory_format=torch.channels_last)
-        outs.append(backbone.head(backbone.forward_from(cut, a)).float().cpu())
-        ys.append(torch.as_tensor(y))
+    loader = DataLoader(rows, batch_size=batch_size, pin_memory=compute.pin_memory)
+    with placed(backbone, compute), compute.autocast():
+        for a, y in loader:
+            a = compute.to(a)
+            if a.dim() == 4:
+                a = a.contiguous(memory_format=torch.channels_last)
+            outs.append(backbone.head(backbone.forward_from(cut, a)).float().cpu())
+            ys.append(torch.as_tensor(y))
     return torch.cat(outs), torch.cat(ys)

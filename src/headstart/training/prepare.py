@@ -15,6 +15,7 @@ from rich.table import Table
 from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import DataSplits
+from headstart.devices import compute_for
 from headstart.errors import HeadstartError, TrainingDiverged
 from headstart.modalities import Modality, modality_for, splits_for
 from headstart.models import Backbone
@@ -83,6 +84,7 @@ def prepare(
         features = FeatureSource(
             backbone, splits.class_to_idx, seed=config.seed, augment=augment_key(config),
             use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
+            compute=compute_for(config),
         )  # fmt: skip
     else:
         features.backbone, features.augment = backbone, augment_key(config)

@@ -11,6 +11,7 @@ import torch
 from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import DataSplits
+from headstart.devices import compute_for
 from headstart.evaluation.predict import head_logits, predict_logits
 from headstart.evaluation.report import ValPredictions
 from headstart.modalities import Modality
@@ -57,21 +58,23 @@ def evaluate_best(
     f: Finished, model: Backbone
 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """``(metrics blocks val [and test], val logits, val targets)`` of the best checkpoint."""
-    idx = f.splits.class_to_idx
+    idx, compute = f.splits.class_to_idx, compute_for(f.config)
     if f.loaders.val_features is not None:
         va_x, val_targets = f.loaders.val_features
         val_logits = head_logits(model, va_x)
     elif f.loaders.val_activations is not None and f.plan.activations is not None:
         val_logits, val_targets = activation_logits(
-            model, f.plan.activations.cut, f.loaders.val_activations
+            model, f.plan.activations.cut, f.loaders.val_activations, compute=compute
         )
     else:
         val_set = f.modality.dataset(model, f.splits.val, idx, seed=f.config.seed)
-        val_logits, val_targets = predict_logits(model, val_set, f.plan.num_workers)
+        val_logits, val_targets = predict_logits(
+            model, val_set, f.plan.num_workers, compute=compute
+        )
     results = {"val": f.task.metrics(val_logits, val_targets, f.splits.classes)}
     if f.splits.test:
         test_set = f.modality.dataset(model, f.splits.test, idx, seed=f.config.seed)
-        logits, targets = predict_logits(model, test_set, f.plan.num_workers)
+        logits, targets = predict_logits(model, test_set, f.plan.num_workers, compute=compute)
         results["test"] = f.task.metrics(logits, targets, f.splits.classes)
     return results, val_logits, val_targets
 
