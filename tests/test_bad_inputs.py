@@ -724,10 +724,35 @@ def test_cli_disk_full_while_saving_keeps_the_last_good_checkpoint(
     assert r.code == 0 and load_checkpoint_file(run / "checkpoints" / "last.ckpt")["epoch"] == 1
 
 
+def test_cli_rank_skips_candidates_that_cannot_load(
+    tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """One candidate whose weights are not cached offline and one unknown model: both skipped
+    with the reason (the hint in rank's ``@none`` form), the one that loads is ranked, exit 0;
+    nothing loadable at all: exit 3."""
+    root = _tree(tmp_path, 4)
+    cached = Path(torch.hub.get_dir()) / "checkpoints"
+    assert not list(cached.glob("resnet18-*.pth")), "the test needs resnet18 weights uncached"
+    models = "torchvision:resnet18,timm:test_resnet@none,torchvision:no_such_net"
+    r = cli("rank", root, "--models", models, "--image-size", "32", "--no-probe")
+    text = " ".join(r.text.split())
+    assert r.code == 0, r.text[-3000:]
+    assert "skipped torchvision:resnet18: weights ResNet18_Weights" in text
+    assert "or torchvision:resnet18@none to train from scratch" in text
+    assert "--weights none" not in text
+    assert "skipped torchvision:no_such_net:" in text
+    assert "timm:test_resnet" in text and "transferability ranking" in text
+    r = cli("rank", root, "--models", "torchvision:resnet18,torchvision:no_such_net")
+    assert r.code == 3 and "no candidate could be scored: torchvision:resnet18:" in r.text
+
+
 def test_exit_codes_are_the_documented_ones() -> None:
     from headstart import errors
 
     doc = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text(encoding="utf-8")
-    for cls in (errors.DataError, errors.ModelError, errors.RunError, errors.TrainingDiverged):
+    for cls in (
+        errors.DataError, errors.ModelError, errors.RunError, errors.TrainingDiverged,
+        errors.Interrupted,
+    ):  # fmt: skip
         assert issubclass(cls, HeadstartError)
         assert f"| {cls.exit_code} |" in doc and cls.__name__ in doc
