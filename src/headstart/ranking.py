@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.console import console, setup_logging
@@ -21,6 +22,7 @@ from headstart.data import build_eval_transform, load_splits
 from headstart.data.datasets import ImageDataset
 from headstart.data.folders import Sample
 from headstart.devices import Compute, placed, resolve_compute
+from headstart.errors import ModelError
 from headstart.evaluation.probe import fit_logistic
 from headstart.evaluation.transferability import h_score, logme
 from headstart.models import Backbone, create_backbone
@@ -57,6 +59,9 @@ def rank_models(
     Example::
 
         rows = rank_models("data/", ["torchvision:mobilenet_v2", "torchvision:resnet18@none"])
+
+    A candidate that cannot be loaded (unknown model, weights not available offline) is
+    skipped and the reason printed; :class:`ModelError` only when none could be scored.
     """
     setup_logging()
     L.seed_everything(seed, verbose=False)
@@ -64,12 +69,18 @@ def rank_models(
     idx = splits.class_to_idx
     compute = resolve_compute(accelerator)
     rows: list[RankRow] = []
+    skipped: list[str] = []
     for candidate in models:
         spec, weights = split_spec(candidate)
         t0 = time.perf_counter()
-        backbone = create_backbone(
-            spec, len(splits.classes), weights=weights, image_size=image_size
-        )
+        try:
+            backbone = create_backbone(
+                spec, len(splits.classes), weights=weights, image_size=image_size
+            )
+        except ModelError as err:  # skip it: the other candidates' scores are still worth having
+            skipped.append(f"{candidate}: {rank_hint(str(err), spec)}")
+            console.print(f"[yellow]skipped[/] {escape(skipped[-1])}")
+            continue
         common: dict[str, Any] = {
             "idx": idx,
             "seed": seed,
@@ -95,8 +106,18 @@ def rank_models(
                 time.perf_counter() - t0,
             )
         )
+    if not rows:
+        raise ModelError("no candidate could be scored: " + "; ".join(skipped))
     rows.sort(key=lambda r: r.logme, reverse=True)
     return rows
+
+
+def rank_hint(message: str, spec: str) -> str:
+    """A model error's hint in rank's terms: the adapters word it for ``train --weights``,
+    whereas rank takes the weights after ``@`` in the candidate (``spec@none``)."""
+    return message.replace("--weights <file>", f"{spec}@<file>").replace(
+        "--weights none", f"{spec}@none"
+    )
 
 
 def rank_stages(
