@@ -746,6 +746,34 @@ def test_cli_rank_skips_candidates_that_cannot_load(
     assert r.code == 3 and "no candidate could be scored: torchvision:resnet18:" in r.text
 
 
+def test_cli_timm_weights_missing_offline_is_an_error_not_a_download(
+    tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timm:resnet18's default weights are not cached: exit 3 before timm is asked for them;
+    every timm model is built with the Hugging Face hub client offline."""
+    import huggingface_hub.constants as hub
+    import timm
+
+    import headstart.models.timm_adapter as adapter
+
+    hub_state: list[tuple[bool, bool]] = []
+    real, before = timm.create_model, hub.HF_HUB_OFFLINE
+
+    def create_model(name: str, pretrained: bool = False, **kw: Any) -> Any:
+        hub_state.append((pretrained, hub.HF_HUB_OFFLINE))
+        return real(name, pretrained=pretrained, **kw)
+
+    monkeypatch.setattr(adapter.timm, "create_model", create_model)
+    root = _tree(tmp_path, 3)
+    r = cli("train", root, "--model", "timm:resnet18", "--image-size=32", "--out", tmp_path / "a")
+    assert r.code == 3, r.text[-3000:]
+    assert "pretrained weights of timm:resnet18 (timm/resnet18.a1_in1k) are not in the" in r.text
+    assert "--weights none" in r.text and hub_state == []
+    r = cli("train", root, *_tiny_args(), "--epochs=1", "--out", tmp_path / "b")
+    assert r.code == 0 and hub_state and all(offline for _, offline in hub_state)
+    assert before == hub.HF_HUB_OFFLINE  # restored after each build
+
+
 def test_exit_codes_are_the_documented_ones() -> None:
     from headstart import errors
 

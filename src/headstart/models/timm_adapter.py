@@ -6,9 +6,12 @@ preprocessing from timm's data config of the model's pretrained config.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -89,12 +92,14 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
         kwargs["pretrained_cfg_overlay"] = {"file": spec.path}
     elif spec.kind == "default":
         pretrained, label = True, "timm pretrained (default tag)"
+        check_cached(name)
     else:
         raise ModelError(
             f"weights {weights!r} for timm:{name}: use DEFAULT, none, or a path to a weights file"
         )
     try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        with hub_offline():
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as err:
         raise ModelError(
             f"cannot create timm:{name} with weights {label!r}: {type(err).__name__}: {err}. "
@@ -127,11 +132,54 @@ def _params_on_meta(name: str) -> int | None:
         return None
 
 
+def offline() -> bool:
+    """``HEADSTART_OFFLINE`` (default ``1``): weights come only from local caches and files."""
+    return os.environ.get("HEADSTART_OFFLINE", "1") == "1"
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """Under :func:`offline`, the Hugging Face hub client makes no request (timm resolves its
+    pretrained weights through it); the previous setting is restored afterwards."""
+    if not offline():
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def check_cached(name: str) -> None:
+    """Under :func:`offline`, a :class:`ModelError` when ``timm:<name>``'s default weights are
+    not in the local caches: timm would otherwise download them at run time."""
+    if not offline():
+        return
+    cfg = timm.get_pretrained_cfg(name)
+    if _cached_offline(cfg):
+        return
+    where = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or "no download source"
+    raise ModelError(
+        f"pretrained weights of timm:{name} ({where}) are not in the local Hugging Face or torch "
+        "hub cache and headstart does not download at run time (set HEADSTART_OFFLINE=0 to let "
+        "timm download them). Put them in the cache, pass --weights <file>, or --weights none "
+        "to train from scratch."
+    )
+
+
 def _cached_offline(cfg: Any) -> bool:
-    """Whether the default pretrained weights are already in the local Hugging Face cache."""
+    """Whether the default pretrained weights are already in the local Hugging Face cache (or,
+    for weights that timm fetches from a URL, in torch hub's checkpoint folder)."""
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    url = getattr(cfg, "url", None) if cfg is not None else None
     if not hub_id:
-        return False
+        if not url:
+            return False
+        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(str(url))).is_file()
     from huggingface_hub import try_to_load_from_cache
 
     return any(
