@@ -217,3 +217,6 @@ def test_legacy_exports_are_fed_whole_images(tmp_path: Path) -> None:
     assert current.decode(f).shape == (32, 32, 3)
     with pytest.raises(HeadstartError, match="no usable 'preprocessing'"):
         ImageInputs.from_export({"format": "headstart-export/2"}, f)
+    odd = {**pre, "interpolation": "area"}
+    with pytest.raises(HeadstartError, match="interpolation 'area'"):
+        ImageInputs.from_export({"format": "headstart-export/2", "preprocessing": odd}, f)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from headstart.errors import DataError, HeadstartError
-from headstart.files import collect_images, load_model_image, open_rgb
+from headstart.files import RESAMPLING, collect_images, load_model_image, open_rgb
 from headstart.text_files import snippet, texts_from_inputs
 
 #: the modality of an export whose metadata names none (image exports never stored one)
@@ -117,6 +117,11 @@ class ImageInputs(ModelInputs):
     ) -> None:
         if (resize is None) != (crop is None):
             raise ValueError("give both resize and crop, or neither (legacy whole images)")
+        if interpolation not in RESAMPLING:
+            raise HeadstartError(
+                f"the model's preprocessing names interpolation {interpolation!r}, which this "
+                f"headstart cannot decode with (known: {', '.join(RESAMPLING)}); upgrade headstart"
+            )
         self.resize, self.crop, self.interpolation = resize, crop, interpolation
 
     @classmethod
