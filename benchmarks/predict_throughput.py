@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/predict_throughput.py RUN_DIR [--batch 32] [--batches 8]
 
-Both sides run the same computation — the exported uint8 -> probabilities wrapper (resize,
-crop, normalise, model, softmax) — on the same batches of the run's validation images.
+Both sides run the same computation — the exported uint8 -> probabilities wrapper (normalise,
+model, softmax) — on the same batches of the run's validation images, decoded, resized and
+centre-cropped beforehand by ``headstart.files.load_model_image`` (not timed).
 Writes benchmarks/results/predict_throughput.json and .md.
 """
 
@@ -17,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
 
 import headstart
-from headstart.export.predictor import decode_image
 from headstart.export.wrapper import ImagesToProbabilities
+from headstart.files import load_model_image
 from headstart.modalities import splits_for
 
 HERE = Path(__file__).resolve().parent
@@ -51,10 +51,10 @@ def main() -> None:
     onnx_path = headstart.export_model(loaded, "onnx", Path(args.run) / "model.onnx").path
     c = loaded.config
     val = splits_for(c).val
-    size = loaded.preprocessing.resize
+    p = loaded.preprocessing
     n = args.batch * args.batches
     arrays = [
-        np.asarray(Image.fromarray(decode_image(val[i % len(val)].path)).resize((size, size)))
+        load_model_image(val[i % len(val)].path, p.resize, p.crop, p.interpolation)
         for i in range(n)
     ]
     batches = [np.stack(arrays[i : i + args.batch]) for i in range(0, n, args.batch)]
