@@ -1,5 +1,6 @@
 """Issue 16: recipes that hold on short budgets — a gradual schedule fitted to the run, the probe
-head start kept when the backbone trains, and BatchNorm statistics that do not drift."""
+head start for gradual's head-only first phase, stages re-warmed when they join, and BatchNorm
+statistics that do not drift."""
 
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 
 from headstart.models import create_backbone
 from headstart.strategies import Gradual
-from headstart.training.schedules import CosineWithWarmup
+from headstart.training.schedules import CosineWithWarmup, rewarmed
 from tests.conftest import train_tiny
 
 STEPS_PER_EPOCH = 10
@@ -48,7 +49,7 @@ def _bn_state(body: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in body.state_dict().items() if "running_" in k}
 
 
-@pytest.mark.parametrize("head_init", ["random"])
+@pytest.mark.parametrize("head_init", ["probe", "random"])
 def test_late_joining_stages_keep_their_batchnorm_statistics(
     image_folder: Path, tmp_path: Path, head_init: str
 ) -> None:
@@ -68,6 +69,30 @@ def test_late_joining_stages_keep_their_batchnorm_statistics(
     for k, v in _bn_state(after).items():
         torch.testing.assert_close(v, before[k], atol=0, rtol=0, msg=k)
     assert not torch.equal(after.layer4[0].conv1.weight, init.body.layer4[0].conv1.weight)
-    # batch 16 alone would update them; stages joining late keep theirs
-    assert run["batchnorm"]["trainable_stages_frozen"] is False
-    assert "join after epoch 0" in run["batchnorm"]["reason"]
+    if head_init == "probe":  # the head-only first phase starts from the probe
+        assert run["head_init"].startswith("probe")
+        assert run["batchnorm"]["trainable_stages_frozen"] is True
+    else:  # batch 16 alone would update them; stages joining late keep theirs
+        assert run["head_init"] == "random"
+        assert run["batchnorm"]["trainable_stages_frozen"] is False
+        assert "join after epoch 0" in run["batchnorm"]["reason"]
+
+
+@pytest.mark.parametrize("strategy", ["partial", "fine-tune"])
+def test_stages_trained_from_the_start_keep_a_random_head(
+    image_folder: Path, tmp_path: Path, strategy: str
+) -> None:
+    # measured: a probe-started head under fine-tuning collapsed (see training/plan.py)
+    r = train_tiny(image_folder, tmp_path / "run", strategy=strategy, epochs=1)
+    assert r.metrics["run"]["head_init"] == "random"
+    assert r.metrics["run"]["cached_features"] is False
+
+
+def test_a_joining_stage_is_rewarmed_over_its_warmup_steps() -> None:
+    base = CosineWithWarmup(0, 100)
+    fn = rewarmed(base, start=40, warmup=10)
+    assert fn(40) == pytest.approx(base(40) / 10)
+    assert fn(44) == pytest.approx(base(44) * 5 / 10)
+    for step in (49, 50, 75, 99):
+        assert fn(step) == pytest.approx(base(step))
+    assert rewarmed(base, 40, 0) is base

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -121,10 +122,19 @@ class _SimulatedCrash(Exception):
     pass
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"strategy": "partial", "unfreeze_last": 2, "augment": "light", "epochs": 4},
+        # stages join at epochs 1 and 2, re-warmed from their join step: a resumed run
+        # rebuilds the same per-group schedules
+        {"strategy": "gradual", "unfreeze_every": 1, "gradual_steps": 2, "epochs": 4},
+    ],
+    ids=["partial", "gradual"],
+)
 def test_resume_equals_uninterrupted_run(
-    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kw: dict[str, Any]
 ) -> None:
-    kw = {"strategy": "partial", "unfreeze_last": 2, "augment": "light", "epochs": 4}
     straight = train_tiny(image_folder, tmp_path / "straight", **kw)
 
     def crash_after_epoch_1(self: HeadstartModule) -> None:

@@ -175,7 +175,9 @@ class HeadstartModule(L.LightningModule):
             include_head=False,
         )
         for g in groups:
-            add_param_group(opt, sched, g)
+            # re-warmed over exactly one epoch: runs resume at epoch boundaries, where the
+            # warm-up is over, so a resumed run's groups need only the plain schedule
+            add_param_group(opt, sched, g, warmup=int(self.trainer.num_training_batches))
 
     # --- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -20,7 +20,7 @@ from headstart.data import DataSplits
 from headstart.evaluation.probe import cross_validated_probe
 from headstart.modalities import Modality
 from headstart.models import Backbone
-from headstart.models.heads import CosineClassifier
+from headstart.models.heads import CosineClassifier, head_kind
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
 from headstart.training.activations import ActivationPlan, plan_activations
@@ -115,6 +115,12 @@ def apply_bn_policy(
     return frozen, reason
 
 
+def linear_head_first(strategy: Strategy, backbone: Backbone, still: bool) -> bool:
+    """A linear head that trains alone in epoch 0 of a run whose backbone trains later."""
+    alone = not strategy.trainable_stages(0, len(backbone.stages))
+    return alone and not still and head_kind(backbone.head) == "linear"
+
+
 def frozen_throughout(strategy: Strategy, backbone: Backbone, epochs: int) -> bool:
     """Whether no backbone stage trains in any of ``epochs`` epochs."""
     n = len(backbone.stages)
@@ -181,10 +187,14 @@ def make_plan(
     still = frozen_throughout(strategy, backbone, config.epochs)
     fast = config.cache_features and not (config.mixup or config.cutmix) and still
     cosine = isinstance(backbone.head, CosineClassifier)
-    # closed-form head start from the frozen features: on the cached path and for a cosine
-    # head. (Starting a linear head from the probe when the backbone trains -- LP-FT -- was
-    # tried and broke exact --resume of image-path runs: not enabled until that is understood.)
-    probe = config.head_init == "probe" and (fast or cosine)
+    # closed-form head start from the frozen features: on the cached path, for a cosine head,
+    # and for a linear head whose first phase trains it alone (gradual): that phase then starts
+    # where feature extraction ends instead of spending the first epoch(s) on a random head.
+    # Not when stages train from the start (partial, fine-tune): measured on Animal-MNIST
+    # 50/class, 112 px, 4 epochs, fine-tune from the probe fell to 21.9 % test with frozen
+    # BatchNorm statistics and 91.2 % with updated ones, vs 92.6 % from a random head.
+    head_first = linear_head_first(strategy, backbone, still)
+    probe = config.head_init == "probe" and (fast or cosine or head_first)
     bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
     trainable, total = backbone.param_counts()
     console.print(

@@ -8,6 +8,7 @@ at the right point: see :func:`add_param_group`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,15 +88,37 @@ def make_schedule(
     raise ValueError(f"unknown scheduler {name!r}")
 
 
+def rewarmed(fn: Callable[[int], float], start: int, warmup: int) -> Callable[[int], float]:
+    """``fn`` for a parameter group that joins at step ``start``: its multiplier rises linearly
+    over ``warmup`` steps to ``fn``'s (ULMFiT-style re-warm of a newly unfrozen stage). Without
+    it, Adam's first steps on fresh optimizer state move every weight of the joining stages by
+    about the full LR at once, which undoes what the head and later stages learnt (measured:
+    train accuracy 0.88 -> 0.59 when the remaining MobileNetV2 stages joined mid-run).
+
+    A closure on purpose: ``LambdaLR`` saves the state of callable objects but not of functions;
+    with ``warmup`` one epoch a run resumed at an epoch boundary needs only the plain ``fn``."""
+    if warmup <= 0:
+        return fn
+
+    def multiplier(step: int) -> float:
+        return fn(step) * min(1.0, max(0, step - start + 1) / warmup)
+
+    return multiplier
+
+
 def add_param_group(
-    optimizer: torch.optim.Optimizer, scheduler: LambdaLR | None, group: dict[str, Any]
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR | None,
+    group: dict[str, Any],
+    warmup: int = 0,
 ) -> None:
     """Add ``group`` (its ``lr`` is the base LR) to a running optimizer and its schedule: the
-    new group starts at ``base * multiplier(current step)``; existing groups keep their state."""
+    new group starts at ``base * multiplier(current step)``, re-warmed over ``warmup`` steps
+    (:func:`rewarmed`); existing groups keep their state."""
     base = float(group["lr"])
     group = {**group, "initial_lr": base}
     if scheduler is not None:
-        fn = scheduler.lr_lambdas[0]
+        fn = rewarmed(scheduler.lr_lambdas[0], scheduler.last_epoch, warmup)
         scheduler.base_lrs.append(base)
         scheduler.lr_lambdas.append(fn)
         group["lr"] = base * fn(scheduler.last_epoch)
