@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,9 +13,12 @@ from PIL import Image
 
 import headstart
 from headstart.training.search import (
+    REPORT_SECONDS,
     Candidate,
+    Search,
     Selection,
     default_budget,
+    final_seconds,
     process_seconds,
     selection_splits,
 )
@@ -130,12 +134,38 @@ def test_flips_are_turned_off_when_mirror_images_change_the_class(tmp_path: Path
     assert "flips are turned off" in info["augment_reasons"][0]
 
 
-def test_budget_and_process_clock() -> None:
+def test_default_budget_covers_the_whole_command() -> None:
     assert process_seconds() > 0
-    budget, why = default_budget(1000, 8.0)
-    assert budget == pytest.approx(140.0) and "15x" in why
-    assert default_budget(10, 0.1)[0] == 60.0  # floor
-    assert default_budget(10**6, 1000.0)[0] == 1800.0  # ceiling
+    # 10 s before the search, 8 s per extraction pass, 4 epochs, 20 s of final evaluation:
+    # probe + head (8 + 5) and partial/fine-tune/gradual at (1.6 + 3.2 + 2.2) x 8 x 4 + 3 x 5
+    budget, why = default_budget(10.0, 8.0, 4, 20.0, retrain=False)
+    assert budget == pytest.approx(10 + 13 + 239 + 20)
+    assert "whole command" in why and "4 epochs" in why
+    # without a test split the winner is retrained on all of train: 1 + 1/0.8 per candidate
+    assert default_budget(10.0, 8.0, 4, 20.0, retrain=True)[0] == pytest.approx(
+        10 + 13 + 239 * 2.25 + 20
+    )
+    assert default_budget(1.0, 0.1, 1, 1.0, retrain=False)[0] == 60.0  # floor
+    assert default_budget(10.0, 1000.0, 10, 1.0, retrain=False)[0] == 3600.0  # ceiling
+    assert final_seconds(8.0, 500, 1300) == pytest.approx(8.0 / 500 * 1300 + REPORT_SECONDS)
+
+
+def test_a_trained_candidate_starts_only_when_it_and_the_final_evaluation_fit() -> None:
+    def search(retrain: bool) -> Search:
+        return Search(
+            SimpleNamespace(epochs=4), None, Path("."), (), None,  # type: ignore[arg-type]
+            deadline=process_seconds() + 100.0, extraction_seconds=8.0, reserve=20.0,
+            retrain=retrain,
+        )  # fmt: skip
+
+    s = search(retrain=False)
+    assert s.estimate("partial") == pytest.approx(1.6 * 8 * 4 + 5)  # 56 s + 20 s reserve < 100
+    assert s.fits("partial")
+    assert not s.fits("fine-tune")  # 107 s
+    assert not search(retrain=True).fits("partial")  # 56 x 2.25 + 20 > 100
+    # a measured candidate replaces the estimate
+    s.candidates.append(Candidate("fine-tune", "fine-tune", {}, 0.9, seconds=40.0, epochs_run=4))
+    assert s.estimate("fine-tune") == pytest.approx(45.0) and s.fits("fine-tune")
 
 
 def test_selection_round_trips_and_names_its_winner() -> None:

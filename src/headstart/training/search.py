@@ -145,14 +145,41 @@ def selection_splits(splits: DataSplits, seed: int) -> tuple[DataSplits, str, st
     return carved, protocol, f"{100 * SELECTION_FRACTION:.0f} % of train", "val"
 
 
-def default_budget(train_images: int, extraction_seconds: float) -> tuple[float, str]:
-    """The budget when ``--time-budget`` is unset: about 15 feature-extraction passes over the
-    training images (room for the frozen candidates and a few trained ones), 60 s to 30 min."""
-    budget = min(1800.0, max(60.0, 15 * extraction_seconds + 20.0))
+#: seconds for writing metrics, plots and report.html after the final evaluation
+REPORT_SECONDS = 8.0
+#: the three trained candidates auto measures first, before Optuna proposes its own
+FIRST_TRAINED = ("partial", "fine-tune", "gradual")
+
+
+def retrain_factor(retrain: bool) -> float:
+    """A trained candidate's cost including the winner's retraining on all of train (1/0.8 of
+    its candidate run) when there is no test split."""
+    return 1.0 + 1.0 / (1.0 - SELECTION_FRACTION) if retrain else 1.0
+
+
+def default_budget(
+    elapsed: float, extraction: float, epochs: int, final: float, retrain: bool
+) -> tuple[float, str]:
+    """The budget when ``--time-budget`` is unset: enough for the whole command to measure the
+    frozen candidates and one candidate of each trained strategy at ``epochs`` epochs (estimated
+    from ``extraction``, the seconds one feature-extraction pass over the training images took),
+    plus the final evaluation; 60 s to 1 hour."""
+    trained = sum(EPOCH_COST[s] * extraction * epochs + 5.0 for s in FIRST_TRAINED)
+    need = elapsed + extraction + 5.0 + trained * retrain_factor(retrain) + final
+    budget = min(3600.0, max(60.0, need))
     return budget, (
-        f"no --time-budget: {budget:.0f} s for {train_images} training images (about 15x the "
-        f"{extraction_seconds:.1f} s one pass of feature extraction took)"
+        f"no --time-budget: {budget:.0f} s for the whole command ({elapsed:.0f} s spent before "
+        f"the search, the frozen candidates, one {'/'.join(FIRST_TRAINED)} candidate each of "
+        f"{epochs} epochs estimated from the {extraction:.1f} s one feature-extraction pass "
+        f"took{', the winner retrained' if retrain else ''}, {final:.0f} s for the final "
+        "evaluation)"
     )
+
+
+def final_seconds(extraction: float, train_images: int, eval_images: int) -> float:
+    """Estimated seconds after the search: a forward pass over the evaluated images at the
+    measured per-image extraction speed, and the report."""
+    return extraction / max(1, train_images) * eval_images + REPORT_SECONDS
 
 
 def flip_invariance(
@@ -295,6 +322,10 @@ class Search:
     features: FeatureSource
     deadline: float
     extraction_seconds: float
+    #: seconds kept for what follows the search (final evaluation, report)
+    reserve: float = 0.0
+    #: no test split: the winner is retrained on all of train after the search
+    retrain: bool = False
     candidates: list[Candidate] = field(default_factory=list)
 
     def measure(
@@ -332,6 +363,12 @@ class Search:
             per_epoch = EPOCH_COST[strategy] * self.extraction_seconds
         return per_epoch * self.config.epochs + 5.0
 
+    def fits(self, strategy: str) -> bool:
+        """Whether a trained candidate of ``strategy`` (and, without a test split, the winner's
+        retraining) finishes before the deadline with the final evaluation still to come."""
+        cost = self.estimate(strategy) * retrain_factor(self.retrain)
+        return cost + self.reserve <= self.remaining()
+
     def best(self) -> Candidate:
         scored = [c for c in self.candidates if c.score is not None]
         # ties go to the cheaper candidate (measured earlier)
@@ -367,7 +404,7 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         }
         if strategy == "partial":
             settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
-        if search.estimate(strategy) > search.remaining():
+        if not search.fits(strategy):
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             misses += 1
             continue
@@ -403,10 +440,19 @@ def choose(
             inputs.backbone, inputs.splits.val, inputs.splits.class_to_idx
         )
         features.remember(inputs.splits.val, *features("val", val_pool, inputs.splits.val))
+    retrain = not inputs.splits.test
+    n_eval = len(inputs.splits.val) + len(inputs.splits.test)
+    reserve = final_seconds(extraction, len(inputs.splits.train), n_eval)
     if config.time_budget is not None:
-        budget, budget_reason = config.time_budget, f"--time-budget {config.time_budget:g} s"
+        budget = config.time_budget
+        budget_reason = (
+            f"--time-budget {budget:g} s for the whole command, {reserve:.0f} s of it kept for "
+            "the final evaluation"
+        )
     else:
-        budget, budget_reason = default_budget(len(inputs.splits.train), extraction)
+        budget, budget_reason = default_budget(
+            process_seconds(), extraction, config.epochs, reserve, retrain
+        )
     fit_xy = features.lookup(sel_splits.train)
     hflip, augment_reasons = flip_invariance(
         features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
@@ -416,7 +462,7 @@ def choose(
         base = base.replace(image_size=inputs.backbone.preprocessing.crop)
     search = Search(
         base, Inputs(sel_splits, inputs.modality, inputs.backbone), run.path / "auto", plugins,
-        features, budget, extraction,
+        features, budget, extraction, reserve, retrain,
     )  # fmt: skip
     probe = {"few_shot_head": "logistic", "few_shot_refine": False}
     search.measure("probe", base.replace(strategy="few-shot", **probe), probe)
