@@ -16,9 +16,11 @@ same epoch stops) while the time budget lasts. The frozen-backbone candidates ar
 measured first, so the winner is never worse on the selection split than the cheapest candidate:
 ties go to the cheaper one.
 
-Before that, whether the pretrained features are invariant to horizontal flips is measured (a
-probe fitted on the selection split's training part, scored on flipped and un-flipped selection
-images); flips that change the predictions (glyphs, digits, oriented objects) are turned off.
+Before that, whether the pretrained features are invariant to horizontal flips and to random
+crops is measured (a probe fitted on the selection split's training part, scored on plain,
+mirrored and randomly cropped selection images); flips that change the predictions (glyphs,
+digits, oriented objects) are turned off, and crops that do leave the trained candidates
+un-augmented.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()
 #: fraction of the training images held out for selection when the data has no test split
 SELECTION_FRACTION = 0.2
-#: flipped-view probe accuracy this many points below the plain one: flips change the meaning
-FLIP_DROP_POINTS = 3.0
+#: a probe this many points less accurate on transformed views (mirrored, cropped) than on the
+#: plain images: that transformation changes what the images mean
+VIEW_DROP_POINTS = 3.0
 
 
 def process_seconds() -> float:
@@ -182,42 +185,69 @@ def final_seconds(extraction: float, train_images: int, eval_images: int) -> flo
     return extraction / max(1, train_images) * eval_images + REPORT_SECONDS
 
 
-def flip_invariance(
+@dataclass
+class AugmentationCheck:
+    """What the probe says about the augmentations auto would use (see module doc)."""
+
+    hflip: bool = True
+    #: random resized crops (every augmentation preset starts with one) keep the class
+    crops: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+
+def augmentation_check(
     features: FeatureSource,
     modality: Any,
     backbone: Any,
     sel: DataSplits,
     seed: int,
     fit_xy: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[bool, list[str]]:
-    """Whether random horizontal flips are safe augmentation, and why (see module doc)."""
+) -> AugmentationCheck:
+    """Probe accuracy on the selection images, plain vs mirrored vs randomly cropped (the
+    ``light`` preset's scale 0.6-1): a view that costs more than ``VIEW_DROP_POINTS`` changes
+    what the images mean, and that augmentation is turned off."""
     if not modality.augmentable:
-        return True, []
+        return AugmentationCheck()
     from torchvision.transforms import v2
 
     from headstart.data.datasets import ImageDataset
-    from headstart.data.transforms import build_eval_transform
+    from headstart.data.transforms import build_eval_transform, build_train_transform
 
-    idx = sel.class_to_idx
-    pre = backbone.preprocessing
-    flipped_tf = v2.Compose([v2.RandomHorizontalFlip(p=1.0), build_eval_transform(pre)])
-    flipped = ImageDataset(sel.val, idx, flipped_tf, pre.resize, seed=seed)
-    plain = modality.dataset(backbone, sel.val, idx, seed=seed)
-    x_plain, y = features("auto-select", plain, sel.val)
-    x_flip, _ = features("auto-select-flipped", flipped, sel.val, plain=False)
+    idx, pre = sel.class_to_idx, backbone.preprocessing
     probe = fit_logistic(*fit_xy, len(sel.classes))
+    x_plain, y = features(
+        "auto-select", modality.dataset(backbone, sel.val, idx, seed=seed), sel.val
+    )
     acc = float((probe.logits(x_plain).argmax(1) == y).float().mean())
-    acc_flip = float((probe.logits(x_flip).argmax(1) == y).float().mean())
-    drop = 100 * (acc - acc_flip)
-    if drop > FLIP_DROP_POINTS:
-        return False, [
-            f"horizontal flips change the predictions (probe {acc:.1%} on selection images, "
-            f"{acc_flip:.1%} on their mirror images: -{drop:.1f} points): flips are turned off"
-        ]
-    return True, [
-        f"the features are flip-invariant here (probe {acc:.1%} plain vs {acc_flip:.1%} "
-        "mirrored): random horizontal flips stay on"
-    ]
+
+    def view_accuracy(name: str, transform: Any) -> float:
+        ds = ImageDataset(sel.val, idx, transform, pre.resize, seed=seed)
+        x, _ = features(f"auto-select-{name}", ds, sel.val, plain=False)
+        return float((probe.logits(x).argmax(1) == y).float().mean())
+
+    mirrored = view_accuracy(
+        "flipped", v2.Compose([v2.RandomHorizontalFlip(1.0), build_eval_transform(pre)])
+    )
+    cropped = view_accuracy("cropped", build_train_transform(pre, "light", flip=False))
+    check = AugmentationCheck(
+        hflip=100 * (acc - mirrored) <= VIEW_DROP_POINTS,
+        crops=100 * (acc - cropped) <= VIEW_DROP_POINTS,
+    )
+    for ok, what, view, off in (
+        (check.hflip, "mirror images", mirrored, "random horizontal flips are turned off"),
+        (
+            check.crops,
+            "random crops (scale 0.6-1)",
+            cropped,
+            "trained candidates use no augmentation",
+        ),
+    ):
+        verdict = "keep" if ok else "change"
+        check.reasons.append(
+            f"{what} {verdict} the predictions (probe {acc:.1%} on selection images, {view:.1%} "
+            f"on their {what}: {100 * (view - acc):+.1f} points)" + ("" if ok else f": {off}")
+        )
+    return check
 
 
 class ScoreRecorder(L.Callback):
@@ -394,13 +424,17 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         {"strategy": "gradual", "lr": c.lr, "augment": c.augment},
     ):
         study.enqueue_trial(first)
+    # random crops were measured to change the class: no augmentation preset is proposed
+    augment_choices = (
+        ["none"] if c.augment == "none" else list(dict.fromkeys(["none", "light", c.augment]))
+    )
     started = misses = 0
     while (trials is None or started < trials) and misses < 6:
         trial = study.ask()
         strategy = trial.suggest_categorical("strategy", ["partial", "gradual", "fine-tune"])
         settings: dict[str, Any] = {
             "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-            "augment": trial.suggest_categorical("augment", ["none", "light"]),
+            "augment": trial.suggest_categorical("augment", augment_choices),
         }
         if strategy == "partial":
             settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
@@ -454,10 +488,13 @@ def choose(
             process_seconds(), extraction, config.epochs, reserve, retrain
         )
     fit_xy = features.lookup(sel_splits.train)
-    hflip, augment_reasons = flip_invariance(
+    check = augmentation_check(
         features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
     )
-    base = config.replace(hflip=hflip and config.hflip)
+    augment_reasons = check.reasons
+    base = config.replace(hflip=check.hflip and config.hflip)
+    if not check.crops:
+        base = base.replace(augment="none")
     if config.image_size == "auto":
         base = base.replace(image_size=inputs.backbone.preprocessing.crop)
     search = Search(
