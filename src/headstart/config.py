@@ -37,6 +37,8 @@ SchedulerName = Literal["cosine", "step", "onecycle", "none"]
 AugmentName = Literal["none", "light", "standard", "strong"]
 HeadName = Literal["linear", "mlp", "cosine", "semantic"]
 BNPolicy = Literal["auto", "frozen", "train"]
+#: the experiment trackers ``--logger`` accepts (Lightning loggers, headstart.training.trackers)
+TRACKER_NAMES: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")
 
 CliGroup = Literal[
     "data", "model", "strategy", "optimisation", "augmentation", "output", "scale-out"
@@ -383,6 +385,23 @@ class TrainConfig(BaseModel):
     out: Annotated[str | None, Cli("output", flags=("--out", "-o"))] = Field(
         None, description="Run folder (unset: runs/<model>-<timestamp>)."
     )
+    loggers: Annotated[list[str], Cli("output", flags=("--logger",))] = Field(
+        default_factory=list,
+        description="Experiment tracker(s) for headstart train, repeat for several: csv, "
+        "tensorboard, mlflow, wandb (logs under the run folder; docs/tracking.md). log.csv is "
+        "always written.",
+    )
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_known(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in TRACKER_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown tracker {', '.join(map(repr, unknown))}; choose from "
+                f"{', '.join(TRACKER_NAMES)} (--logger NAME, repeat for several)"
+            )
+        return list(dict.fromkeys(v))  # each once, in the order given
 
     @field_validator("model")
     @classmethod

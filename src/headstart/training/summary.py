@@ -24,6 +24,7 @@ from headstart.training.distributed import unsharded_copy
 from headstart.training.loaders import Loaders
 from headstart.training.module import HeadstartModule
 from headstart.training.plan import Plan
+from headstart.training.trackers import log_final
 
 
 @dataclass
@@ -114,6 +115,7 @@ def write_summary(
 ) -> None:
     """metrics.json, report.html and the printed per-split tables."""
     f.run.save_metrics(results)
+    log_final(f.config, f.run.path, results)
     val = ValPredictions(
         val_logits.softmax(1), val_targets, [str(x.path) for x in f.splits.val],
         texts=f.modality.display(f.splits.val),

@@ -4,6 +4,7 @@ pretext training), with atomic checkpoint IO, the epoch log and headstart's defa
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from headstart.console import console
 from headstart.training.callbacks import EpochLog, InterruptToResume
 from headstart.training.checkpoint_io import AtomicCheckpointIO
 from headstart.training.distributed import trainer_strategy
+from headstart.training.trackers import TrackerStart, make_loggers
 
 
 class _SaveNote(logging.Filter):
@@ -28,6 +30,27 @@ class _SaveNote(logging.Filter):
 
 
 _SAVE_NOTE = _SaveNote()
+
+#: Lightning warnings about choices headstart makes, not the user: modules kept in eval mode on
+#: purpose (frozen BatchNorm), resuming into a run's own non-empty checkpoint folder, the
+#: worker-count hint (``--num-workers`` is the user's), a pytree deprecation inside Lightning
+_LIGHTNING_NOISE = (
+    r".*module\(s\) in eval mode.*",
+    r"Checkpoint directory .* exists and is not empty.*",
+    r".*does not have many workers.*",
+    r".*LeafSpec.*",
+)
+
+
+def quiet_lightning() -> None:
+    """Drop what Lightning prints on every run that a user cannot act on: the "GPU available /
+    TPU available" banner, the cloud-logger tip, "`Trainer.fit` stopped" (INFO records; its
+    warnings and errors still show) and the warnings in :data:`_LIGHTNING_NOISE`. Called when a
+    Trainer is built, after Lightning's import has set its own loggers to INFO."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in _LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def checkpoint_callback(checkpoints: Path) -> ModelCheckpoint:
@@ -72,15 +95,18 @@ def make_trainer(
     max_epochs: int | None = None,
     distributed: bool = True,
     resume_command: str | None = None,
+    trackers: bool = False,
 ) -> L.Trainer:
     """A Trainer for ``config`` writing under ``root``: checkpoints (when ``checkpoints`` is a
     folder), ``log_csv`` (one row per epoch), early stopping (``--patience``),
     a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
     device (lr-find). Ctrl-C stops with exit code 130 and ``resume_command`` (default:
-    ``headstart train --resume ROOT``) when there are checkpoints to continue from."""
+    ``headstart train --resume ROOT``) when there are checkpoints to continue from.
+    ``trackers=True`` (a training run's own trainer) adds the ``--logger`` trackers."""
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
         _SAVE_NOTE
     )
+    quiet_lightning()
     every: list[L.Callback] = []
     if checkpoints is not None:
         every += [checkpoint_callback(checkpoints), last_checkpoint_callback(checkpoints)]
@@ -92,6 +118,9 @@ def make_trainer(
         every.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience)
         )
+    loggers = make_loggers(config, root) if trackers else []
+    if loggers:
+        every.append(TrackerStart(config, root))
     if console.is_terminal:
         every.append(RichProgressBar(leave=False))
     scale = (
@@ -108,7 +137,7 @@ def make_trainer(
         accelerator=config.accelerator,
         precision=config.precision,  # type: ignore[arg-type]
         deterministic=config.deterministic,
-        logger=False,
+        logger=loggers or False,
         callbacks=every,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=root,
