@@ -87,7 +87,7 @@ def _cli_probs(model: Path, files: list[Path]) -> list[dict[str, float]]:
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.strip().splitlines() if line.startswith("{")]
     assert [Path(row["path"]).name for row in rows] == [f.name for f in files]
-    return [dict(row["top"]) for row in rows]
+    return [{t["label"]: t["probability"] for t in row["top"]} for row in rows]
 
 
 def _served_probs(model: Path, files: list[Path]) -> list[dict[str, float]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,8 +22,9 @@ from headstart.cli_options import (
     given_options,
     with_config_options,
 )
-from headstart.console import console, setup_logging
+from headstart.console import console, setup_logging, stdout_reserved
 from headstart.errors import HeadstartError, Interrupted
+from headstart.version import __version__
 
 app = typer.Typer(
     add_completion=False,
@@ -41,6 +44,32 @@ def _quiet_third_party() -> None:
 
 
 Opt = typer.Option
+
+#: the ``--json`` option of the commands that print tables
+JsonFlag = Annotated[
+    bool,
+    Opt("--json", help="Print one JSON document on stdout (messages go to stderr), no table."),
+]
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2))
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"headstart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[
+        bool,
+        Opt("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    del version  # handled by its eager callback
 
 
 @app.command(cls=GroupedCommand)
@@ -66,6 +95,7 @@ def train(
             rich_help_panel=GROUP_TITLES["optimisation"],
         ),
     ] = False,
+    json_out: JsonFlag = False,
     **options: Any,
 ) -> None:
     """Train a model on a labelled image folder or CSV and evaluate it.
@@ -78,11 +108,16 @@ def train(
     given = given_options(ctx, options)
     if no_early_stopping:
         given["early_stopping_patience"] = None
-    if resume is not None:
-        headstart.train(resume=resume, **given)
-        return
     missing = "give a data folder/CSV (headstart train data/) or --config run.yaml"
-    headstart.train(config_from(config, given, missing_data=missing))
+    with stdout_reserved() if json_out else nullcontext():
+        if resume is not None:
+            result = headstart.train(resume=resume, **given)
+        else:
+            result = headstart.train(config_from(config, given, missing_data=missing))
+    if json_out:
+        _print_json(
+            {"run_dir": str(result.run_dir), "seconds": result.seconds, "metrics": result.metrics}
+        )
 
 
 @app.command("lr-find", cls=GroupedCommand)
@@ -138,8 +173,21 @@ def predict(
         typer.Argument(help="Image files or folders; for a text model, texts or .txt files."),
     ],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes shown per image.")] = 1,
-    json_out: Annotated[bool, Opt("--json", help="Print JSON lines instead of a table.")] = False,
-    csv_out: Annotated[bool, Opt("--csv", help="Print CSV (path,label,probability).")] = False,
+    json_out: Annotated[
+        bool,
+        Opt(
+            "--json",
+            help='JSON Lines, one per input: {"path", "label", "probability", "top": '
+            '[{"label", "probability"}, ...]} (the server\'s and Prediction.to_json\'s shape).',
+        ),
+    ] = False,
+    csv_out: Annotated[
+        bool,
+        Opt(
+            "--csv",
+            help="Print CSV: path,label,probability (+ label_2,probability_2, ... up to --top-k).",
+        ),
+    ] = False,
 ) -> None:
     """Predict labels for images with a trained run or an exported model (ONNX needs only onnxruntime)."""
     if model.is_file() and model.suffix in (".onnx", ".pt"):
@@ -153,21 +201,10 @@ def predict(
         preds = headstart.predict(model, list(inputs), top_k=top_k)
     if json_out:
         for p in preds:
-            print(
-                json.dumps(
-                    {
-                        "path": p.path,
-                        "label": p.label,
-                        "probability": round(p.probability, 6),
-                        "top": [[c, round(v, 6)] for c, v in p.top],
-                    }
-                )
-            )
+            print(json.dumps(p.to_json("path")))
         return
     if csv_out:
-        print("path,label,probability")
-        for p in preds:
-            print(f"{json.dumps(p.path)},{json.dumps(p.label)},{p.probability:.6f}")
+        _print_csv(preds)
         return
     t = Table()
     t.add_column("image")
@@ -181,6 +218,21 @@ def predict(
             row.append(", ".join(f"{c} {v:.2f}" for c, v in p.top))
         t.add_row(*row)
     console.print(t)
+
+
+def _print_csv(preds: list[Any]) -> None:
+    """One row per input: path, best label and probability, then the rest of its top-k."""
+    k = max((len(p.top) for p in preds), default=1)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    header = ["path", "label", "probability"]
+    for r in range(2, k + 1):
+        header += [f"label_{r}", f"probability_{r}"]
+    writer.writerow(header)
+    for p in preds:
+        row = [p.path]
+        for c, v in p.top:
+            row += [c, f"{v:.6f}"]
+        writer.writerow(row + [""] * (len(header) - len(row)))
 
 
 @app.command()
@@ -236,17 +288,29 @@ def rank(
     stages: Annotated[
         bool, Opt("--stages", help="Score every stage of each model (where to cut).")
     ] = False,
+    json_out: JsonFlag = False,
 ) -> None:
     """Rank backbones for your data without training them (LogME, You et al. 2021)."""
+    from dataclasses import asdict
+
     from headstart.ranking import print_ranking, rank_models, rank_stages
 
     candidates = [m.strip() for m in models.split(",") if m.strip()]
-    if stages:
-        for m in candidates:
-            rows = rank_stages(data, m, image_size=image_size, probe=probe, seed=seed)
-            print_ranking(rows, sort=False)
+    with stdout_reserved() if json_out else nullcontext():
+        if stages:
+            tables = [
+                rank_stages(data, m, image_size=image_size, probe=probe, seed=seed)
+                for m in candidates
+            ]
+        else:
+            rows = rank_models(data, candidates, image_size=image_size, probe=probe, seed=seed)
+            tables = [sorted(rows, key=lambda r: r.logme, reverse=True)]
+    if json_out:
+        _print_json([{"rank" if not stages else "stage": i, **asdict(r)}
+                     for t in tables for i, r in enumerate(t, 1)])  # fmt: skip
         return
-    print_ranking(rank_models(data, candidates, image_size=image_size, probe=probe, seed=seed))
+    for t in tables:
+        print_ranking(t, sort=not stages)
 
 
 @app.command()
@@ -313,20 +377,21 @@ def fewshot_eval_cmd(
     episodes: Annotated[int, Opt(help="Episodes to average.")] = 200,
     image_size: Annotated[int | None, Opt(help="Input size [the weights' own].")] = None,
     seed: Annotated[int, Opt(help="Episode seed.")] = 0,
+    json_out: JsonFlag = False,
 ) -> None:
     """N-way K-shot episodic accuracy (95 % CI) of a prototype classifier on pretrained features."""
+    from dataclasses import asdict
+
     from headstart.adapt.evaluate_episodes import fewshot_eval
 
-    r = fewshot_eval(
-        data,
-        model,
-        ways=ways,
-        shots=shots,
-        queries=queries,
-        episodes=episodes,
-        image_size=image_size,
-        seed=seed,
-    )
+    with stdout_reserved() if json_out else nullcontext():
+        r = fewshot_eval(
+            data, model, ways=ways, shots=shots, queries=queries, episodes=episodes,
+            image_size=image_size, seed=seed,
+        )  # fmt: skip
+    if json_out:
+        _print_json({"model": model, **asdict(r)})
+        return
     console.print(
         f"{model}: {r.ways}-way {r.shots}-shot accuracy {100 * r.mean_accuracy:.1f} % "
         f"± {100 * r.ci95:.1f} (95 % CI, {r.episodes} episodes, {r.queries} queries per class)"
@@ -398,12 +463,16 @@ def models(
         str | None,
         Opt("--filter", "-f", help="Name pattern, e.g. resnet or 'vit_*'. Also searches timm."),
     ] = None,
-    source: Annotated[str | None, Opt(help="torchvision or timm.")] = None,
+    source: Annotated[str | None, Opt(help="torchvision, timm, text or efficientnet-lite.")] = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """List usable models with weights, input size, parameters and offline availability."""
     from headstart.models import list_models
 
     rows = list_models(filter, source)
+    if json_out:
+        _print_json(rows)
+        return
     t = Table(title=f"{len(rows)} models")
     for col in ("model", "weights", "input", "params", "weights offline now"):
         t.add_column(col, justify="right" if col in ("input", "params") else "left")

@@ -4,15 +4,56 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.measure import Measurement
+from rich.table import Table
 
-console = Console(
+
+class _PipeFriendlyConsole(Console):
+    """A console whose tables are never truncated or wrapped when stdout is not a terminal
+    (``headstart models | grep lite`` must see whole names): a table is printed as wide as its
+    widest row needs, unless ``COLUMNS`` sets the width."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        need = 0
+        if "width" not in kwargs and not self.is_terminal and "COLUMNS" not in os.environ:
+            wide = self.options.update(max_width=100_000)
+            tables = [o for o in objects if isinstance(o, Table)]
+            need = max((Measurement.get(self, wide, t).maximum for t in tables), default=0)
+        if need <= self.width:
+            super().print(*objects, **kwargs)
+            return
+        before = self.width
+        self.width = need  # print(width=) can only narrow the console
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self.width = before
+
+
+console = _PipeFriendlyConsole(
     stderr=False,
     highlight=False,
     width=int(os.environ["COLUMNS"]) if "COLUMNS" in os.environ else None,
 )
+
+
+@contextmanager
+def stdout_reserved() -> Iterator[None]:
+    """Send what headstart prints to stderr meanwhile, so that stdout carries only the
+    machine-readable document a command prints afterwards (``--json``)."""
+    before = console.stderr
+    console.stderr = True  # (the console follows sys.stdout/sys.stderr as they are replaced)
+    try:
+        yield
+    finally:
+        console.stderr = before
+
 
 _configured = False
 

@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from headstart.devices import Compute, placed, resolve_compute
 from headstart.errors import DataError
@@ -69,16 +73,81 @@ def report(run: str | Path | LoadedRun, *, accelerator: str = "auto") -> Path:
     return task_for(loaded.config).write_report(loaded.run, preds)
 
 
+#: what :func:`predict` takes besides paths and strings: an image already in memory
+InMemoryImage = Image.Image | np.ndarray | torch.Tensor
+
+
+def _image_array(item: InMemoryImage, name: str) -> np.ndarray:
+    """An in-memory image as uint8 ``(H, W, 3)`` (or ``(H, W)``): PIL as is; arrays and
+    tensors ``HWC`` or ``CHW`` (a tensor is read as ``CHW``, torchvision's layout), uint8 or
+    floats in [0, 1]."""
+    if isinstance(item, Image.Image):
+        return np.asarray(item.convert("RGB"), dtype=np.uint8)
+    is_tensor = isinstance(item, torch.Tensor)
+    a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    if a.ndim == 3 and (is_tensor or a.shape[-1] not in (1, 3, 4)):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise DataError(
+            f"{name}: an image array must be HxW, HxWx3 or 3xHxW (got shape {tuple(a.shape)})"
+        )
+    if np.issubdtype(a.dtype, np.floating):
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise DataError(
+                f"{name}: float pixels must lie in [0, 1] (got {a.min():.3g}..{a.max():.3g}); "
+                "pass uint8 0..255 or scale the image"
+            )
+        a = np.round(a * 255)
+    return np.ascontiguousarray(a.astype(np.uint8))
+
+
+def prediction_items(
+    loaded: LoadedRun, inputs: Sequence[str | Path | InMemoryImage]
+) -> list[tuple[str, Any]]:
+    """``(name, item)`` per input: paths and strings as the run's modality reads them (folders
+    expanded); in-memory images (PIL, numpy, torch) as lossless PNG bytes named
+    ``<image N>``, decoded by the same reader as files."""
+    items: list[tuple[str, Any]] = []
+    pending: list[str | Path] = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, str | Path):
+            pending.append(x)
+            continue
+        if not isinstance(x, Image.Image | np.ndarray | torch.Tensor):
+            raise DataError(f"input {i} is a {type(x).__name__}: give a path, a string, a PIL "
+                            "image, a numpy array or a torch tensor")  # fmt: skip
+        name = f"<image {i}>"
+        if loaded.modality.unit != "images":
+            raise DataError(f"{name}: this is a {loaded.modality.name} model; give "
+                            f"{loaded.modality.unit}, not an image")  # fmt: skip
+        if pending:
+            items += loaded.modality.prediction_inputs(pending)
+            pending = []
+        png = io.BytesIO()
+        Image.fromarray(_image_array(x, name)).save(png, format="PNG", compress_level=0)
+        png.seek(0)
+        items.append((name, png))
+    if pending or not items:
+        items += loaded.modality.prediction_inputs(pending)
+    return items
+
+
 @torch.inference_mode()
 def predict(
-    run: str | Path | LoadedRun, inputs: list[str | Path], *, top_k: int = 1, batch_size: int = 32,
-    accelerator: str = "auto",
+    run: str | Path | LoadedRun, inputs: Sequence[str | Path | InMemoryImage], *, top_k: int = 1,
+    batch_size: int = 32, accelerator: str = "auto",
 ) -> list[Prediction]:  # fmt: skip
-    """Predictions for raw inputs: image files or folders for an image run; for a text run,
-    each input is a text (an existing ``.txt`` file is read). Computed on ``accelerator``."""
+    """Predictions for raw inputs: image files or folders, or images in memory (PIL images,
+    numpy arrays ``HxWx3``, torch tensors ``3xHxW``; uint8, or floats in [0, 1]) for an image
+    run; for a text run, each input is a text (an existing ``.txt`` file is read). Computed on
+    ``accelerator``. ``Prediction.to_json()`` gives the shape ``predict --json`` and ``serve``
+    print."""
     loaded = _loaded(run)
-    modality, task = loaded.modality, task_for(loaded.config)
-    items = modality.prediction_inputs(inputs)
+    task = task_for(loaded.config)
+    modality = loaded.modality
+    items = prediction_items(loaded, inputs)
     compute = run_compute(loaded, accelerator)
     loaded.model.eval()
     out: list[Prediction] = []

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,10 +131,12 @@ def onnx_export(
     import onnxruntime as ort
 
     axes = {**input_axes, "probabilities": {0: "batch"}, "logits": {0: "batch"}}
-    torch.onnx.export(
-        wrapper, tuple(inputs.values()), str(path), dynamo=False, opset_version=17,
-        input_names=list(inputs), output_names=["probabilities", "logits"], dynamic_axes=axes,
-    )  # fmt: skip
+    with _expected_export_warnings_quiet():
+        torch.onnx.export(
+            wrapper, tuple(inputs.values()), str(path), dynamo=False, opset_version=17,
+            input_names=list(inputs), output_names=["probabilities", "logits"],
+            dynamic_axes=axes,
+        )  # fmt: skip
     model = onnx.load(str(path))
     for k, v in {"headstart": json.dumps(meta), "labels": json.dumps(meta["labels"])}.items():
         entry = model.metadata_props.add()
@@ -142,6 +146,17 @@ def onnx_export(
     feed = {name: t.numpy() for name, t in inputs.items()}
     probs, logits = sess.run(["probabilities", "logits"], feed)
     return np.concatenate([probs, logits], axis=1)
+
+
+@contextmanager
+def _expected_export_warnings_quiet() -> Iterator[None]:
+    """Silence what torch says about every export and a user cannot act on: the legacy (traced)
+    ONNX exporter's and TorchScript's deprecation notices and tracer warnings (the export is
+    checked against eager outputs right after, which is what would catch a bad trace)."""
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
+            warnings.filterwarnings("ignore", category=category)
+        yield
 
 
 def torchscript_export(
@@ -154,7 +169,7 @@ def torchscript_export(
     """Trace ``wrapper`` to TorchScript with ``meta`` and the labels as extra files; returns the
     saved module's outputs on ``inputs``, concatenated, for the check (sizes stay dynamic)."""
     sample = tuple(inputs.values())
-    with torch.inference_mode():
+    with torch.inference_mode(), _expected_export_warnings_quiet():
         traced = torch.jit.trace(wrapper, sample, check_trace=False)
     files = {"headstart.json": json.dumps(meta), "labels.json": json.dumps(meta["labels"])}
     torch.jit.save(traced, str(path), _extra_files=files)

@@ -1,0 +1,152 @@
+"""What the CLI prints for people and for programs: ``--json`` documents, untruncated tables when
+stdout is a pipe, one prediction JSON shape (CLI, server, Python API), in-memory inputs to
+``headstart.predict``, and no warnings from headstart's own code."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import headstart
+from headstart.errors import DataError
+from headstart.version import __version__
+from tests.conftest import TINY, train_tiny
+from tests.inprocess_cli import CliResult, run_main
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def invoke(*args: str) -> CliResult:
+        return run_main(list(args), capsys, monkeypatch)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import write_class_folders
+
+    root = tmp_path_factory.mktemp("out")
+    data = write_class_folders(root / "data", 8)
+    return train_tiny(data, root / "run", epochs=1).run_dir
+
+
+def test_version(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.strip() == f"headstart {__version__}"
+
+
+def test_models_json_parses_and_names_known_models(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("models", "--json")
+    assert r.code == 0, r.text
+    rows = json.loads(r.stdout)
+    specs = {row["spec"] for row in rows}
+    assert {"torchvision:mobilenet_v2", "efficientnet-lite:efficientnet-lite0"} <= specs
+    mnv2 = next(row for row in rows if row["spec"] == "torchvision:mobilenet_v2")
+    assert "IMAGENET1K_V1" in mnv2["weights"] and mnv2["input_size"] == 224
+
+
+def test_piped_table_keeps_whole_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`headstart models | grep lite`: stdout is not a terminal, the console is 80 columns,
+    yet every name comes out whole (rich used to cut them to "torchvision:ale…")."""
+    from headstart.cli import main
+    from headstart.console import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("sys.argv", ["headstart", "models"])
+    monkeypatch.setattr(console, "width", 80)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "efficientnet-lite:efficientnet-lite0" in out
+    assert "torchvision:mobilenet_v3_large" in out and "…" not in out
+    assert console.width == 80  # only the table's print was widened
+
+
+def test_train_json_is_the_only_stdout(cli, split_folder: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tiny = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    out = tmp_path / "run"
+    r = cli("train", str(split_folder), *tiny, "--epochs", "1", "--out", str(out), "--json")
+    assert r.code == 0, r.text
+    doc = json.loads(r.stdout)  # the tables and messages went to stderr
+    assert doc["run_dir"] == str(out) and 0 <= doc["metrics"]["val"]["accuracy"] <= 1
+    assert "trainable parameters" in r.stderr
+
+
+def test_one_prediction_shape_across_cli_server_and_api(
+    cli, run_dir: Path, split_folder: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from headstart.export.serve import create_app
+
+    files = sorted((split_folder / "test" / "red").iterdir())[:2]
+    r = cli("predict", str(run_dir), *map(str, files), "--json", "--top-k", "2")
+    assert r.code == 0, r.text
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    api = [p.to_json("path") for p in headstart.predict(run_dir, files, top_k=2)]
+    upload = [("files", (f.name, f.read_bytes())) for f in files]
+    served = TestClient(create_app(run_dir)).post("/predict?top_k=2", files=upload).json()
+    for shown in (lines, api, served["predictions"]):
+        assert [set(p["top"][0]) for p in shown] == [{"label", "probability"}] * 2
+        assert [len(p["top"]) for p in shown] == [2, 2]
+    for a, b, c in zip(lines, api, served["predictions"], strict=True):
+        assert a == b and a["top"][0]["label"] == c["top"][0]["label"]
+        assert a["probability"] == pytest.approx(c["probability"], abs=1e-5)
+
+
+def test_predict_csv_honours_top_k(cli, run_dir: Path, split_folder: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = split_folder / "test" / "blue"
+    r = cli("predict", str(run_dir), str(folder), "--csv", "--top-k", "3")
+    assert r.code == 0, r.text
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows[0] == [
+        "path", "label", "probability", "label_2", "probability_2", "label_3", "probability_3",
+    ]  # fmt: skip
+    assert len(rows) == 1 + 4 and all(len(row) == 7 for row in rows)
+    assert sorted(rows[1][1::2][:3]) == ["blue", "green", "red"]  # 3 classes: all of them
+    probs = [float(v) for v in rows[1][2::2]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
+
+
+def test_predict_takes_images_in_memory(run_dir: Path, split_folder: Path) -> None:
+    path = next((split_folder / "test" / "green").iterdir())
+    pil = Image.open(path).convert("RGB")
+    hwc = np.asarray(pil)
+    chw_float = torch.from_numpy(hwc.copy()).permute(2, 0, 1).float() / 255
+    preds = headstart.predict(run_dir, [path, pil, hwc, chw_float, str(path)], top_k=3)
+    assert [p.path for p in preds[1:4]] == ["<image 1>", "<image 2>", "<image 3>"]
+    want = dict(preds[0].top)
+    for p in preds[1:]:
+        assert dict(p.top) == pytest.approx(want, abs=1e-5), p.path
+    with pytest.raises(DataError, match="shape"):
+        headstart.predict(run_dir, [np.zeros((2, 8, 8, 3), np.uint8)])
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        headstart.predict(run_dir, [np.full((8, 8, 3), 3.0)])
+
+
+def test_train_predict_export_emit_no_headstart_warnings(
+    split_folder: Path, tmp_path: Path
+) -> None:
+    """A warning raised from headstart's own modules is one a user cannot act on: none."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module=r"headstart(\.|$)")
+        res = train_tiny(split_folder, tmp_path / "run", epochs=1)
+        files = sorted((split_folder / "test" / "red").iterdir())[:2]
+        headstart.predict(res.run_dir, files)
+        exported = headstart.export_model(res.run_dir, "onnx")
+        from headstart.export.predictor import open_export
+
+        open_export(exported.path).predict(open_export(exported.path).collect(files))
