@@ -2,7 +2,7 @@
 explicit strategy at a short budget, and auto (default budget and ``--time-budget``), on data
 sets with a test split nobody selected on.
 
-    .venv/bin/python benchmarks/auto.py [--data am50,glyphs,gratings] [--epochs 4] [--long]
+    .venv/bin/python benchmarks/auto.py [--data am50,glyphs,gratings] [--epochs 4] [--long] [--fastai]
 
 Every row is a fresh ``headstart train`` process with a cold feature cache (imports and feature
 extraction included in the time, as auto's budget counts them), MobileNetV2 ImageNet weights at
@@ -40,7 +40,7 @@ def data_folder(name: str, work: Path) -> Path:
     return materialise(name, work / name, 50, 30, 100)
 
 
-def rows(epochs: int, long: bool) -> list[tuple[str, list[str]]]:
+def rows(epochs: int, long: bool, peers: bool = False) -> list[tuple[str, list[str]]]:
     e = str(epochs)
     out = [
         ("probe (logistic, no training)", ["-s", "few-shot", "--few-shot-head", "logistic", "--no-few-shot-refine"]),
@@ -52,6 +52,8 @@ def rows(epochs: int, long: bool) -> list[tuple[str, list[str]]]:
         (f"auto, {e} epochs, --time-budget 40", ["-s", "auto", "-e", e, "--time-budget", "40"]),
         (f"auto, {e} epochs, --time-budget 120", ["-s", "auto", "-e", e, "--time-budget", "120"]),
     ]  # fmt: skip
+    if peers:
+        out.append((FASTAI_ROW, []))
     if long:
         out += [
             ("partial (last 2), 10 epochs", ["-s", "partial", "--unfreeze-last", "2", "-e", "10"]),
@@ -59,6 +61,34 @@ def rows(epochs: int, long: bool) -> list[tuple[str, list[str]]]:
             ("fine-tune, 10 epochs", ["-s", "fine-tune", "-e", "10"]),
         ]
     return out
+
+
+FASTAI_ROW = "fastai fine_tune(3), ImageNet-normalised (peers.py)"
+
+
+def run_fastai_process(data: Path) -> dict[str, object]:
+    """fastai as its users run it (benchmarks/peers.py), a fresh process timed from outside.
+    ``FASTAI_PYTHONPATH`` adds a folder holding fastai when it is not installed in the venv."""
+    env = dict(os.environ)
+    if os.environ.get("FASTAI_PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ["FASTAI_PYTHONPATH"], env.get("PYTHONPATH", "")) if p
+        )
+    cmd = [sys.executable, str(HERE / "peers.py"), str(data), "--epochs", "3"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"command": "peers.py", "error": proc.stderr[-2000:], "seconds": seconds}
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "command": f"python benchmarks/peers.py {data} --epochs 3",
+        "seconds": round(seconds, 1),
+        "val": m["val_accuracy"],
+        "test": m["test_accuracy"],
+        "strategy": "fastai fine_tune",
+        "chosen": None,
+    }
 
 
 def run(data: Path, out: Path, args: list[str]) -> dict[str, object]:
@@ -104,6 +134,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--long", action="store_true", help="also 10-epoch rows")
     ap.add_argument("--only", default="", help="comma-separated row-label prefixes to run")
+    ap.add_argument("--fastai", action="store_true", help="also the fastai peer row")
     ap.add_argument("--work", default="/tmp/headstart-bench-auto")
     ap.add_argument("--out", default=str(HERE / "results" / "auto"))
     a = ap.parse_args()
@@ -113,10 +144,13 @@ def main() -> None:
     for name in a.data.split(","):
         data = data_folder(name, work)
         results[name] = []
-        for i, (label, args) in enumerate(rows(a.epochs, a.long)):
+        for i, (label, args) in enumerate(rows(a.epochs, a.long, a.fastai)):
             if prefixes and not any(label.startswith(p) for p in prefixes):
                 continue
-            r = run(data, work / "runs" / name / str(i), args)
+            if label == FASTAI_ROW:
+                r = run_fastai_process(data)
+            else:
+                r = run(data, work / "runs" / name / str(i), args)
             r["row"] = label
             results[name].append(r)
             print(
@@ -142,16 +176,18 @@ def main() -> None:
         lines += [
             f"## {name}",
             "",
-            "| row | test | val | seconds | auto chose |",
-            "|---|---|---|---|---|",
+            "| row | test | val | seconds | × fastai time | auto chose |",
+            "|---|---|---|---|---|---|",
         ]
+        peer = next((r for r in rs if r["row"] == FASTAI_ROW and "error" not in r), None)
         for r in rs:
             if "error" in r:
-                lines.append(f"| {r['row']} | error | | {r['seconds']:.0f} | |")
+                lines.append(f"| {r['row']} | error | | {r['seconds']:.0f} | | |")
                 continue
+            ratio = f"{float(r['seconds']) / float(peer['seconds']):.2f}" if peer else ""  # type: ignore[arg-type]
             lines.append(
                 f"| {r['row']} | {100 * float(r['test']):.1f} % | {100 * float(r['val']):.1f} % | "  # type: ignore[arg-type]
-                f"{r['seconds']} | {r['chosen'] or ''} |"
+                f"{r['seconds']} | {ratio} | {r['chosen'] or ''} |"
             )
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
