@@ -83,6 +83,7 @@ def test_run_folder_contents_predict_evaluate_and_reproduce(
         "config.yaml",
         "log.csv",
         "metrics.json",
+        "model.safetensors",
         "report",
         "report.html",
     ]

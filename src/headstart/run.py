@@ -8,6 +8,7 @@
       metrics.json     final evaluation (val, and test when given) + strategy decisions
       log.csv          one row per epoch: losses, accuracies, learning rate, seconds
       checkpoints/     best.ckpt (lowest val loss) and last.ckpt, written atomically
+      model.safetensors  best.ckpt's weights as safetensors (+ the checkpoint's headstart block)
 """
 
 from __future__ import annotations
@@ -57,10 +58,55 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+#: the run folder's best weights as safetensors (beside checkpoints/, which hold more)
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_weights(path: Path, ckpt: dict[str, Any]) -> None:
+    """Write a checkpoint's ``state_dict`` (the module's tensors, keys as in the checkpoint) to
+    ``path`` as safetensors, atomically; its metadata holds the checkpoint's ``headstart`` block
+    (JSON) and epoch, which is what :func:`load_checkpoint_file` needs to rebuild the model."""
+    from safetensors.torch import save
+
+    tensors = {
+        k: v.detach().cpu().contiguous().clone()  # safetensors refuses shared storage
+        for k, v in ckpt["state_dict"].items()
+        if isinstance(v, torch.Tensor)
+    }
+    meta = {"format": "pt", "headstart": json.dumps(ckpt.get("headstart", {}))}
+    if "epoch" in ckpt:
+        meta["epoch"] = str(ckpt["epoch"])
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_weights_file(path: Path) -> dict[str, Any]:
+    """A ``model.safetensors`` written by :func:`save_weights`, as a checkpoint dict
+    (``state_dict``, ``headstart``, ``epoch``)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
+        info = json.loads(meta.get("headstart", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        raise RunError(
+            f"{path} is not a readable safetensors file written by headstart ({err}); retrain "
+            "or restore it from a backup"
+        ) from None
+    ckpt: dict[str, Any] = {"state_dict": state, "headstart": info}
+    if "epoch" in meta:
+        ckpt["epoch"] = int(meta["epoch"])
+    return ckpt
+
+
 def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with a clear error for missing/corrupt/tampered files."""
+    """``torch.load(weights_only=True)`` with a clear error for missing/corrupt/tampered files
+    (a ``.safetensors`` file: :func:`load_weights_file`)."""
     if not path.is_file():
         raise RunError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_weights_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -172,6 +218,11 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
 
+    @property
+    def weights_path(self) -> Path:
+        """``model.safetensors``: the best checkpoint's weights (see :func:`save_weights`)."""
+        return self.path / WEIGHTS_FILE
+
     @staticmethod
     def default_path(config: TrainConfig, root: str | Path = "runs") -> Path:
         name = config.model.replace(":", "-").replace("/", "_")
@@ -256,9 +307,11 @@ class RunFolder:
         return RunSummary.of(self)
 
     def checkpoint_for_inference(self) -> Path:
-        for p in (self.best_checkpoint, self.last_checkpoint):
+        """best.ckpt, else last.ckpt, else model.safetensors (a run shipped without
+        checkpoints/); :func:`load_checkpoint_file` reads each."""
+        for p in (self.best_checkpoint, self.last_checkpoint, self.weights_path):
             if p.is_file():
                 return p
         raise RunError(
-            f"{self.path} has no checkpoint in checkpoints/ (was training interrupted before the first epoch ended?)"
+            f"{self.path} has no checkpoint in checkpoints/ and no {WEIGHTS_FILE} (was training interrupted before the first epoch ended?)"
         )

@@ -17,7 +17,7 @@ from headstart.evaluation.report import ValPredictions
 from headstart.modalities import Modality
 from headstart.models import Backbone
 from headstart.models.heads import head_kind
-from headstart.run import RunFolder, load_checkpoint_file
+from headstart.run import RunFolder, load_checkpoint_file, save_weights
 from headstart.tasks import Task
 from headstart.training.activations import activation_logits
 from headstart.training.distributed import unsharded_copy
@@ -113,8 +113,11 @@ def run_block(f: Finished, seconds: float) -> dict[str, Any]:
 def write_summary(
     f: Finished, results: dict[str, Any], val_logits: torch.Tensor, val_targets: torch.Tensor
 ) -> None:
-    """metrics.json, report.html and the printed per-split tables."""
+    """metrics.json, model.safetensors, the trackers' final metrics, report.html and the
+    printed per-split tables."""
     f.run.save_metrics(results)
+    if f.config.strategy_dist != "fsdp":  # FSDP checkpoints are sharded folders
+        save_weights(f.run.weights_path, load_checkpoint_file(f.run.checkpoint_for_inference()))
     log_final(f.config, f.run.path, results)
     val = ValPredictions(
         val_logits.softmax(1), val_targets, [str(x.path) for x in f.splits.val],
