@@ -42,6 +42,7 @@ from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import DataSplits
 from headstart.data.splits import stratified_split
+from headstart.devices import compute_for
 from headstart.errors import TrainingDiverged
 from headstart.evaluation.probe import fit_logistic
 from headstart.run import RunFolder, atomic_write_text
@@ -463,6 +464,7 @@ def choose(
     features = FeatureSource(
         inputs.backbone, inputs.splits.class_to_idx, seed=config.seed, augment="none",
         use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
+        compute=compute_for(config),
     )  # fmt: skip
     t0 = time.perf_counter()
     pool = inputs.modality.dataset(inputs.backbone, inputs.splits.train, inputs.splits.class_to_idx)
