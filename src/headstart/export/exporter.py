@@ -22,6 +22,7 @@ import torch
 from headstart import version
 from headstart.errors import HeadstartError
 from headstart.evaluation.loading import LoadedRun, load_run
+from headstart.export.card import front_matter
 from headstart.export.inputs import DEFAULT_MODALITY
 from headstart.export.signatures import ExportSignature, signature_for
 
@@ -223,6 +224,10 @@ headstart predict {path.name} {lines.use}
 Trained on the run's data only ({summary.train_images or "?"} training {lines.unit}); performance on other
 data is unknown. {lines.limits}
 """
+    header = front_matter(
+        meta, loaded.run.load_metrics(), name=loaded.run.path.name,
+        data=Path(loaded.config.data).name, fmt=fmt,
+    )  # fmt: skip
     out = path.with_name("MODEL_CARD.md")
-    out.write_text(card, encoding="utf-8")
+    out.write_text(header + card, encoding="utf-8")
     return out
