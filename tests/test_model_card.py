@@ -1,9 +1,12 @@
-"""MODEL_CARD.md's Hugging Face YAML header, and the run folder's model.safetensors."""
+"""What a run ships beyond metrics: MODEL_CARD.md's Hugging Face YAML header, the run folder's
+model.safetensors, and a report drawn without touching matplotlib's global backend."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,24 @@ def test_best_weights_as_safetensors_load_without_checkpoints(
     (shipped / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(RunError, match=r"model.safetensors is not a readable safetensors"):
         headstart.load_run(shipped)
+
+
+def test_report_leaves_the_matplotlib_backend_and_pyplot_alone(trained: Path) -> None:
+    """A notebook user's backend (here svg) survives importing headstart and drawing a
+    report, and the report's figures never enter pyplot's figure list."""
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+import matplotlib.pyplot as plt
+import headstart
+from headstart.evaluation.report import write_report
+from headstart.run import RunFolder
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+from pathlib import Path
+page = write_report(RunFolder(Path({str(trained)!r})))
+assert page.is_file() and plt.get_fignums() == [], plt.get_fignums()
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert any((trained / "report").glob("*.png"))

@@ -5,6 +5,10 @@ matrix (counts and row-normalised), per-class precision/recall, the worst miscla
 validation images (true/predicted label, confidence), a reliability diagram with the expected
 calibration error, and the run's config and decisions. The PNGs behind it are written to
 ``report/`` beside it. ``headstart report runs/<run>`` regenerates everything.
+
+Figures are drawn with matplotlib's object API (``Figure``, rendered by Agg on ``savefig``):
+importing this module or writing a report neither switches the global backend nor opens pyplot
+figures, so a notebook's inline plots keep working.
 """
 
 from __future__ import annotations
@@ -19,10 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -63,7 +63,6 @@ def expected_calibration_error(
 def _png(fig: Figure, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     data = buf.getvalue()
     path.write_bytes(data)
     return base64.b64encode(data).decode()
@@ -81,7 +80,8 @@ def _read_log(run: RunFolder) -> dict[str, list[float]]:
 
 
 def _curves(log: dict[str, list[float]], events: list[list[Any]]) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     ep = log.get("epoch", [])
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -110,7 +110,8 @@ def _curves(log: dict[str, list[float]], events: list[list[Any]]) -> Figure:
 def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
     n = len(classes)
     size = max(4.0, 0.45 * n + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    fig = Figure(figsize=(2 * size, size))
+    axes = fig.subplots(1, 2)
     norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
     for ax, mat, title, fmt in (
         (axes[0], cm, "counts", "d"),
@@ -143,7 +144,8 @@ def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
 def _per_class(per_class: dict[str, dict[str, float]]) -> Figure:
     classes = list(per_class)
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(classes) + 2), 3.6))
+    fig = Figure(figsize=(max(6, 0.5 * len(classes) + 2), 3.6))
+    ax = fig.subplots()
     ax.bar(x - 0.2, [per_class[c]["precision"] for c in classes], 0.4, label="precision")
     ax.bar(x + 0.2, [per_class[c]["recall"] for c in classes], 0.4, label="recall")
     ax.set_xticks(x, classes, rotation=45, ha="right")
@@ -163,7 +165,8 @@ def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | No
     order = wrong[conf[wrong].argsort(descending=True)][:k]
     cols = 4
     rows = (len(order) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.6))
+    fig = Figure(figsize=(cols * 2.4, rows * 2.6))
+    axes = fig.subplots(rows, cols)
     for ax in np.atleast_1d(axes).flatten():
         ax.axis("off")
     for ax, i in zip(np.atleast_1d(axes).flatten(), order.tolist(), strict=False):
@@ -185,7 +188,8 @@ def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | No
 
 
 def _reliability(table: list[dict[str, float]], ece: float) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig = Figure(figsize=(4.2, 4))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     if table:
         mids = [(b["lo"] + b["hi"]) / 2 for b in table]
