@@ -159,7 +159,7 @@ def _mlflow_logger(run_dir: Path, saved: dict[str, Any]) -> Logger:
 def _wandb_logger(run_dir: Path, saved: dict[str, Any]) -> Logger:
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         name=run_dir.name,
         save_dir=str(run_dir),
         project=os.environ.get("WANDB_PROJECT", EXPERIMENT),
@@ -167,6 +167,12 @@ def _wandb_logger(run_dir: Path, saved: dict[str, Any]) -> Logger:
         id=saved.get("id"),
         resume="allow" if saved.get("id") else None,
     )
+    # Lightning always passes anonymous=None, which wandb >= 0.19 answers with "The anonymous
+    # setting has no effect" on every run: a warning nobody can act on
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 def hyperparameters(config: TrainConfig) -> dict[str, Any]:
