@@ -60,8 +60,8 @@ def test_tensorboard_mlflow_csv_resume_into_the_same_runs(
     from mlflow.tracking import MlflowClient
 
     state = json.loads((run / "trackers.json").read_text())
-    client = MlflowClient(state["mlflow"]["tracking_uri"])
-    assert state["mlflow"]["tracking_uri"] == (run / "mlruns").resolve().as_uri()
+    assert state["mlflow"]["tracking_uri"] is None  # the run folder's own store
+    client = MlflowClient((run / "mlruns").resolve().as_uri())
     (experiment,) = [e for e in client.search_experiments() if e.name == "headstart"]
     (only,) = client.search_runs([experiment.experiment_id])
     assert only.info.run_id == state["mlflow"]["run_id"]

@@ -8,7 +8,8 @@ a training run's epoch metrics, its hyperparameters (the TrainConfig) and its fi
     RUN/tb/events.out.tfevents.* tensorboard (``tensorboard --logdir runs/`` shows every run)
     RUN/mlruns/                  mlflow file store, unless MLFLOW_TRACKING_URI is set
     RUN/wandb/                   wandb, offline unless WANDB_MODE=online
-    RUN/trackers.json            the MLflow run id / W&B run id, so --resume logs into the same run
+    RUN/trackers.json            the MLflow run id (+ its store unless RUN/mlruns) / W&B run id,
+                                 so --resume logs into the same run
 
 The tracker packages are optional (``pip install 'headstart[track]'``) and imported only when
 asked for.
@@ -74,7 +75,11 @@ def save_state(run_dir: Path, loggers: list[Logger]) -> None:
     for lg in loggers:
         name = tracker_name(lg)
         if name == "mlflow":
-            state["mlflow"] = {"run_id": lg.run_id, "tracking_uri": lg._tracking_uri}  # type: ignore[attr-defined]
+            uri = getattr(lg, "_tracking_uri", None)
+            state["mlflow"] = {
+                "run_id": getattr(lg, "run_id", None),
+                "tracking_uri": None if uri == own_store(run_dir) else uri,
+            }
         elif name == "wandb":
             state["wandb"] = {"id": lg.version}
     (run_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -133,6 +138,11 @@ class _NewExperimentNote(logging.Filter):
         return "not found. Creating it" not in record.getMessage()
 
 
+def own_store(run_dir: Path) -> str:
+    """The URI of the MLflow file store in the run folder (``RUN/mlruns``)."""
+    return (run_dir / "mlruns").resolve().as_uri()
+
+
 def _mlflow_logger(run_dir: Path, saved: dict[str, Any]) -> Logger:
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -140,14 +150,15 @@ def _mlflow_logger(run_dir: Path, saved: dict[str, Any]) -> Logger:
     if not any(isinstance(f, _NewExperimentNote) for f in note.filters):
         note.addFilter(_NewExperimentNote())
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or saved.get("tracking_uri")
-    if not uri:
-        uri = (run_dir / "mlruns").resolve().as_uri()
+    # the run folder's own store is saved as None: a moved run folder still finds its run
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or saved.get("tracking_uri") or own_store(run_dir)
     if uri.startswith("file:"):
         # MLflow >= 3.7 refuses its file store unless asked for; it is the one that needs no
         # server or database (set MLFLOW_TRACKING_URI=sqlite:///... for a database)
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    run_id = saved.get("run_id") if saved.get("tracking_uri") == uri else None
+    run_id = (
+        saved.get("run_id") if (saved.get("tracking_uri") or own_store(run_dir)) == uri else None
+    )
     return MLFlowLogger(
         experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT),
         run_name=run_dir.name,
