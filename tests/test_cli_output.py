@@ -146,7 +146,67 @@ def test_train_predict_export_emit_no_headstart_warnings(
         res = train_tiny(split_folder, tmp_path / "run", epochs=1)
         files = sorted((split_folder / "test" / "red").iterdir())[:2]
         headstart.predict(res.run_dir, files)
-        exported = headstart.export_model(res.run_dir, "onnx")
-        from headstart.export.predictor import open_export
+        from fastapi.testclient import TestClient
 
-        open_export(exported.path).predict(open_export(exported.path).collect(files))
+        from headstart.export.predictor import open_export
+        from headstart.export.serve import create_app
+
+        for fmt in ("onnx", "torchscript"):
+            exported = open_export(headstart.export_model(res.run_dir, fmt).path)
+            assert len(exported.predict(exported.collect(files))) == 2
+        upload = [("files", (f.name, f.read_bytes())) for f in files]
+        assert TestClient(create_app(res.run_dir)).post("/predict", files=upload).status_code == 200
+
+
+def test_read_only_arrays_reach_torch_without_a_warning() -> None:
+    """Arrays over decoded image buffers are read-only; ``torch.from_numpy`` warns on them
+    ("The given NumPy array is not writable"). The predictors copy those, and only those."""
+    from headstart.export.predictor import torch_ready
+
+    frozen = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = torch.from_numpy(torch_ready(frozen))
+    assert t.tolist() == frozen.tolist()
+    writable = np.zeros((3, 4), np.float32)
+    assert np.shares_memory(torch_ready(writable), writable)
+    with pytest.warns(UserWarning, match="not writable"):
+        torch.from_numpy(frozen)
+
+
+def test_feature_message_names_each_source_and_its_own_time(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cached-feature line says which split came from where; a second run reads both
+    splits from the disk cache and says so (it once printed the probe fit's time as the cache's)."""
+    train_tiny(image_folder, tmp_path / "a", epochs=1)
+    first = " ".join(capsys.readouterr().out.split())
+    assert "extracted (train) while planning; extracted (val) in" in first
+    train_tiny(image_folder, tmp_path / "b", epochs=1)
+    second = " ".join(capsys.readouterr().out.split())
+    assert "from the disk cache (train) while planning; from the disk cache (val) in" in second
+    assert "BatchNorm" not in first + second  # feature extraction: no BatchNorm trains
+    train_tiny(image_folder, tmp_path / "c", epochs=1, strategy="partial", unfreeze_last=1)
+    assert "BatchNorm statistics of trainable stages" in capsys.readouterr().out
+
+
+def test_hf_path_to_a_missing_folder_says_so(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    r = cli("zero-shot", "--labels", "cat,dog", "-m", "hf:./clip")
+    assert r.code == 3, r.text
+    assert f"{tmp_path / 'clip'} does not exist" in r.text and "alphanumeric" not in r.text
+
+
+def test_resume_of_a_finished_run_says_what_it_does(
+    cli, image_folder: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    run = train_tiny(image_folder, tmp_path / "run", epochs=1).run_dir
+    log = (run / "log.csv").read_text()
+    r = cli("train", "--resume", str(run))
+    assert r.code == 0, r.text
+    assert "already finished" in r.text and "nothing is trained" in r.text
+    assert (run / "log.csv").read_text() == log
+    assert "exists and is not empty" not in r.text and "GPU available" not in r.text

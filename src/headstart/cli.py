@@ -22,7 +22,7 @@ from headstart.cli_options import (
     given_options,
     with_config_options,
 )
-from headstart.console import console, setup_logging, stdout_reserved
+from headstart.console import console, err_console, setup_logging, stdout_reserved
 from headstart.errors import HeadstartError, Interrupted
 from headstart.version import __version__
 
@@ -153,11 +153,12 @@ def evaluate(
     import headstart
     from headstart.evaluation import metrics_table
 
-    m = headstart.evaluate(run, data)
+    loaded = headstart.load_run(run)
+    m = headstart.evaluate(loaded, data)
     if json_out:
         print(json.dumps(m, indent=2))
         return
-    console.print(metrics_table(m, f"{data} ({m['samples']} images)"))
+    console.print(metrics_table(m, f"{data} ({m['samples']} {loaded.modality.unit})"))
     console.print(
         f"accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  macro AUROC {m['macro_auroc']:.4f}"
     )
@@ -469,7 +470,9 @@ def models(
     """List usable models with weights, input size, parameters and offline availability."""
     from headstart.models import list_models
 
-    rows = list_models(filter, source)
+    searching = "searching timm's model list (params measured per model)"
+    with err_console.status(searching) if filter and source in (None, "timm") else nullcontext():
+        rows = list_models(filter, source)
     if json_out:
         _print_json(rows)
         return

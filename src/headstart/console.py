@@ -43,6 +43,10 @@ console = _PipeFriendlyConsole(
 )
 
 
+#: messages and progress that must not mix with a command's output on stdout
+err_console = Console(stderr=True, highlight=False)
+
+
 @contextmanager
 def stdout_reserved() -> Iterator[None]:
     """Send what headstart prints to stderr meanwhile, so that stdout carries only the

@@ -173,8 +173,9 @@ def torchscript_export(
     with torch.inference_mode(), _expected_export_warnings_quiet():
         traced = torch.jit.trace(wrapper, sample, check_trace=False)
     files = {"headstart.json": json.dumps(meta), "labels.json": json.dumps(meta["labels"])}
-    torch.jit.save(traced, str(path), _extra_files=files)
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    with _expected_export_warnings_quiet():
+        torch.jit.save(traced, str(path), _extra_files=files)
+        loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.inference_mode():
         probs, logits = loaded(*sample)
     return np.concatenate([probs.numpy(), logits.numpy()], axis=1)

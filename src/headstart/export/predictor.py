@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ class TorchScriptPredictor(ExportedPredictor):
         self.path = Path(path)
         files = {"headstart.json": ""}
         try:
-            self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)
+            with warnings.catch_warnings():  # "torch.jit.load is deprecated": not the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=files)
         except Exception as err:
             raise HeadstartError(
                 f"{self.path} is not a loadable TorchScript model: {err}"
@@ -141,9 +144,17 @@ class TorchScriptPredictor(ExportedPredictor):
     def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in feed.values()]
+        tensors = [torch.from_numpy(torch_ready(a)) for a in feed.values()]
         with torch.inference_mode():
             return np.asarray(self.module(*tensors)[0].numpy())
+
+
+def torch_ready(array: np.ndarray) -> np.ndarray:
+    """``array`` as ``torch.from_numpy`` takes it without a warning: contiguous and writable
+    (arrays over decoded image buffers are read-only; torch warns that writing through the
+    tensor would be undefined), copied only when it is not already both."""
+    out = np.ascontiguousarray(array)
+    return out if out.flags.writeable else out.copy()
 
 
 def open_export(path: str | Path) -> ExportedPredictor:

@@ -11,7 +11,7 @@ import torch
 
 from headstart.evaluation.loading import load_run
 from headstart.export.exporter import build_metadata
-from headstart.export.predictor import ExportedPredictor
+from headstart.export.predictor import ExportedPredictor, torch_ready
 from headstart.export.signatures import signature_for
 
 
@@ -30,6 +30,6 @@ class RunPredictor(ExportedPredictor):
         self.wrapper = signature.wrapper(loaded)
 
     def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in feed.values()]
+        tensors = [torch.from_numpy(torch_ready(a)) for a in feed.values()]
         with torch.inference_mode():
             return np.asarray(self.wrapper(*tensors)[0].numpy())

@@ -10,6 +10,7 @@ convolutional models.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,11 +101,26 @@ def _preprocessing(path: str) -> Preprocessing:
     )  # fmt: skip
 
 
+def check_local_folder(path: str, spec: str) -> None:
+    """A ``path`` written as a path (``./x``, ``../x``, ``/x``, ``~/x``) must be a folder:
+    otherwise the Hub client reads it as a repo id and answers "Repo id must use alphanumeric
+    chars" instead of saying the folder is missing."""
+    local = Path(path).expanduser()
+    if path.startswith((".", "/", "~")) and not local.is_dir():
+        what = "is a file, not a folder" if local.is_file() else "does not exist"
+        raise ModelError(
+            f"{spec}: {local.resolve()} {what}. Give the folder a model was saved to with "
+            "save_pretrained (config.json + weights), or a Hugging Face repo id already in the "
+            "cache (org/name)."
+        )
+
+
 def load_model(path: str, weights: str, spec: str, where: str = "") -> tuple[nn.Module, str]:
     """``(AutoModel at path, weights label)``, offline only: the saved weights (DEFAULT), or the
     same architecture randomly initialised (none) — both without the pooling layer where the
     model class takes that option, so checkpoints of either fit the same module tree. ``where``
     adds to the error message's list of places a model can come from."""
+    check_local_folder(path, spec)
     try:
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging

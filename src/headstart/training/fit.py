@@ -99,10 +99,25 @@ def resolve_run(
             "(e.g. --config runs/<run>/config.yaml --out <new folder>) instead."
         )
     run.remove_stale_temp_files()  # left by a process killed while writing
+    if run.last_checkpoint.is_file() and finished(run, saved.epochs):
+        log.warning(
+            "--resume %s: this run already finished (metrics.json written); nothing is trained: "
+            "the best checkpoint is evaluated again and metrics.json and the report rewritten. "
+            "To train longer, start a new run: --config %s --epochs N --out <new folder>",
+            resume, run.config_path,
+        )  # fmt: skip
     if run.last_checkpoint.is_file():
         return saved, run, run.last_checkpoint
     log.warning("--resume %s: no checkpoint yet; training from the first epoch", resume)
     return saved, run, None
+
+
+def finished(run: RunFolder, epochs: int) -> bool:
+    """Whether ``run`` trained all its ``epochs`` (one log.csv row each) and was evaluated."""
+    if not (run.metrics_path.is_file() and run.log_path.is_file()):
+        return False
+    rows = run.log_path.read_text(encoding="utf-8").strip().splitlines()[1:]
+    return len(rows) >= epochs
 
 
 def open_run_folder(

@@ -64,29 +64,52 @@ def cached_feature_sets(
     console.print(
         "backbone frozen for the whole run: computing features once (cached-feature path)"
     )
-    t0 = time.perf_counter()
     idx, seed = splits.class_to_idx, config.seed
+    spent: dict[str, tuple[bool, float]] = {}  # split -> (from the disk cache, seconds)
 
     def dataset(samples: list[Any], augment: str = "none") -> Any:
         return modality.dataset(
             backbone, samples, idx, augment=augment, seed=seed, flip=config.hflip
         )
 
-    train = plan.train_features or features("train", dataset(splits.train), splits.train)
+    def timed(split: str, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        t0, hits = time.perf_counter(), len(features.cache_hits)
+        out = features(split, *args)
+        spent[split] = (len(features.cache_hits) > hits, time.perf_counter() - t0)
+        return out
+
+    train = plan.train_features or timed("train", dataset(splits.train), splits.train)
     if config.feature_views > 1:
         aug = dataset(splits.train, config.augment)
         views = ViewsDataset(dataset(splits.train), aug, config.feature_views)
-        extra_x, extra_y = features("train-views", views, splits.train, config.feature_views)
+        extra_x, extra_y = timed("train-views", views, splits.train, config.feature_views)
         n = len(splits.train)  # view 0 (un-augmented) is already in the train features
         train = (torch.cat([train[0], extra_x[n:]]), torch.cat([train[1], extra_y[n:]]))
-    va_x, va_y = features("val", dataset(splits.val), splits.val)
-    hits = features.cache_hits
-    source = f"from the disk cache ({', '.join(hits)})" if hits else "extracted"
+    va_x, va_y = timed("val", dataset(splits.val), splits.val)
     console.print(
         f"features: {len(train[0])} train + {len(va_x)} val -> {va_x.shape[1]}-d, "
-        f"{source} in {time.perf_counter() - t0:.1f}s"
+        f"{feature_sources(spent, plan.train_features is not None, features.cache_hits)}"
     )
     return IndexedTensors(*train), (va_x, va_y), train[1].tolist()
+
+
+def feature_sources(
+    spent: dict[str, tuple[bool, float]], train_from_plan: bool, hits: list[str]
+) -> str:
+    """Where each split's features came from and how long that took here: "from the disk
+    cache (train, val) in 0.4s", "extracted (val) in 12.1s". Train features the plan already
+    fetched (probe start, auto) are named with their source, untimed: that time went to the
+    plan (and to its probe fit), not to feature extraction."""
+    parts = []
+    if train_from_plan:
+        how = "from the disk cache" if "train" in hits else "extracted"
+        parts.append(f"{how} (train) while planning")
+    for cached, label in ((True, "from the disk cache"), (False, "extracted")):
+        names = [s for s, (hit, _) in spent.items() if hit is cached]
+        if names:
+            seconds = sum(spent[s][1] for s in names)
+            parts.append(f"{label} ({', '.join(names)}) in {seconds:.1f}s")
+    return "; ".join(parts)
 
 
 def activation_data(

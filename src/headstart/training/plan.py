@@ -115,6 +115,20 @@ def apply_bn_policy(
     return frozen, reason
 
 
+def bn_line(backbone: Backbone, still: bool, frozen: bool, reason: str) -> str:
+    """The plan's BatchNorm line (newline-terminated), or nothing when no BatchNorm layer will
+    train: a backbone frozen throughout, or one without BatchNorm (transformers, MiniLM)."""
+    norms = (
+        torch.nn.BatchNorm1d,
+        torch.nn.BatchNorm2d,
+        torch.nn.BatchNorm3d,
+        torch.nn.SyncBatchNorm,
+    )
+    if still or not any(isinstance(m, norms) for m in backbone.modules()):
+        return ""
+    return f"BatchNorm statistics of trainable stages: {'frozen' if frozen else 'updated'} ({reason})\n"
+
+
 def linear_head_first(strategy: Strategy, backbone: Backbone, still: bool) -> bool:
     """A linear head that trains alone in epoch 0 of a run whose backbone trains later."""
     alone = not strategy.trainable_stages(0, len(backbone.stages))
@@ -201,7 +215,7 @@ def make_plan(
         f"[bold]{config.model}[/] weights={backbone.weights_label}  input "
         f"{modality.describe_input(backbone)} ({backbone.preprocessing.source})\n"
         f"strategy {strategy.describe(backbone)}\n"
-        f"BatchNorm statistics of trainable stages: {'frozen' if bn_frozen else 'updated'} ({bn_reason})\n"
+        f"{bn_line(backbone, still, bn_frozen, bn_reason)}"
         f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
     )
     class_weights = class_weights_for(config, splits)
