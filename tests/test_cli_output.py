@@ -210,3 +210,17 @@ def test_resume_of_a_finished_run_says_what_it_does(
     assert "already finished" in r.text and "nothing is trained" in r.text
     assert (run / "log.csv").read_text() == log
     assert "exists and is not empty" not in r.text and "GPU available" not in r.text
+
+
+def test_second_export_keeps_the_first_exports_card(run_dir: Path, tmp_path: Path) -> None:
+    onnx = headstart.export_model(run_dir, "onnx", out=tmp_path / "model.onnx")
+    script = headstart.export_model(run_dir, "torchscript", out=tmp_path / "model.pt")
+    assert onnx.model_card == tmp_path / "MODEL_CARD.md"
+    assert script.model_card == tmp_path / "model.pt.MODEL_CARD.md"
+    assert "headstart predict model.onnx " in onnx.model_card.read_text()
+    assert "headstart predict model.pt " in script.model_card.read_text()
+    again = headstart.export_model(run_dir, "onnx", out=tmp_path / "model.onnx")
+    assert again.model_card == onnx.model_card  # the same export's card is refreshed
+    assert sorted(p.name for p in tmp_path.glob("*MODEL_CARD.md")) == [
+        "MODEL_CARD.md", "model.pt.MODEL_CARD.md",
+    ]  # fmt: skip

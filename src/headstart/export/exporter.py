@@ -191,8 +191,8 @@ _WRITERS: dict[str, _Writer] = {"onnx": onnx_export, "torchscript": torchscript_
 def write_model_card(
     loaded: LoadedRun, signature: ExportSignature, path: Path, fmt: str, meta: dict[str, Any]
 ) -> Path:
-    """MODEL_CARD.md beside ``path``: files, model, input, labels, validation metrics per
-    class, the export check, usage and limits."""
+    """MODEL_CARD.md beside ``path`` (named by :func:`card_path`): files, model, input, labels,
+    validation metrics per class, the export check, usage and limits."""
     summary = loaded.run.summary()
     val = summary.val
     rows = "\n".join(
@@ -229,6 +229,18 @@ data is unknown. {lines.limits}
         meta, loaded.run.load_metrics(), name=loaded.run.path.name,
         data=Path(loaded.config.data).name, fmt=fmt,
     )  # fmt: skip
-    out = path.with_name("MODEL_CARD.md")
+    out = card_path(path)
     out.write_text(header + card, encoding="utf-8")
     return out
+
+
+def card_path(path: Path) -> Path:
+    """Where the card of the export ``path`` goes: ``MODEL_CARD.md`` beside it, unless that card
+    describes another export in the same folder (its usage line names another file); then
+    ``<file name>.MODEL_CARD.md``, so a second export (``model.pt`` after ``model.onnx``) never
+    overwrites the first's card."""
+    shared = path.with_name("MODEL_CARD.md")
+    if not shared.is_file():
+        return shared
+    own = f"headstart predict {path.name} " in shared.read_text(encoding="utf-8", errors="replace")
+    return shared if own else path.with_name(f"{path.name}.MODEL_CARD.md")
