@@ -224,3 +224,18 @@ def test_second_export_keeps_the_first_exports_card(run_dir: Path, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.glob("*MODEL_CARD.md")) == [
         "MODEL_CARD.md", "model.pt.MODEL_CARD.md",
     ]  # fmt: skip
+
+
+def test_zero_shot_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import write_class_folders
+    from tests.test_zeroshot import make_tiny_clip
+
+    clip = make_tiny_clip(tmp_path / "clip")
+    data = write_class_folders(tmp_path / "d", 2)
+    args = ["zero-shot", str(data / "blue"), "-m", f"hf:{clip}", "--labels", "red,blue"]
+    r = cli(*args, "--top-k", "2", "--out", str(tmp_path / "zs"), "--json")
+    assert r.code == 0, r.text
+    doc = json.loads(r.stdout)
+    assert doc["classes"] == ["red", "blue"] and doc["run_dir"] == str(tmp_path / "zs")
+    assert len(doc["predictions"]) == 2 and len(doc["predictions"][0]["top"]) == 2
+    assert set(doc["predictions"][0]["top"][0]) == {"label", "probability"}

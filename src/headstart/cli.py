@@ -153,8 +153,9 @@ def evaluate(
     import headstart
     from headstart.evaluation import metrics_table
 
-    loaded = headstart.load_run(run)
-    m = headstart.evaluate(loaded, data)
+    with stdout_reserved() if json_out else nullcontext():
+        loaded = headstart.load_run(run)
+        m = headstart.evaluate(loaded, data)
     if json_out:
         print(json.dumps(m, indent=2))
         return
@@ -424,6 +425,7 @@ def zero_shot_cmd(
         str | None, Opt("--out", "-o", help="Run folder to save [runs/zero-shot-<model>-<time>].")
     ] = None,
     top_k: Annotated[int, Opt(help="Predictions per image.")] = 1,
+    json_out: JsonFlag = False,
 ) -> None:
     """Classify by class names alone (CLIP text tower, or label embeddings of a semantic-head
     run); the classifier is saved as an ordinary run (predict, export, serve, fine-tune)."""
@@ -431,10 +433,17 @@ def zero_shot_cmd(
     from headstart.evaluation import metrics_table
 
     names = [n.strip() for n in labels.split(",")] if labels else None
-    r = zero_shot(
-        images or [], labels=names, model=model, prompts=prompts or ["a photo of a {}."],
-        run=run, eval_data=eval_data, out=out, top_k=top_k,
-    )  # fmt: skip
+    with stdout_reserved() if json_out else nullcontext():
+        r = zero_shot(
+            images or [], labels=names, model=model, prompts=prompts or ["a photo of a {}."],
+            run=run, eval_data=eval_data, out=out, top_k=top_k,
+        )  # fmt: skip
+    if json_out:
+        _print_json({
+            "run_dir": str(r.run_dir), "classes": r.classes, "metrics": r.metrics,
+            "predictions": [p.to_json("path") for p in r.predictions],
+        })  # fmt: skip
+        return
     if r.predictions:
         t = Table(title=f"zero-shot over {len(r.classes)} classes")
         t.add_column("file")
