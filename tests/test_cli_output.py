@@ -239,3 +239,19 @@ def test_zero_shot_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped
     assert doc["classes"] == ["red", "blue"] and doc["run_dir"] == str(tmp_path / "zs")
     assert len(doc["predictions"]) == 2 and len(doc["predictions"][0]["top"]) == 2
     assert set(doc["predictions"][0]["top"][0]) == {"label", "probability"}
+
+
+def test_rank_and_fewshot_eval_json(cli, image_folder: Path) -> None:  # type: ignore[no-untyped-def]
+    models = "torchvision:resnet18@none,torchvision:mobilenet_v2@none"
+    r = cli("rank", str(image_folder), "--models", models, "--image-size", "32", "--json")
+    assert r.code == 0, r.text
+    rows = json.loads(r.stdout)
+    assert [row["rank"] for row in rows] == [1, 2]
+    assert {row["spec"] for row in rows} == set(models.replace("@none", "").split(","))
+    assert rows[0]["logme"] >= rows[1]["logme"] and 0 <= rows[0]["probe_accuracy"] <= 1
+    r = cli("fewshot-eval", str(image_folder), "-m", "torchvision:resnet18@none", "--ways", "3",
+            "--shots", "1", "--queries", "2", "--episodes", "5", "--image-size", "32", "--json")  # fmt: skip
+    assert r.code == 0, r.text
+    doc = json.loads(r.stdout)
+    assert (doc["ways"], doc["shots"], doc["episodes"]) == (3, 1, 5)
+    assert 0 <= doc["mean_accuracy"] <= 1
