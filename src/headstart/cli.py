@@ -48,7 +48,7 @@ Opt = typer.Option
 #: the ``--json`` option of the commands that print tables
 JsonFlag = Annotated[
     bool,
-    Opt("--json", help="Print one JSON document on stdout (messages go to stderr), no table."),
+    Opt("--json", help="Print one JSON document on stdout; tables and messages go to stderr."),
 ]
 
 
