@@ -177,6 +177,9 @@ def test_auto_runs_end_to_end_and_records_why(tmp_path: Path) -> None:
     # auto measures candidates (issue 16): the probe, feature extraction, then trained ones
     assert dec["strategy"] in ("few-shot", "feature-extract", "partial", "gradual", "fine-tune")
     assert 0.0 <= dec["numbers"]["probe_accuracy"] <= 1.0 and len(dec["reasons"]) >= 4
+    # no --time-budget, no --trials: the frozen pair and at most one of each trained strategy
+    names = [c["name"] for c in r.metrics["run"]["auto"]["candidates"]]
+    assert names[:2] == ["probe", "feature-extract"] and len(names) <= 5, names
 
 
 @pytest.mark.parametrize("mix", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.2, "cutmix": 1.0}])

@@ -184,7 +184,8 @@ class TrainConfig(BaseModel):
         None,
         ge=0,
         description="auto: at most this many trained candidates beyond the probe and "
-        "feature extraction (unset: as many as the time budget allows).",
+        "feature extraction (unset: as many as --time-budget allows; without a budget, one "
+        "partial, fine-tune and gradual candidate).",
     )
     lora_r: Annotated[int, Cli("strategy")] = Field(
         8, ge=1, description="lora: rank of the low-rank adapters."

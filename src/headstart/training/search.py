@@ -172,11 +172,11 @@ def default_budget(
     need = elapsed + extraction + 5.0 + trained * retrain_factor(retrain) + final
     budget = min(3600.0, max(60.0, need))
     return budget, (
-        f"no --time-budget: {budget:.0f} s for the whole command ({elapsed:.0f} s spent before "
-        f"the search, the frozen candidates, one {'/'.join(FIRST_TRAINED)} candidate each of "
+        f"no --time-budget: at most {budget:.0f} s for the whole command ({elapsed:.0f} s "
+        f"spent before the search, the frozen candidates, one {'/'.join(FIRST_TRAINED)} each of "
         f"{epochs} epochs estimated from the {extraction:.1f} s one feature-extraction pass "
         f"took{', the winner retrained' if retrain else ''}, {final:.0f} s for the final "
-        "evaluation)"
+        "evaluation); no more trained candidates than those three without --trials"
     )
 
 
@@ -506,7 +506,11 @@ def choose(
     probe = {"few_shot_head": "logistic", "few_shot_refine": False}
     search.measure("probe", base.replace(strategy="few-shot", **probe), probe)
     search.measure("feature-extract", base.replace(strategy="feature-extract"), {})
-    trained_candidates(search, config.trials)
+    # without a budget or a trial count: the frozen candidates and one of each trained strategy
+    trials = config.trials
+    if trials is None and config.time_budget is None:
+        trials = len(FIRST_TRAINED)
+    trained_candidates(search, trials)
     winner = search.best()
     winner.chosen = True
     for cand in search.candidates:  # keep the logs; only the winner's checkpoints are needed
