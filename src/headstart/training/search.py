@@ -180,6 +180,23 @@ def default_budget(
     )
 
 
+def search_budget(
+    config: TrainConfig, splits: DataSplits, extraction: float
+) -> tuple[float, str, float]:
+    """``(budget, why, seconds kept for the final evaluation)`` for the whole command."""
+    n_eval = len(splits.val) + len(splits.test)
+    reserve = final_seconds(extraction, len(splits.train), n_eval)
+    if config.time_budget is None:
+        retrain = not splits.test
+        budget, why = default_budget(process_seconds(), extraction, config.epochs, reserve, retrain)
+        return budget, why, reserve
+    why = (
+        f"--time-budget {config.time_budget:g} s for the whole command, {reserve:.0f} s of it "
+        "kept for the final evaluation"
+    )
+    return config.time_budget, why, reserve
+
+
 def final_seconds(extraction: float, train_images: int, eval_images: int) -> float:
     """Estimated seconds after the search: a forward pass over the evaluated images at the
     measured per-image extraction speed, and the report."""
@@ -477,18 +494,7 @@ def choose(
         )
         features.remember(inputs.splits.val, *features("val", val_pool, inputs.splits.val))
     retrain = not inputs.splits.test
-    n_eval = len(inputs.splits.val) + len(inputs.splits.test)
-    reserve = final_seconds(extraction, len(inputs.splits.train), n_eval)
-    if config.time_budget is not None:
-        budget = config.time_budget
-        budget_reason = (
-            f"--time-budget {budget:g} s for the whole command, {reserve:.0f} s of it kept for "
-            "the final evaluation"
-        )
-    else:
-        budget, budget_reason = default_budget(
-            process_seconds(), extraction, config.epochs, reserve, retrain
-        )
+    budget, budget_reason, reserve = search_budget(config, inputs.splits, extraction)
     fit_xy = features.lookup(sel_splits.train)
     check = augmentation_check(
         features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
