@@ -191,5 +191,5 @@ def test_hf_vision_model_behind_the_surface(
     )  # fmt: skip
     assert r.metrics["run"]["unfreeze_events"]
     assert headstart.predict(r.run_dir, [image_folder / "red"])[0].label in ("blue", "green", "red")
-    with pytest.raises(ModelError, match="offline"):
+    with pytest.raises(ModelError, match="missing does not exist"):
         create_backbone(f"hf:{tmp_path / 'missing'}", 3)
