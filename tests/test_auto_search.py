@@ -192,9 +192,9 @@ def test_a_class_with_few_images_still_goes_to_few_shot(tmp_path: Path) -> None:
     assert "auto" not in r.metrics["run"]
 
 
-def test_an_augmentation_whose_views_change_the_class_is_turned_off() -> None:
-    """The decision logic of augmentation_check on fixed features: the probe keeps its accuracy
-    on mirrored views (flips stay on) and loses it on cropped ones (crops turned off)."""
+def test_flips_that_change_the_class_are_turned_off_on_fixed_features() -> None:
+    """The decision logic of augmentation_check on fixed features: mirrored views that keep
+    the probe's accuracy leave flips on; mirrored views that lose it turn them off."""
     from headstart.data import DataSplits
     from headstart.data.scan import Sample
     from headstart.models import create_backbone
@@ -205,20 +205,18 @@ def test_an_augmentation_whose_views_change_the_class_is_turned_off() -> None:
     plain = torch.stack([1.0 - 2.0 * y, torch.zeros(40)], 1) + 0.1 * torch.randn(
         40, 2, generator=gen
     )
-    views = {
-        "auto-select": plain,
-        "auto-select-flipped": plain + 0.01,
-        "auto-select-cropped": plain[torch.randperm(40, generator=gen)],
-    }
-
-    def features(name: str, dataset: object, samples: object, plain: bool = True) -> tuple:
-        return views[name], y
-
     val = [Sample(Path(f"{i}.png"), "ab"[i % 2]) for i in range(40)]
     sel = DataSplits(val, val, [], ["a", "b"])
     modality = SimpleNamespace(augmentable=True, dataset=lambda *a, **k: None)
     backbone = create_backbone("torchvision:resnet18", 2, weights="none", image_size=32)
-    check = augmentation_check(features, modality, backbone, sel, 0, (plain, y))  # type: ignore[arg-type]
-    assert check.hflip is True and check.crops is False
-    assert "mirror images keep" in check.reasons[0]
-    assert "trained candidates use no augmentation" in check.reasons[1]
+    for mirrored, expected in ((plain + 0.01, True), (-plain, False)):
+        views = {"auto-select": plain, "auto-select-flipped": mirrored}
+
+        def features(
+            name: str, dataset: object, samples: object, plain: bool = True, views: dict = views
+        ) -> tuple:
+            return views[name], y
+
+        check = augmentation_check(features, modality, backbone, sel, 0, (plain, y))  # type: ignore[arg-type]
+        assert check.hflip is expected
+        assert ("flips are turned off" in check.reasons[0]) is not expected

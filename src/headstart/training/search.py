@@ -16,11 +16,12 @@ same epoch stops) while the time budget lasts. The frozen-backbone candidates ar
 measured first, so the winner is never worse on the selection split than the cheapest candidate:
 ties go to the cheaper one.
 
-Before that, whether the pretrained features are invariant to horizontal flips and to random
-crops is measured (a probe fitted on the selection split's training part, scored on plain,
-mirrored and randomly cropped selection images); flips that change the predictions (glyphs,
-digits, oriented objects) are turned off, and crops that do leave the trained candidates
-un-augmented.
+Before that, whether the pretrained features are invariant to horizontal flips is measured (a
+probe fitted on the selection split's training part, scored on plain and mirrored selection
+images); flips that change the predictions (glyphs, digits, oriented objects) are turned off.
+Random crops are not judged that way: a probe fitted on whole images also loses points on crops
+of images whose class crops keep (Animal-MNIST: -6.3 points, yet fine-tuning with crops scored
+93.7 % on val and without 92.0 %), so augmentation stays a dimension of the search.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()
 #: fraction of the training images held out for selection when the data has no test split
 SELECTION_FRACTION = 0.2
-#: a probe this many points less accurate on transformed views (mirrored, cropped) than on the
-#: plain images: that transformation changes what the images mean
+#: a probe this many points less accurate on mirror images than on the plain images: flips
+#: change what the images mean
 VIEW_DROP_POINTS = 3.0
 
 
@@ -208,8 +209,6 @@ class AugmentationCheck:
     """What the probe says about the augmentations auto would use (see module doc)."""
 
     hflip: bool = True
-    #: random resized crops (every augmentation preset starts with one) keep the class
-    crops: bool = True
     reasons: list[str] = field(default_factory=list)
 
 
@@ -222,14 +221,14 @@ def augmentation_check(
     fit_xy: tuple[torch.Tensor, torch.Tensor],
 ) -> AugmentationCheck:
     """Probe accuracy on the selection images, plain vs mirrored vs randomly cropped (the
-    ``light`` preset's scale 0.6-1): a view that costs more than ``VIEW_DROP_POINTS`` changes
-    what the images mean, and that augmentation is turned off."""
+    mirrored: mirror images that cost more than ``VIEW_DROP_POINTS`` mean another class, and
+    random flips are turned off (see the module doc for why crops are not judged this way)."""
     if not modality.augmentable:
         return AugmentationCheck()
     from torchvision.transforms import v2
 
     from headstart.data.datasets import ImageDataset
-    from headstart.data.transforms import build_eval_transform, build_train_transform
+    from headstart.data.transforms import build_eval_transform
 
     idx, pre = sel.class_to_idx, backbone.preprocessing
     probe = fit_logistic(*fit_xy, len(sel.classes))
@@ -246,25 +245,13 @@ def augmentation_check(
     mirrored = view_accuracy(
         "flipped", v2.Compose([v2.RandomHorizontalFlip(1.0), build_eval_transform(pre)])
     )
-    cropped = view_accuracy("cropped", build_train_transform(pre, "light", flip=False))
-    check = AugmentationCheck(
-        hflip=100 * (acc - mirrored) <= VIEW_DROP_POINTS,
-        crops=100 * (acc - cropped) <= VIEW_DROP_POINTS,
+    check = AugmentationCheck(hflip=100 * (acc - mirrored) <= VIEW_DROP_POINTS)
+    verdict = "keep" if check.hflip else "change"
+    check.reasons.append(
+        f"mirror images {verdict} the predictions (probe {acc:.1%} on selection images, "
+        f"{mirrored:.1%} on their mirror images: {100 * (mirrored - acc):+.1f} points)"
+        + ("" if check.hflip else ": random horizontal flips are turned off")
     )
-    for ok, what, view, off in (
-        (check.hflip, "mirror images", mirrored, "random horizontal flips are turned off"),
-        (
-            check.crops,
-            "random crops (scale 0.6-1)",
-            cropped,
-            "trained candidates use no augmentation",
-        ),
-    ):
-        verdict = "keep" if ok else "change"
-        check.reasons.append(
-            f"{what} {verdict} the predictions (probe {acc:.1%} on selection images, {view:.1%} "
-            f"on their {what}: {100 * (view - acc):+.1f} points)" + ("" if ok else f": {off}")
-        )
     return check
 
 
@@ -442,7 +429,7 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         {"strategy": "gradual", "lr": c.lr, "augment": c.augment},
     ):
         study.enqueue_trial(first)
-    # random crops were measured to change the class: no augmentation preset is proposed
+    # --augment none given: no preset is proposed
     augment_choices = (
         ["none"] if c.augment == "none" else list(dict.fromkeys(["none", "light", c.augment]))
     )
@@ -501,8 +488,6 @@ def choose(
     )
     augment_reasons = check.reasons
     base = config.replace(hflip=check.hflip and config.hflip)
-    if not check.crops:
-        base = base.replace(augment="none")
     if config.image_size == "auto":
         base = base.replace(image_size=inputs.backbone.preprocessing.crop)
     search = Search(
