@@ -220,3 +220,29 @@ def test_flips_that_change_the_class_are_turned_off_on_fixed_features() -> None:
         check = augmentation_check(features, modality, backbone, sel, 0, (plain, y))  # type: ignore[arg-type]
         assert check.hflip is expected
         assert ("flips are turned off" in check.reasons[0]) is not expected
+
+
+@pytest.mark.parametrize("prunable", [True, False])
+def test_the_first_candidate_of_a_strategy_is_not_pruned(prunable: bool) -> None:
+    from headstart.training.search import ScoreRecorder
+
+    class Trial:
+        def __init__(self) -> None:
+            self.reported: list[tuple[float, int]] = []
+
+        def report(self, value: float, step: int) -> None:
+            self.reported.append((value, step))
+
+        def should_prune(self) -> bool:  # the median pruner says: below the median
+            return True
+
+    trial = Trial()
+    rec = ScoreRecorder(trial, prunable=prunable)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        callback_metrics={"val_acc": torch.tensor(0.8), "val_loss": torch.tensor(0.5)},
+        should_stop=False,
+    )
+    rec.on_validation_end(trainer, None)  # type: ignore[arg-type]
+    assert trial.reported == [(pytest.approx(0.8), 0)]  # reported either way
+    assert rec.pruned is prunable and trainer.should_stop is prunable
