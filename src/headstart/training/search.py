@@ -334,7 +334,10 @@ def run_candidate(
         shutil.rmtree(folder)
     run = RunFolder(folder)
     run.checkpoints.mkdir(parents=True)
-    # a fresh copy of the pretrained weights; same preprocessing, so remembered features apply
+    # a fresh copy of the pretrained weights, seeded as `headstart train` seeds before it builds
+    # the model, so a candidate is the run its strategy would give (same head initialisation,
+    # whatever earlier candidates drew); same preprocessing, so remembered features apply
+    L.seed_everything(config.seed, workers=True, verbose=False)
     backbone = inputs.modality.build_backbone(config, len(inputs.splits.classes))
     shared = features if backbone.weights_label != "none" else None  # random init: not shared
     p = prepare(config, Inputs(inputs.splits, inputs.modality, backbone), plugins, shared)
