@@ -432,12 +432,9 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         sampler=optuna.samplers.TPESampler(seed=c.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 2)),
     )
-    for first in (
-        {"strategy": "partial", "unfreeze_last": 2, "lr": c.lr, "augment": c.augment},
-        {"strategy": "fine-tune", "lr": c.lr, "augment": c.augment},
-        {"strategy": "gradual", "lr": c.lr, "augment": c.augment},
-    ):
-        study.enqueue_trial(first)
+    for strategy in FIRST_TRAINED:  # the candidates the default budget and trial cap size for
+        depth = {"unfreeze_last": 2} if strategy == "partial" else {}
+        study.enqueue_trial({"strategy": strategy, "lr": c.lr, "augment": c.augment, **depth})
     # --augment none given: no preset is proposed
     augment_choices = (
         ["none"] if c.augment == "none" else list(dict.fromkeys(["none", "light", c.augment]))
