@@ -262,12 +262,31 @@ def serve(
     port: Annotated[int, Opt(help="Port.")] = 8000,
     max_mb: Annotated[float, Opt(help="Largest accepted image upload, MB.")] = 10.0,
     max_files: Annotated[int, Opt(help="Most images per request.")] = 32,
+    max_batch: Annotated[
+        int,
+        Opt(min=1, help="Most items (images, texts) per model call, across concurrent requests."),
+    ] = 32,
+    batch_wait_ms: Annotated[
+        float,
+        Opt(
+            min=0, help="How long a request waits for concurrent ones to share its model call, ms."
+        ),
+    ] = 5.0,
 ) -> None:
-    """HTTP API: POST /predict (multipart 'files'; text models: JSON {"texts": [...]}),
-    GET /health, GET /metadata."""
+    """HTTP API and web page: GET / (a page to try the model on photos or texts), POST /predict
+    (multipart 'files'; text models: JSON {"texts": [...]}), GET /health, GET /metadata.
+    Concurrent requests are combined into model calls of up to --max-batch items."""
     from headstart.export.serve import serve as run_server
 
-    run_server(model, host=host, port=port, max_bytes=int(max_mb * 2**20), max_files=max_files)
+    run_server(
+        model,
+        host=host,
+        port=port,
+        max_bytes=int(max_mb * 2**20),
+        max_files=max_files,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+    )
 
 
 @app.command()

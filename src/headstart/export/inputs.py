@@ -176,6 +176,8 @@ class ImageInputs(ModelInputs):
     ) -> tuple[list[str], list[Any]]:
         import io
 
+        import anyio.to_thread
+
         try:
             form = await request.form()
         except Exception:
@@ -193,8 +195,8 @@ class ImageInputs(ModelInputs):
                     raise RequestError(413, f"{f.filename}: larger than {limits.max_bytes} bytes")
                 if not data:
                     raise RequestError(400, f"{f.filename}: empty upload")
-                try:
-                    arrays.append(self.decode(io.BytesIO(data)))
+                try:  # in a worker thread: decoding a large photo must not block the loop
+                    arrays.append(await anyio.to_thread.run_sync(self.decode, io.BytesIO(data)))
                 except Exception:
                     raise RequestError(
                         415, f"{f.filename}: not a readable image (JPEG, PNG, ...)"

@@ -1,26 +1,33 @@
 """``headstart serve``: an HTTP API over an exported model or a run folder (FastAPI + uvicorn).
 
-Endpoints: ``GET /health``, ``GET /metadata`` (labels, preprocessing, model, metrics) and
+Endpoints: ``GET /`` (a self-contained web page: pick or drop photos, or type texts, and see
+the top labels), ``GET /health``, ``GET /metadata`` (labels, preprocessing, model, metrics) and
 ``POST /predict?top_k=3``, whose body is the model's modality's: multipart field ``files`` (one
 or more images) for an image model, JSON ``{"texts": [...]}`` for a text model (read by the
 modality's :class:`~headstart.export.inputs.ModelInputs`). Requests are bounded (images:
 ``max_files`` per request, ``max_bytes`` per file, checked while reading; texts: ``max_texts``
 of ``max_chars``); unreadable or oversized inputs get a 4xx with a message, and no input
 crashes the server.
+
+Nothing slow runs on the event loop: images are decoded in worker threads, and the model runs on
+the :class:`~headstart.export.batching.MicroBatcher`'s thread, which combines concurrent
+requests into one model call (up to ``max_batch`` items, waiting at most ``batch_wait_ms`` for
+more), so ``/health`` and ``/metadata`` answer while ``/predict`` is busy.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from headstart import version
+from headstart.export.batching import MicroBatcher
 from headstart.export.inputs import RequestError, RequestLimits
 from headstart.export.predictor import ExportedPredictor, open_export
 from headstart.files import Prediction
@@ -39,8 +46,18 @@ def load_predictor(model: str | Path) -> ExportedPredictor:
     return RunPredictor(p)
 
 
+@functools.cache
+def page_html() -> str:
+    """The web page served at ``GET /`` (package data ``headstart/export/page.html``)."""
+    return resources.files("headstart.export").joinpath("page.html").read_text(encoding="utf-8")
+
+
 def add_info_routes(app: FastAPI, metadata: dict[str, Any]) -> None:
-    """``GET /health`` and ``GET /metadata``."""
+    """``GET /`` (the page), ``GET /health`` and ``GET /metadata``."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(page_html())
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -58,8 +75,12 @@ def create_app(
     max_files: int = 32,
     max_texts: int = 64,
     max_chars: int = 100_000,
+    max_batch: int = 32,
+    batch_wait_ms: float = 5.0,
 ) -> Any:
-    """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``)."""
+    """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``). Concurrent
+    ``/predict`` requests share model calls of at most ``max_batch`` items, collected for at
+    most ``batch_wait_ms`` after the first (``max_batch=1``: one request's items per call)."""
     predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
     inputs = predictor.inputs
     limits = RequestLimits(max_bytes, max_files, max_texts, max_chars)
@@ -68,7 +89,9 @@ def create_app(
         title="headstart model server",
         version=str(predictor.metadata.get("headstart_version", version.__version__)),
     )
-    lock = threading.Lock()  # one inference at a time; the session/model is not shared concurrently
+    # the model runs on the batcher's one thread: one call at a time, never on the event loop
+    batcher = MicroBatcher(predictor.probabilities, max_batch, batch_wait_ms / 1000)
+    app.state.batcher = batcher
 
     @app.middleware("http")
     async def bound_request_size(request: Request, call_next: Any) -> Any:
@@ -79,10 +102,6 @@ def create_app(
 
     add_info_routes(app, predictor.metadata)
 
-    def probabilities(items: list[Any]) -> Any:
-        with lock:
-            return predictor.probabilities(items)
-
     @app.post("/predict")
     async def predict(request: Request, top_k: int = 1) -> dict[str, Any]:
         try:
@@ -90,7 +109,7 @@ def create_app(
         except RequestError as err:
             raise HTTPException(err.status, err.detail) from None
         try:
-            probs = await run_in_threadpool(probabilities, items)
+            probs = await batcher(items)
         except Exception as err:  # never let a bad input take the server down
             log.exception("prediction failed")
             raise HTTPException(422, f"prediction failed: {type(err).__name__}") from None
@@ -109,11 +128,21 @@ def serve(
     port: int = 8000,
     max_bytes: int = 10 * 2**20,
     max_files: int = 32,
+    max_batch: int = 32,
+    batch_wait_ms: float = 5.0,
 ) -> None:
+    """Serve ``model`` (see :func:`create_app`) with uvicorn until interrupted."""
     import uvicorn
 
+    app = create_app(
+        model,
+        max_bytes=max_bytes,
+        max_files=max_files,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+    )
     uvicorn.run(
-        create_app(model, max_bytes=max_bytes, max_files=max_files),
+        app,
         host=host,
         port=port,
         log_level="info",
