@@ -55,16 +55,18 @@ def page_html() -> str:
 def add_info_routes(app: FastAPI, metadata: dict[str, Any]) -> None:
     """``GET /`` (the page), ``GET /health`` and ``GET /metadata``."""
 
+    # coroutines: answered on the event loop itself, without waiting for a pool thread (and
+    # the GIL hand-offs to it) while decoding threads are busy
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
+    async def page() -> HTMLResponse:
         return HTMLResponse(page_html())
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metadata")
-    def get_metadata() -> dict[str, Any]:
+    async def get_metadata() -> dict[str, Any]:
         return metadata
 
 
@@ -91,7 +93,6 @@ def create_app(
     )
     # the model runs on the batcher's one thread: one call at a time, never on the event loop
     batcher = MicroBatcher(predictor.probabilities, max_batch, batch_wait_ms / 1000)
-    app.state.batcher = batcher
 
     @app.middleware("http")
     async def bound_request_size(request: Request, call_next: Any) -> Any:
