@@ -22,6 +22,10 @@ from tests.conftest import train_tiny
 PARTIAL = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random"}
 
 
+class _Crash(Exception):
+    pass
+
+
 def _state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -82,6 +86,48 @@ def test_the_cut_is_the_prefix_frozen_in_every_epoch() -> None:
     assert act.frozen_prefix(Gradual(unfreeze_every=2, steps=3), 5, epochs=7) == 0  # all at 6
 
 
+def test_a_gradual_run_caches_the_epochs_before_stage_0_joins() -> None:
+    # 5 stages; epochs: head, +stage 4, all -> stages 0-3 frozen in epochs 0-1
+    assert act.first_phase(Gradual(unfreeze_every=1, steps=2), 5, epochs=3) == (4, 2)
+    # head alone until all join: stage 4 is frozen too but runs on the stored rows
+    assert act.first_phase(Gradual(unfreeze_every=2, steps=1), 5, epochs=4) == (4, 2)
+    assert act.first_phase(Gradual(unfreeze_every=1, steps=3), 5, epochs=6) == (3, 3)
+    assert act.first_phase(Partial(5), 5, epochs=3) == (0, 0)  # stage 0 trains from the start
+    b = create_backbone("torchvision:resnet18", 3, weights="none", image_size=64)
+    b.set_trainable_stages([])  # epoch 0: the head alone
+    config = headstart.TrainConfig(data="x", strategy="gradual", epochs=3)
+    p = act.plan_activations(config, b, Gradual(unfreeze_every=1, steps=2), 10, 4)
+    assert p is not None and (p.cut, p.until, p.boundary) == (4, 2, "layer3")
+    # one cached epoch stores what it saves: images throughout
+    assert act.plan_activations(config, b, Gradual(unfreeze_every=1, steps=1), 10, 4) is None
+
+
+def test_gradual_on_cached_activations_then_images_gives_the_image_paths_weights(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through an unfreezing step on the stored rows (epoch 1) and the move to images when
+    every stage joins (epoch 2); a crash after epoch 1 resumes on images exactly."""
+    kw = {"strategy": "gradual", "unfreeze_every": 1, "gradual_steps": 2, "epochs": 3,
+          "optimizer": "sgd", "head_init": "random"}  # fmt: skip
+    a = train_tiny(image_folder, tmp_path / "a", **kw)
+    b = train_tiny(image_folder, tmp_path / "b", cache_activations=False, **kw)
+    assert a.metrics["run"]["cached_activations"]["until_epoch"] == 2
+    assert b.metrics["run"]["cached_activations"] is None
+    assert _max_diff(_state(a.run_dir), _state(b.run_dir)) <= 1e-4
+
+    def crash(self: HeadstartModule) -> None:
+        if self.current_epoch == 1:
+            raise _Crash
+
+    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
+    with pytest.raises(_Crash):
+        train_tiny(image_folder, tmp_path / "part", **kw)
+    monkeypatch.undo()
+    resumed = headstart.train(resume=tmp_path / "part")
+    assert resumed.metrics["run"]["epochs_run"] == 3
+    assert _max_diff(_state(a.run_dir), _state(tmp_path / "part")) == 0.0
+
+
 def test_store_size_is_rows_times_bytes_per_image() -> None:
     b = create_backbone("torchvision:resnet18", 3, weights="none", image_size=64)
     b.set_trainable_stages([3, 4])
@@ -109,10 +155,6 @@ def test_training_on_cached_activations_gives_the_image_paths_weights(
     d = train_tiny(image_folder, tmp_path / "d", cache_activations=False, **PARTIAL)
     assert c.metrics["run"]["cached_activations"] and not d.metrics["run"]["cached_activations"]
     assert _max_diff(_state(c.run_dir), _state(d.run_dir)) == 0.0
-
-
-class _Crash(Exception):
-    pass
 
 
 def test_resume_on_cached_activations_equals_uninterrupted_run(

@@ -1,4 +1,5 @@
-"""Gradual unfreezing under Lightning DDP (2 CPU processes, gloo): ranks stay identical.
+"""Gradual unfreezing under Lightning DDP (2 CPU processes, gloo): ranks stay identical,
+through an unfreezing step on stored activations and the move to images (issue 17).
 
 Lightning #20340: a stage frozen when DDP's reducer was built is never all-reduced after it is
 unfrozen, so ranks drift apart. headstart builds the wrapper with every parameter requiring grad
@@ -7,6 +8,7 @@ and freezes afterwards (see HeadstartModule).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +29,9 @@ def test_ranks_identical_after_unfreeze_steps(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # epochs 0-1 train on stored activations (layer4 joins at epoch 1), epoch 2 on images
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["run"]["cached_activations"]["until_epoch"] == 2
     for epoch in range(3):
         a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)
         b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)

@@ -200,11 +200,17 @@ def test_bn_frozen_modules_stay_in_eval() -> None:
 
 
 def test_lr_find_suggests_and_plots(image_folder: Path, tmp_path: Path) -> None:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
     res = headstart.lr_find(
         data=str(image_folder), plot=tmp_path / "lr.png", num_training=30, min_lr=1e-5, max_lr=10.0,
         **{**TINY, "batch_size": 4},
     )  # fmt: skip
     assert len(res.lrs) >= 10 and res.lrs == sorted(res.lrs)
     assert res.plot is not None and res.plot.stat().st_size > 1000
+    # drawn without pyplot: a notebook's backend and open figures are left alone
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
     assert res.suggestion is None or 1e-5 <= res.suggestion <= 10.0
     assert not (tmp_path / "run").exists()

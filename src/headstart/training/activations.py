@@ -4,7 +4,10 @@ When the first ``k`` stages stay frozen for the whole run (``partial``; ``gradua
 candidates whose schedule never reaches them), they compute the same function every epoch. The
 run then computes their output once per image and view (:meth:`Backbone.forward_to`), stores it
 as float16 in a memory-mapped ``.npy`` file, and trains stages ``k..`` and the head on it
-(:meth:`Backbone.forward_from`).
+(:meth:`Backbone.forward_from`). A gradual run whose last step unfreezes every stage does the
+same for the epochs before that step (``ActivationPlan.until``): the cut is the prefix frozen in
+all of them, the stages that join in between run on the stored rows, and from epoch ``until``
+the run trains on images (:class:`~headstart.training.loaders.PhasedData`).
 
 * The decision (:func:`plan_activations`) is the plan's: the cut ``k`` is the number of leading
   stages frozen in every epoch; the body must split there (:mod:`headstart.models.split`, checked
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 #: difference to the image path is this rounding: with float32 the weights match bit for bit)
 STORE_DTYPE: Any = np.float16
 
+#: fewest epochs before stage 0 joins for which a gradual run stores activations: one pass of
+#: the prefix per image is what storing costs, and what each cached epoch saves
+MIN_CACHED_EPOCHS = 2
+
 
 @dataclass
 class ActivationPlan:
@@ -67,6 +74,9 @@ class ActivationPlan:
     #: rows stored: train images x views + val images
     rows: int
     views: int
+    #: the epoch from which the run trains on images (a stage before the cut joins then:
+    #: gradual unfreezing), or ``None`` when the prefix stays frozen for the whole run
+    until: int | None = None
 
     @property
     def bytes_per_image(self) -> int:
@@ -80,7 +90,7 @@ class ActivationPlan:
         return {
             "cut": self.cut, "boundary": self.boundary, "shape": list(self.shape),
             "bytes_per_image": self.bytes_per_image, "rows": self.rows, "views": self.views,
-            "total_bytes": self.total_bytes,
+            "total_bytes": self.total_bytes, "until_epoch": self.until,
         }  # fmt: skip
 
 
@@ -88,6 +98,19 @@ def frozen_prefix(strategy: Strategy, num_stages: int, epochs: int) -> int:
     """How many leading stages are frozen in every one of ``epochs`` epochs."""
     firsts = [min(s) for e in range(epochs) if (s := strategy.trainable_stages(e, num_stages))]
     return min(firsts) if firsts else num_stages
+
+
+def first_phase(strategy: Strategy, num_stages: int, epochs: int) -> tuple[int, int]:
+    """``(cut, until)`` for a run whose first stage joins at epoch ``until`` (gradual
+    unfreezing): the leading stages frozen in every epoch before ``until`` (at most all but the
+    last, whose forward then runs on the stored rows in eval mode, exactly as on images).
+    ``(0, 0)`` when stage 0 trains from the start."""
+    cuts = [
+        min(s) if (s := strategy.trainable_stages(e, num_stages)) else num_stages
+        for e in range(epochs)
+    ]
+    until = cuts.index(0) if 0 in cuts else epochs
+    return (min(min(cuts[:until]), num_stages - 1), until) if until else (0, 0)
 
 
 def unavailable_reason(config: TrainConfig, strategy: Strategy) -> str | None:
@@ -123,10 +146,19 @@ def plan_activations(
     """Cached activations for this run, or ``None`` (the image path; the reason is printed when
     a frozen prefix exists). Leaves the backbone's split cached for training."""
     n = len(backbone.stages)
-    cut = frozen_prefix(strategy, n, config.epochs)
-    if cut == 0 or cut >= n:  # nothing frozen throughout, or everything (cached features)
+    cut, until = frozen_prefix(strategy, n, config.epochs), None
+    if cut >= n:  # everything frozen throughout: cached features
         return None
+    if cut == 0:  # a stage-0-joins-later run (gradual): cache the epochs before it joins
+        cut, until = first_phase(strategy, n, config.epochs)
+        if until < MIN_CACHED_EPOCHS:  # one epoch: storing costs what it saves
+            return None
     off = unavailable_reason(config, strategy)
+    if off is None and until is not None and config.feature_views > 1:
+        off = (
+            f"--feature-views {config.feature_views} would change the epoch length when "
+            f"training moves to images at epoch {until}"
+        )
     if off is None:
         try:
             split = backbone.split_at(cut)
@@ -138,7 +170,7 @@ def plan_activations(
         return None
     plan = ActivationPlan(
         cut, split.boundary, shape, train_images * config.feature_views + val_images,
-        config.feature_views,
+        config.feature_views, until,
     )  # fmt: skip
     where = feature_cache.cache_dir() if config.disk_cache else Path(tempfile.gettempdir())
     free = _free_bytes(where)
@@ -297,8 +329,13 @@ def activation_sets(
     """``(train rows, val rows, train targets)`` at the plan's cut; ``--feature-views N`` stores
     view 0 un-augmented and N-1 augmented views of each training image."""
     names = ", ".join(s.name for s in backbone.stages[: plan.cut])
+    when = (
+        "for the whole run"
+        if plan.until is None
+        else f"in epochs 0-{plan.until - 1} (from epoch {plan.until} training runs on images)"
+    )
     console.print(
-        f"stages {names} frozen for the whole run: storing their output at {plan.boundary} once "
+        f"stages {names} frozen {when}: storing their output at {plan.boundary} once "
         f"({'x'.join(map(str, plan.shape))} {np.dtype(STORE_DTYPE).name} = {plan.bytes_per_image / 1024:.1f} KiB per "
         f"image, {plan.total_bytes / 1e6:.1f} MB for {plan.rows} rows; cached-activation path)"
     )

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -39,6 +40,9 @@ class Loaders:
     loader_kw: dict[str, Any] = field(default_factory=dict)
     #: validation activations on the cached-activation path (``plan.activations``)
     val_activations: ActivationRows | None = None
+    #: (train, val) image loaders from epoch ``plan.activations.until`` on (gradual runs
+    #: whose first epochs train on stored activations), else ``None``
+    images: tuple[DataLoader[Any], DataLoader[Any]] | None = None
 
     @property
     def drop_last(self) -> bool:
@@ -127,6 +131,48 @@ def activation_data(
         return None
 
 
+def image_sets(
+    config: TrainConfig, splits: DataSplits, backbone: Backbone, plan: Plan, modality: Modality
+) -> tuple[Any, DataLoader[Any], dict[str, Any]]:
+    """``(train set, val loader, loader settings)`` of the input path (images, texts)."""
+    backbone.to(memory_format=torch.channels_last)  # ~20 % faster conv training on CPU
+    if config.compile:
+        backbone.body.compile()  # in place: state_dict keys unchanged
+    idx, seed = splits.class_to_idx, config.seed
+    train_set = modality.dataset(
+        backbone, splits.train, idx, augment=config.augment, seed=seed, flip=config.hflip
+    )
+    workers = plan.num_workers
+    loader_kw: dict[str, Any] = {
+        "collate_fn": backbone.collate_fn,  # text: dynamic padding
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "pin_memory": torch.cuda.is_available(),
+    }
+    val_set = modality.dataset(backbone, splits.val, idx, seed=seed)
+    return train_set, DataLoader(val_set, batch_size=config.batch_size, **loader_kw), loader_kw
+
+
+def train_loader(
+    config: TrainConfig, train_set: Any, targets: list[int], loader_kw: dict[str, Any]
+) -> DataLoader[Any]:
+    """The seeded training loader: one row per training item (augmented views included), the
+    sampler's ``(index, epoch)`` keys fixing every epoch's batches."""
+    sampler: Any = (
+        EpochBalancedSampler(targets, config.seed)
+        if config.sampler == "balanced"
+        else EpochShuffleSampler(len(targets), config.seed)
+    )
+    return DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=drop_last_for(len(targets), config.batch_size),
+        generator=torch.Generator().manual_seed(config.seed),
+        **loader_kw,
+    )
+
+
 def make_loaders(
     config: TrainConfig,
     splits: DataSplits,
@@ -139,6 +185,7 @@ def make_loaders(
     targets = splits.targets("train")
     val_features = None
     loader_kw: dict[str, Any] = {}
+    images: tuple[DataLoader[Any], DataLoader[Any]] | None = None
     activations = activation_data(config, splits, backbone, plan, modality)
     if plan.cached_features:
         train_set, val_features, targets = cached_feature_sets(
@@ -149,38 +196,37 @@ def make_loaders(
         train_set, val_activations, targets = activations
         backbone.to(memory_format=torch.channels_last)
         val_loader = DataLoader(val_activations, batch_size=config.batch_size)
+        if plan.activations is not None and plan.activations.until is not None:
+            image_train, image_val, kw = image_sets(config, splits, backbone, plan, modality)
+            images = (train_loader(config, image_train, targets, kw), image_val)
     else:
-        backbone.to(memory_format=torch.channels_last)  # ~20 % faster conv training on CPU
-        if config.compile:
-            backbone.body.compile()  # in place: state_dict keys unchanged
-        idx, seed = splits.class_to_idx, config.seed
-        train_set = modality.dataset(
-            backbone, splits.train, idx, augment=config.augment, seed=seed, flip=config.hflip
-        )
-        workers = plan.num_workers
-        loader_kw = {
-            "collate_fn": backbone.collate_fn,  # text: dynamic padding
-            "num_workers": workers,
-            "persistent_workers": workers > 0,
-            "pin_memory": torch.cuda.is_available(),
-        }
-        val_set = modality.dataset(backbone, splits.val, idx, seed=seed)
-        val_loader = DataLoader(val_set, batch_size=config.batch_size, **loader_kw)
-    # one row per training item (augmented views included): the sampler follows the final set
-    sampler: Any = (
-        EpochBalancedSampler(targets, config.seed)
-        if config.sampler == "balanced"
-        else EpochShuffleSampler(len(targets), config.seed)
-    )
-    train_loader: DataLoader[Any] = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        drop_last=drop_last_for(len(targets), config.batch_size),
-        generator=torch.Generator().manual_seed(config.seed),
-        **loader_kw,
-    )
+        train_set, val_loader, loader_kw = image_sets(config, splits, backbone, plan, modality)
     return Loaders(
-        train_loader, val_loader, len(targets), val_features, loader_kw,
-        activations[1] if activations is not None else None,
+        train_loader(config, train_set, targets, loader_kw), val_loader, len(targets),
+        val_features, loader_kw, activations[1] if activations is not None else None, images,
     )  # fmt: skip
+
+
+class PhasedData(L.LightningDataModule):
+    """The loaders of a run that trains on stored activations until ``until`` and on images
+    from then on (gradual unfreezing reaching stage 0): each epoch's loaders follow the
+    trainer's epoch (Lightning reloads them every epoch), so resume lands in the right phase."""
+
+    def __init__(
+        self,
+        first: tuple[Any, DataLoader[Any]],
+        then: tuple[Any, DataLoader[Any]],
+        until: int,
+    ) -> None:
+        super().__init__()
+        self.first, self.then, self.until = first, then, until
+
+    def _phase(self) -> tuple[Any, DataLoader[Any]]:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self.first if epoch < self.until else self.then
+
+    def train_dataloader(self) -> Any:
+        return self._phase()[0]
+
+    def val_dataloader(self) -> Any:
+        return self._phase()[1]

@@ -64,20 +64,19 @@ def lr_find(
     suggestion = finder.suggestion()
     plot_path: Path | None = None
     if plot is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
-        fig = finder.plot(suggest=suggestion is not None)
-        if isinstance(fig, Figure):
-            ax = fig.axes[0]
-            ax.set_title(
-                f"LR range test: {config.model}, {p.plan.strategy.name}"
-                + (f" — suggestion {suggestion:.2e}" if suggestion else "")
-            )
-            plot_path = Path(plot)
-            fig.savefig(plot_path, dpi=120, bbox_inches="tight")
+        # drawn on a Figure of our own (not pyplot): a notebook's backend and figures stay as
+        # they are
+        fig = Figure()
+        ax = fig.subplots()
+        finder.plot(suggest=suggestion is not None, ax=ax)
+        ax.set_title(
+            f"LR range test: {config.model}, {p.plan.strategy.name}"
+            + (f" — suggestion {suggestion:.2e}" if suggestion else "")
+        )
+        plot_path = Path(plot)
+        fig.savefig(plot_path, dpi=120, bbox_inches="tight")
     lrs = [float(v) for v in finder.results.get("lr", [])]
     losses = [float(v) for v in finder.results.get("loss", [])]
     if suggestion is None:

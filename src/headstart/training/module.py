@@ -51,6 +51,7 @@ class HeadstartModule(L.LightningModule):
         train_hook: torch.nn.Module | None = None,
         task: Task | None = None,
         activations_from: int | None = None,
+        activations_until: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -65,6 +66,8 @@ class HeadstartModule(L.LightningModule):
         self.inputs_are_features = inputs_are_features
         # cached-activation path: inputs are the activations at the cut before this stage
         self.activations_from = activations_from
+        # ... until this epoch (then images: gradual unfreezing reached stage 0); None: always
+        self.activations_until = activations_until
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._applied_epoch = 0
         self.unfreeze_events: list[tuple[int, list[str]]] = []
@@ -82,13 +85,17 @@ class HeadstartModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs_are_features:
             return self.backbone.head(x)
-        if self.activations_from is not None:
+        if self.activations_from is not None and self._on_activations():
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             return self.backbone.head(self.backbone.forward_from(self.activations_from, x))
         if isinstance(x, torch.Tensor) and x.dim() == 4:  # text batches are dicts of token ids
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
+
+    def _on_activations(self) -> bool:
+        until = self.activations_until
+        return until is None or (self._trainer is not None and self.current_epoch < until)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch

@@ -63,7 +63,11 @@ def evaluate_best(
     if f.loaders.val_features is not None:
         va_x, val_targets = f.loaders.val_features
         val_logits = head_logits(model, va_x)
-    elif f.loaders.val_activations is not None and f.plan.activations is not None:
+    elif (  # stored rows hold for the best model only when its prefix never trained
+        f.loaders.val_activations is not None
+        and f.plan.activations is not None
+        and f.plan.activations.until is None
+    ):
         val_logits, val_targets = activation_logits(
             model, f.plan.activations.cut, f.loaders.val_activations, compute=compute
         )
