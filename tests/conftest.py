@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import headstart
@@ -75,3 +76,23 @@ def train_tiny(data: Path, out: Path, **kw: object) -> headstart.TrainResult:
     """A seconds-long training run on the tiny model: 2 epochs, no augmentation, no early stop."""
     settings = {**TINY, "epochs": 2, "early_stopping_patience": None, "augment": "none", **kw}
     return headstart.train(data=str(data), out=str(out), **settings)
+
+
+@pytest.fixture
+def tiny_hf_vit(tmp_path: Path) -> Path:
+    """A 3-layer ViT saved as a Hugging Face model folder (32 px, 8 px patches)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]
+    ).save_pretrained(tmp_path / "vit")
+    return tmp_path / "vit"

@@ -189,3 +189,15 @@ def test_second_run_reads_activations_from_disk_and_the_size_limit_falls_back(
     small = train_tiny(image_folder, tmp_path / "c", cache_max_gb=1e-6, **PARTIAL)
     assert small.metrics["run"]["cached_activations"] is None
     assert "> --cache-max-gb" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_untraceable_hf_body_trains_on_images_and_says_why(
+    tiny_hf_vit: Path, capsys: pytest.CaptureFixture
+) -> None:
+    b = create_backbone(f"hf:{tiny_hf_vit}", 3)
+    b.set_trainable_stages([3])
+    config = headstart.TrainConfig(data="x", strategy="partial", epochs=2)
+    assert act.plan_activations(config, b, Partial(1), 10, 4) is None
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cached activations: off, training on images (the body cannot be cut" in out
+    assert "torch.fx cannot trace the body" in out

