@@ -123,3 +123,29 @@ def test_stratified_split_properties(counts: list[int], frac: float, seed: int) 
         assert vc[c] >= 1 and tc[c] >= 1  # every class on both sides
         assert abs(vc[c] - n * frac) <= max(1.0, 0.5 + 1e-9) or vc[c] in (1, n - 1)
     assert stratified_split(labels, frac, seed) == (tr, va)
+
+
+def test_animal_mnist_picks_are_unique_images_and_old_folders_are_rewritten(
+    tmp_path: Path,
+) -> None:
+    """Animal-MNIST holds 284 images twice; a copy in train and its twin in val leaked (the demo
+    warned about its own data)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from headstart.data.catalog import materialise_animal_mnist
+
+    out = materialise_animal_mnist(tmp_path / "am", 300, 100, 100)
+    files = sorted(out.glob("*/*/*.png"))
+    assert len(files) == 10 * 500
+    digests = [hashlib.sha1(np.asarray(Image.open(f)).tobytes()).digest() for f in files]
+    assert len(set(digests)) == len(files)
+    # a folder written before de-duplication (its marker lacks "unique") is written anew
+    marker = out / "animal-mnist.json"
+    marker.write_text(json.dumps({"train": 300, "val": 100, "test": 100, "seed": 0}))
+    (out / "train" / "stale.txt").write_text("x")
+    assert materialise_animal_mnist(out, 300, 100, 100) == out
+    assert not (out / "train" / "stale.txt").exists() and json.loads(marker.read_text())["unique"]

@@ -8,9 +8,11 @@ description, in label order.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,19 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _unique_picks(images: np.ndarray, order: np.ndarray, need: int, seen: set[bytes]) -> np.ndarray:
+    """The first ``need`` indices of ``order`` whose pixels are not in ``seen`` (updated)."""
+    picked: list[int] = []
+    for i in order:
+        key = hashlib.sha1(images[i].tobytes()).digest()
+        if key not in seen:
+            seen.add(key)
+            picked.append(int(i))
+            if len(picked) == need:
+                break
+    return np.asarray(picked, dtype=np.int64)
+
+
 def materialise_animal_mnist(
     out: str | Path,
     train_per_class: int = 100,
@@ -60,23 +75,31 @@ def materialise_animal_mnist(
 ) -> Path:
     """Write ``out/{train,val[,test]}/<class>/<n>.png`` with disjoint, seeded picks per class.
 
-    Idempotent: a folder written with the same arguments is reused as it is.
+    The picks are unique images: Animal-MNIST holds 284 images twice (same pixels, same class),
+    and a copy in train and its twin in val would leak. Idempotent: a folder written with the
+    same arguments is reused as it is; one this function wrote with other arguments (or before
+    picks were de-duplicated) is rewritten.
     """
     out = Path(out)
     marker = out / "animal-mnist.json"
-    params = {"train": train_per_class, "val": val_per_class, "test": test_per_class, "seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return out
+    params = {
+        "train": train_per_class, "val": val_per_class, "test": test_per_class, "seed": seed,
+        "unique": True,
+    }  # fmt: skip
+    if marker.is_file():
+        if json.loads(marker.read_text()) == params:
+            return out
+        shutil.rmtree(out)  # ours (it has our marker), written with other arguments
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists with other content; remove it or choose another folder")
     need = train_per_class + val_per_class + test_per_class
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
+    seen: set[bytes] = set()
     for c, name in enumerate(ANIMAL_CLASSES):
-        idx = np.flatnonzero(labels == c)
-        if need > len(idx):
-            raise DataError(f"Animal-MNIST has {len(idx)} images per class; asked for {need}")
-        idx = rng.permutation(idx)[:need]
+        idx = _unique_picks(images, rng.permutation(np.flatnonzero(labels == c)), need, seen)
+        if len(idx) < need:
+            raise DataError(f"Animal-MNIST has {len(idx)} distinct {name} images; asked for {need}")
         bounds = {
             "train": idx[:train_per_class],
             "val": idx[train_per_class : train_per_class + val_per_class],
