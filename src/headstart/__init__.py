@@ -9,7 +9,10 @@ Public API (the CLI is a thin layer over it)::
     headstart.predict(result.run_dir, ["cat.jpg"])
 
 Names are imported lazily, so ``headstart.export.predictor`` (onnxruntime only) and the CLI's
-help start without loading torch.
+help start without loading torch. Without the training extra (``pip install 'headstart[predict]'``)
+``import headstart``, ``TrainConfig``, ``HeadstartError``, ``Prediction`` and
+``headstart.export.predictor.open_export`` work; the other names raise ModuleNotFoundError saying
+``pip install 'headstart[train]'``.
 """
 
 from __future__ import annotations
@@ -63,7 +66,15 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        try:
+            module = importlib.import_module(_EXPORTS[name])
+        except ModuleNotFoundError as err:  # a base install: only the torch-free names import
+            raise ModuleNotFoundError(
+                f"headstart.{name} needs the training extra ({err.name} is not installed): "
+                "pip install 'headstart[train]'",
+                name=err.name,
+            ) from err
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'headstart' has no attribute {name!r}")

@@ -532,8 +532,41 @@ def demo(
     run_demo(out, data, epochs=epochs, image_size=image_size)
 
 
+#: the extra (pyproject's optional-dependencies) that installs each optional top-level package;
+#: the base install is the CLI alone, so a command whose packages are missing says what to install
+EXTRA_OF = {
+    **dict.fromkeys(
+        ("torch", "torchvision", "lightning", "torchmetrics", "timm", "transformers", "peft"),
+        "train",
+    ),
+    **dict.fromkeys(("optuna", "matplotlib", "safetensors", "onnx", "huggingface_hub"), "train"),
+    **dict.fromkeys(("onnxruntime", "tokenizers"), "predict"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "multipart", "python_multipart"), "serve"),
+    **dict.fromkeys(("tensorboard", "mlflow", "wandb"), "track"),
+}
+_EXTRA_WORDS = {
+    "train": "training",
+    "predict": "predictor",
+    "serve": "serving",
+    "track": "tracking",
+}
+
+
+def missing_extra_message(err: ModuleNotFoundError, argv: list[str]) -> str | None:
+    """What to install when ``err`` is a package of one of headstart's extras (else None)."""
+    extra = EXTRA_OF.get((err.name or "").split(".")[0])
+    if extra is None:
+        return None
+    command = next((a for a in argv if not a.startswith("-")), "")
+    return (
+        f"`headstart {command}` needs the {_EXTRA_WORDS[extra]} extra ({err.name} is not "
+        f"installed): pip install 'headstart[{extra}]'"
+    )
+
+
 def main() -> None:
-    """Entry point: user errors print one clear message (no traceback) and exit non-zero."""
+    """Entry point: user errors print one clear message (no traceback) and exit non-zero; so
+    does a command whose optional packages are not installed (exit 2: which extra to install)."""
     setup_logging()
     _quiet_third_party()
     try:
@@ -548,6 +581,12 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except ModuleNotFoundError as err:
+        message = missing_extra_message(err, sys.argv[1:])
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(message)}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":
