@@ -174,3 +174,23 @@ def test_hf_vision_model_behind_the_surface(
     assert headstart.predict(r.run_dir, [image_folder / "red"])[0].label in ("blue", "green", "red")
     with pytest.raises(ModelError, match="missing does not exist"):
         create_backbone(f"hf:{tmp_path / 'missing'}", 3)
+
+
+def test_timm_parameter_counts_are_measured_once_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.models import list_models, timm_adapter
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path))
+    calls: list[tuple[int, int]] = []
+    first = list_models("test_resnet*", "timm", progress=lambda d, t: calls.append((d, t)))
+    assert first and all(isinstance(r["params"], int) and r["params"] > 0 for r in first)
+    assert calls[-1] == (len(first), len(first))
+
+    def unmeasured(name: str) -> int | None:
+        raise AssertionError(f"{name} measured again")
+
+    monkeypatch.setattr(timm_adapter, "_params_on_meta", unmeasured)
+    calls.clear()
+    assert list_models("test_resnet*", "timm", progress=lambda d, t: calls.append((d, t))) == first
+    assert calls == [] and timm_adapter.params_cache_file().is_file()

@@ -496,11 +496,22 @@ def models(
     json_out: JsonFlag = False,
 ) -> None:
     """List usable models with weights, input size, parameters and offline availability."""
+    from rich.progress import Progress
+
     from headstart.models import list_models
 
-    searching = "searching timm's model list (params measured per model)"
-    with err_console.status(searching) if filter and source in (None, "timm") else nullcontext():
-        rows = list_models(filter, source)
+    with Progress(console=err_console, transient=True) as bar:
+        task = None
+
+        def measured(done: int, total: int) -> None:  # timm models not measured before
+            nonlocal task
+            if task is None:
+                task = bar.add_task(
+                    f"measuring parameters of {total} timm models (once)", total=total
+                )
+            bar.update(task, completed=done)
+
+        rows = list_models(filter, source, progress=measured)
     if json_out:
         _print_json(rows)
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,11 +86,16 @@ def create_backbone(
     )
 
 
-def list_models(pattern: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+def list_models(
+    pattern: str | None = None,
+    source: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Models that can be used; torchvision always, timm when ``pattern`` narrows the search.
 
-    Each entry: spec, weights names, input size, params (when known without building), and the
-    weights available offline right now.
+    Each entry: spec, weights names, input size, params, and the weights available offline
+    right now. timm parameter counts are measured once per timm version (the model built on
+    the meta device) and cached; ``progress(done, to_measure)`` reports the measuring.
     """
     out: list[dict[str, Any]] = []
     pat = f"*{pattern}*" if pattern and not any(c in pattern for c in "*?[") else pattern
@@ -114,6 +120,7 @@ def list_models(pattern: str | None = None, source: str | None = None) -> list[d
 
         from headstart.models import timm_adapter
 
-        for name in timm.list_models(pat or "*"):
-            out.append(timm_adapter.info(name))
+        names = timm.list_models(pat or "*")
+        counts = timm_adapter.param_counts(names, progress)
+        out.extend(timm_adapter.info(name, counts[name]) for name in names)
     return out

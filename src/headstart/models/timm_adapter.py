@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,39 @@ def build(name: str, weights: str, image_size: int | None = None) -> Body:
     return Body(model, num_features, preprocessing, stages, label)
 
 
+def params_cache_file() -> Path:
+    """Where measured parameter counts are kept, per timm version (they depend on nothing else)."""
+    root = Path(os.environ.get("HEADSTART_CACHE", Path.home() / ".cache" / "headstart"))
+    return root / f"timm-params-{timm.__version__}.json"
+
+
+def param_counts(
+    names: list[str], progress: Callable[[int, int], None] | None = None
+) -> dict[str, int | None]:
+    """Parameter count of each timm model in ``names``: read from :func:`params_cache_file`,
+    the missing ones measured on the meta device (``progress(done, to_measure)`` after each) and
+    stored for the next call. A cache that cannot be read or written only costs time."""
+    path = params_cache_file()
+    try:
+        known: dict[str, int | None] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    missing = [n for n in names if n not in known]
+    for i, name in enumerate(missing, 1):
+        known[name] = _params_on_meta(name)
+        if progress is not None:
+            progress(i, len(missing))
+    if missing:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return {n: known[n] for n in names}
+
+
 def _params_on_meta(name: str) -> int | None:
     """Parameter count without allocating weights (model built on the meta device)."""
     try:
@@ -188,13 +222,14 @@ def _cached_offline(cfg: Any) -> bool:
     )
 
 
-def info(name: str) -> dict[str, Any]:
+def info(name: str, params: int | None = None) -> dict[str, Any]:
+    """The ``models`` row of a timm model (``params`` measured when not given)."""
     cfg = timm.get_pretrained_cfg(name)
     size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
     return {
         "spec": f"timm:{name}",
         "weights": ["DEFAULT", "none"],
         "input_size": size,
-        "params": _params_on_meta(name),
+        "params": params if params is not None else param_counts([name])[name],
         "offline": ["DEFAULT"] if _cached_offline(cfg) else [],
     }
