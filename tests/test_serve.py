@@ -256,3 +256,21 @@ def test_batcher_refuses_nonsense_settings() -> None:
         MicroBatcher(lambda items: np.zeros((len(items), 1)), max_batch=0)
     with pytest.raises(ValueError, match="wait"):
         MicroBatcher(lambda items: np.zeros((len(items), 1)), wait_s=-1)
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_serve_command_passes_the_batching_options(
+    model: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.inprocess_cli import run_main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("headstart.export.serve.serve", lambda *a, **kw: seen.update(kw))
+    r = run_main(["serve", str(model), "--max-batch", "4", "--batch-wait-ms", "2.5"], capsys, monkeypatch)  # fmt: skip
+    assert r.code == 0, r.text
+    assert seen["max_batch"] == 4 and seen["batch_wait_ms"] == 2.5
+    r = run_main(["serve", str(model)], capsys, monkeypatch)
+    assert seen["max_batch"] == 32 and seen["batch_wait_ms"] == 5.0
+    assert run_main(["serve", str(model), "--max-batch", "0"], capsys, monkeypatch).code == 2
