@@ -99,6 +99,7 @@ def test_help_shows_the_groups_the_defaults_and_each_fields_text(command: str) -
     for shown in ("[default: 0.2]", "[default: skip-bad]", "[default: torchvision:mobilenet_v2]"):
         assert shown in text
     assert "--head [linear|mlp|cosine|semantic]" in text  # choices as values, not <str>
+    assert "--logger [csv|tensorboard|mlflow|wandb]" in text and "list[" not in text
     squeezed = "".join(text.split())  # wrapped lines: compare without whitespace
     for name, field in TrainConfig.model_fields.items():
         assert "".join((field.description or "").split()) in squeezed, name

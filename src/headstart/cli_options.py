@@ -84,7 +84,7 @@ def field_parameters() -> list[inspect.Parameter]:
             info = typer.Option(
                 *(cli or Cli("data")).declarations(name, value_type is bool),
                 help=field.description,
-                metavar=metavar,
+                metavar=(cli.metavar if cli and cli.metavar else metavar),
                 rich_help_panel=GROUP_TITLES[cli.group] if cli else None,
             )
         annotation = value_type | None if default is None else value_type

@@ -59,6 +59,8 @@ class Cli:
 
     group: CliGroup
     flags: tuple[str, ...] = ()
+    #: what ``--help`` shows for the value (default: the choices of a Literal, else ``<type>``)
+    metavar: str | None = None
 
     def declarations(self, field: str, is_bool: bool) -> tuple[str, ...]:
         """The typer declarations of the option for ``field``."""
@@ -149,7 +151,7 @@ class TrainConfig(BaseModel):
         "prototypes; random; zero-shot: cosine head from the model's text embeddings of the "
         "class names (CLIP).",
     )
-    prompts: Annotated[list[str], Cli("model", flags=("--prompt",))] = Field(
+    prompts: Annotated[list[str], Cli("model", flags=("--prompt",), metavar="<template>")] = Field(
         default_factory=lambda: ["a photo of a {}."],
         description="Zero-shot prompt template, '{}' = class name; repeat to ensemble "
         "(averaged); 'ensemble' = the built-in set of CLIP's 7.",
@@ -386,7 +388,9 @@ class TrainConfig(BaseModel):
     out: Annotated[str | None, Cli("output", flags=("--out", "-o"))] = Field(
         None, description="Run folder (unset: runs/<model>-<timestamp>)."
     )
-    loggers: Annotated[list[str], Cli("output", flags=("--logger",))] = Field(
+    loggers: Annotated[
+        list[str], Cli("output", flags=("--logger",), metavar="[" + "|".join(TRACKER_NAMES) + "]")
+    ] = Field(
         default_factory=list,
         description="Experiment tracker(s) for headstart train, repeat for several: csv, "
         "tensorboard, mlflow, wandb (logs under the run folder; docs/tracking.md). log.csv is "
