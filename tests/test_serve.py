@@ -153,7 +153,9 @@ def test_health_answers_while_predict_decodes_and_infers(model: Path) -> None:
             time.sleep(0.02)
         busy.join()
     assert len(latencies) >= 5, latencies
-    assert max(latencies) < 0.15, f"/health + /metadata took {max(latencies):.3f} s while busy"
+    # blocked by a 0.3 s decode or model call it would take >= 0.3 s; 0.25 leaves room for a
+    # loaded machine
+    assert max(latencies) < 0.25, f"/health + /metadata took {max(latencies):.3f} s while busy"
 
 
 # --- micro-batching --------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def test_batcher_worker_retires_when_idle_and_restarts(
 ) -> None:
     batcher, _ = echo
     assert batcher.submit([1]).result(timeout=5)[0, 0] == 1.0
-    time.sleep(0.6)
+    time.sleep(1.0)  # idle_s is 0.2
     assert batcher.worker is None
     assert batcher.submit([2]).result(timeout=5)[0, 0] == 2.0
 
