@@ -255,3 +255,21 @@ def test_rank_and_fewshot_eval_json(cli, image_folder: Path) -> None:  # type: i
     doc = json.loads(r.stdout)
     assert (doc["ways"], doc["shots"], doc["episodes"]) == (3, 1, 5)
     assert 0 <= doc["mean_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("env", "secondary"),
+    [({}, False), ({"LOCAL_RANK": "0", "RANK": "0"}, False), ({"LOCAL_RANK": "1"}, True),
+     ({"RANK": "3"}, True), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, True),
+     ({"SLURM_PROCID": "2"}, True)],
+)  # fmt: skip
+def test_only_the_first_process_of_a_run_reports(
+    env: dict[str, str], secondary: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.console import secondary_process
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert secondary_process() is secondary

@@ -32,6 +32,10 @@ def test_ranks_identical_after_unfreeze_steps(tmp_path: Path) -> None:
     # epochs 0-1 train on stored activations (layer4 joins at epoch 1), epoch 2 on images
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["run"]["cached_activations"]["until_epoch"] == 2
+    # the run reports once, not once per process; no Lightning advice about sync_dist
+    out = r.stdout + r.stderr
+    assert out.count("trainable parameters") == 1 and out.count("unfreezing layer4") == 1, out
+    assert "sync_dist" not in out
     for epoch in range(3):
         a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)
         b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)

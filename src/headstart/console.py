@@ -36,10 +36,22 @@ class _PipeFriendlyConsole(Console):
             self.width = before
 
 
+def secondary_process() -> bool:
+    """True in a process of a multi-process run other than the first (Lightning's DDP workers,
+    torchrun ranks, SLURM tasks, nodes after the first): it trains silently, the first one
+    reports."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) != 0:
+            return True
+    return False
+
+
 console = _PipeFriendlyConsole(
     stderr=False,
     highlight=False,
     width=int(os.environ["COLUMNS"]) if "COLUMNS" in os.environ else None,
+    quiet=secondary_process(),  # messages once per run, not once per process (errors: stderr)
 )
 
 
@@ -71,7 +83,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         console=Console(stderr=True), show_path=False, show_time=False, markup=False
     )
     logger = logging.getLogger("headstart")
-    logger.setLevel(level)
+    logger.setLevel(max(level, logging.WARNING) if secondary_process() else level)
     logger.addHandler(handler)
     logger.propagate = False
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):

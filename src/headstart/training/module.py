@@ -120,7 +120,7 @@ class HeadstartModule(L.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=len(y),
-            sync_dist=stage == "val",
+            sync_dist=True,  # the epoch's mean over every rank's batches (no-op on one device)
         )
         self.log(
             f"{stage}_acc",
@@ -129,7 +129,7 @@ class HeadstartModule(L.LightningModule):
             on_epoch=True,
             prog_bar=stage == "val",
             batch_size=len(y),
-            sync_dist=stage == "val",
+            sync_dist=True,
         )
 
     def training_step(
@@ -138,7 +138,10 @@ class HeadstartModule(L.LightningModule):
         if self.train_hook is not None:
             loss, logits, y, extra = self.train_hook(self, batch)
             for k, v in extra.items():
-                self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=len(y))
+                self.log(
+                    f"train_{k}", v, on_step=False, on_epoch=True, batch_size=len(y),
+                    sync_dist=True,
+                )  # fmt: skip
             self._log_step("train", loss, logits, y)
             return loss
         return self._step(batch, "train")
