@@ -2,7 +2,7 @@
 busy, 5xx count and server memory, for one or more ``--max-batch`` settings.
 
     .venv/bin/python benchmarks/serve_load.py [--model model.onnx] [--requests 10000]
-        [--concurrency 16] [--max-batch 1 --max-batch 32] [--batch-wait-ms 5] [--before SRC]
+        [--concurrency 16] [--max-batch 1 --max-batch 32] [--max-wait-ms 5] [--before SRC]
 
 Without ``--model`` a MobileNetV2 (random init, 224 px, 3 classes) is trained for one epoch on
 generated images and exported to ONNX in a temporary folder. For each ``--max-batch`` the script
@@ -256,11 +256,11 @@ def servers(args: argparse.Namespace) -> list[tuple[str, list[str], Path | None]
     out: list[tuple[str, list[str], Path | None]] = []
     if args.before:
         out.append((f"before (`{args.before}`)", [], args.before.resolve()))
-    wait = ["--batch-wait-ms", str(args.batch_wait_ms)]
+    wait = ["--max-wait-ms", str(args.max_wait_ms)]
     for mb in args.max_batch or [1, 32]:
         out.append(
             (
-                f"`--max-batch {mb} --batch-wait-ms {args.batch_wait_ms:g}`",
+                f"`--max-batch {mb} --max-wait-ms {args.max_wait_ms:g}`",
                 ["--max-batch", str(mb), *wait],
                 None,
             )
@@ -278,7 +278,7 @@ def main() -> None:
     ap.add_argument("--garbage", type=float, default=0.10, help="fraction of garbage uploads")
     ap.add_argument("--large", type=float, default=0.05, help="fraction of 3000×2000 JPEGs")
     ap.add_argument("--max-batch", type=int, action="append", help="repeatable (default 1, 32)")
-    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--before",
@@ -305,7 +305,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "garbage": args.garbage,
         "large": args.large,
-        "batch_wait_ms": args.batch_wait_ms,
+        "max_wait_ms": args.max_wait_ms,
         "cpus": os.cpu_count(),
         "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "command": shlex.join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),

@@ -113,3 +113,34 @@ def test_unusual_valid_image_gets_the_same_label_everywhere(
         assert resp.status_code == 200, resp.text
         labels.append(resp.json()["predictions"][0]["label"])
     assert len(set(labels)) == 1, labels
+
+
+def test_unreadable_files_among_good_ones_are_skipped_and_named(
+    models: tuple[Path, Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A batch with two unreadable files: the rest are predicted as they are alone, each bad
+    file has an error line in its place (--json) and a message; --strict stops instead."""
+    import json
+
+    folder = tmp_path / "mixed"
+    write_class_folders(tmp_path / "good", 3)
+    folder.mkdir()
+    good = sorted((tmp_path / "good").glob("*/*.png"))
+    for i, f in enumerate(good):
+        shutil.copy(f, folder / f"{i:02d}-{f.parent.name}.png")
+    (folder / "03-empty.png").write_bytes(b"")
+    (folder / "07-text.jpg").write_text("not an image")
+    files = sorted(folder.iterdir())
+    for model in models:
+        alone = cli("predict", model, *[f for f in files if f.stat().st_size > 12], "--json")
+        expected = [json.loads(line)["label"] for line in alone.stdout.splitlines()]
+        r = cli("predict", model, folder, "--json")
+        assert r.code == 0, r.text
+        rows = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [Path(row["path"]).name for row in rows] == [f.name for f in files]
+        errors = [row for row in rows if "error" in row]
+        assert [Path(e["path"]).name for e in errors] == ["03-empty.png", "07-text.jpg"]
+        assert [row["label"] for row in rows if "error" not in row] == expected
+        assert "2 of 11 inputs could not be read" in " ".join(r.text.split())
+        strict = cli("predict", model, folder, "--strict")
+        assert strict.code == 2 and "03-empty.png" in strict.text

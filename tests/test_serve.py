@@ -166,7 +166,7 @@ def test_concurrent_requests_share_model_calls_with_their_own_results(model: Pat
     alone = [post_png(single, png(c), f"{i}.png").json()["predictions"] for i, c in enumerate(COLOURS)]  # fmt: skip
     predictor = open_export(model)
     spy = Spy(predictor, delay_s=0.2)  # requests pile up behind the first call
-    with TestClient(create_app(predictor, batch_wait_ms=50)) as client:
+    with TestClient(create_app(predictor, max_wait_ms=50)) as client:
         answers = concurrently(
             [lambda i=i, c=c: post_png(client, png(c), f"{i}.png") for i, c in enumerate(COLOURS)]
         )
@@ -182,7 +182,7 @@ def test_concurrent_requests_share_model_calls_with_their_own_results(model: Pat
 def test_max_batch_one_makes_one_call_per_request(model: Path) -> None:
     predictor = open_export(model)
     spy = Spy(predictor, delay_s=0.1)
-    with TestClient(create_app(predictor, max_batch=1, batch_wait_ms=50)) as client:
+    with TestClient(create_app(predictor, max_batch=1, max_wait_ms=50)) as client:
         answers = concurrently([lambda c=c: post_png(client, png(c)) for c in COLOURS[:4]])
     assert [a.status_code for a in answers] == [200] * 4
     assert spy.sizes == [1, 1, 1, 1]
@@ -191,7 +191,7 @@ def test_max_batch_one_makes_one_call_per_request(model: Path) -> None:
 def test_garbage_in_one_request_does_not_poison_a_concurrent_one(model: Path) -> None:
     predictor = open_export(model)
     spy = Spy(predictor, delay_s=0.2)
-    with TestClient(create_app(predictor, batch_wait_ms=50)) as client:
+    with TestClient(create_app(predictor, max_wait_ms=50)) as client:
         fns = [lambda c=c: post_png(client, png(c)) for c in COLOURS[:3]]
         fns.append(lambda: post_png(client, b"\x00garbage" * 50, "junk.jpg"))
         answers = concurrently(fns)
@@ -211,7 +211,7 @@ def test_a_request_the_model_fails_on_fails_alone(model: Path) -> None:
         return real(items)
 
     predictor.probabilities = picky  # type: ignore[method-assign]
-    with TestClient(create_app(predictor, batch_wait_ms=50)) as client:
+    with TestClient(create_app(predictor, max_wait_ms=50)) as client:
         answers = concurrently([lambda c=c: post_png(client, png(c)) for c in COLOURS[4:]])
     assert [a.status_code for a in answers] == [200, 200, 422, 200]  # COLOURS[6] is black
 
@@ -270,9 +270,9 @@ def test_serve_command_passes_the_batching_options(
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr("headstart.export.serve.serve", lambda *a, **kw: seen.update(kw))
-    r = run_main(["serve", str(model), "--max-batch", "4", "--batch-wait-ms", "2.5"], capsys, monkeypatch)  # fmt: skip
+    r = run_main(["serve", str(model), "--max-batch", "4", "--max-wait-ms", "2.5"], capsys, monkeypatch)  # fmt: skip
     assert r.code == 0, r.text
-    assert seen["max_batch"] == 4 and seen["batch_wait_ms"] == 2.5
+    assert seen["max_batch"] == 4 and seen["max_wait_ms"] == 2.5
     r = run_main(["serve", str(model)], capsys, monkeypatch)
-    assert seen["max_batch"] == 32 and seen["batch_wait_ms"] == 5.0
+    assert seen["max_batch"] == 32 and seen["max_wait_ms"] == 5.0
     assert run_main(["serve", str(model), "--max-batch", "0"], capsys, monkeypatch).code == 2

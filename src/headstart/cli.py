@@ -23,7 +23,7 @@ from headstart.cli_options import (
     with_config_options,
 )
 from headstart.console import console, err_console, setup_logging, stdout_reserved
-from headstart.errors import HeadstartError, Interrupted
+from headstart.errors import DataError, HeadstartError, Interrupted
 from headstart.version import __version__
 
 app = typer.Typer(
@@ -190,20 +190,52 @@ def predict(
             help="Print CSV: path,label,probability (+ label_2,probability_2, ... up to --top-k).",
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        Opt(
+            "--strict/--skip-bad",
+            help="--strict: an unreadable image stops the command (exit 2). Default: it is "
+            'skipped with a message naming it (--json: an {"path", "error"} line in its '
+            "place) and the rest are predicted; exit 2 only when none could be read.",
+        ),
+    ] = False,
 ) -> None:
     """Predict labels for images with a trained run or an exported model (ONNX needs only onnxruntime)."""
+    from headstart.files import Unreadable, collect_images, predict_readable
+
     if model.is_file() and model.suffix in (".onnx", ".pt"):
         from headstart.export.predictor import open_export
 
         exported = open_export(model)
-        preds: list[Any] = exported.predict(exported.collect(inputs), top_k=top_k)
+        items: list[Any] = exported.collect(inputs)
+
+        def predict_items(xs: list[Any]) -> list[Any]:
+            return list(exported.predict(xs, top_k=top_k))
     else:
         import headstart
 
-        preds = headstart.predict(model, list(inputs), top_k=top_k)
+        loaded = headstart.load_run(model)
+        images = loaded.modality.unit == "images"
+        items = list(collect_images(inputs)) if images else list(inputs)
+
+        def predict_items(xs: list[Any]) -> list[Any]:
+            return list(headstart.predict(loaded, xs, top_k=top_k))
+
+    results = predict_items(items) if strict else predict_readable(predict_items, items)
+    preds = [r for r in results if not isinstance(r, Unreadable)]
+    skipped = [r for r in results if isinstance(r, Unreadable)]
+    for bad in skipped:
+        err_console.print(f"skipped: {escape(bad.error)}", highlight=False)
+    if skipped and not preds:
+        raise DataError(skipped[0].error)
+    if skipped:
+        err_console.print(
+            f"{len(skipped)} of {len(results)} inputs could not be read and were skipped "
+            "(--strict stops at the first instead)"
+        )
     if json_out:
-        for p in preds:
-            print(json.dumps(p.to_json("path")))
+        for r in results:
+            print(json.dumps(r.to_json("path")))
         return
     if csv_out:
         _print_csv(preds)
@@ -266,7 +298,7 @@ def serve(
         int,
         Opt(min=1, help="Most items (images, texts) per model call, across concurrent requests."),
     ] = 32,
-    batch_wait_ms: Annotated[
+    max_wait_ms: Annotated[
         float,
         Opt(
             min=0, help="How long a request waits for concurrent ones to share its model call, ms."
@@ -285,7 +317,7 @@ def serve(
         max_bytes=int(max_mb * 2**20),
         max_files=max_files,
         max_batch=max_batch,
-        batch_wait_ms=batch_wait_ms,
+        max_wait_ms=max_wait_ms,
     )
 
 

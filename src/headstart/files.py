@@ -11,7 +11,7 @@ torch; ``tests/test_export_parity.py`` checks that it equals evaluation's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,3 +150,29 @@ class Prediction:
         named: dict[str, Any] = {name_key: self.path} if name_key else {}
         top = [{"label": c, "probability": v} for c, v in self.top]
         return {**named, "label": self.label, "probability": self.probability, "top": top}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An input a prediction path could not read (``predict`` skips it and says so)."""
+
+    path: str
+    error: str
+
+    def to_json(self, name_key: str | None = "path") -> dict[str, Any]:
+        return {**({name_key: self.path} if name_key else {}), "error": self.error}
+
+
+def predict_readable(predict: Callable[[list[Any]], list[Any]], items: list[Any]) -> list[Any]:
+    """``predict(items)``, in order, with one :class:`Unreadable` in place of each item it cannot
+    read (:class:`~headstart.errors.DataError`) instead of failing the whole call: a failing
+    batch is halved until the bad items are alone, so a few bad files among many cost a few
+    extra calls; the good ones get the predictions they get in any batch (rows are
+    independent in eval mode)."""
+    try:
+        return predict(items)
+    except DataError as err:
+        if len(items) == 1:
+            return [Unreadable(str(items[0]), str(err))]
+    mid = len(items) // 2
+    return predict_readable(predict, items[:mid]) + predict_readable(predict, items[mid:])

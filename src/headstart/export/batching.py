@@ -46,7 +46,7 @@ class MicroBatcher:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         if wait_s < 0:
-            raise ValueError(f"the batch wait must not be negative, not {wait_s}")
+            raise ValueError(f"wait_s must not be negative, not {wait_s}")
         self.run, self.max_batch, self.wait_s, self.idle_s = run, max_batch, wait_s, idle_s
         self.queue: queue.Queue[Job] = queue.Queue()
         self.lock = threading.Lock()  # guards starting and retiring the worker

@@ -11,7 +11,7 @@ crashes the server.
 
 Nothing slow runs on the event loop: images are decoded in worker threads, and the model runs on
 the :class:`~headstart.export.batching.MicroBatcher`'s thread, which combines concurrent
-requests into one model call (up to ``max_batch`` items, waiting at most ``batch_wait_ms`` for
+requests into one model call (up to ``max_batch`` items, waiting at most ``max_wait_ms`` for
 more), so ``/health`` and ``/metadata`` answer while ``/predict`` is busy.
 """
 
@@ -78,11 +78,11 @@ def create_app(
     max_texts: int = 64,
     max_chars: int = 100_000,
     max_batch: int = 32,
-    batch_wait_ms: float = 5.0,
+    max_wait_ms: float = 5.0,
 ) -> Any:
     """The FastAPI application (``uvicorn.run(create_app("model.onnx"))``). Concurrent
     ``/predict`` requests share model calls of at most ``max_batch`` items, collected for at
-    most ``batch_wait_ms`` after the first (``max_batch=1``: one request's items per call)."""
+    most ``max_wait_ms`` after the first (``max_batch=1``: one request's items per call)."""
     predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
     inputs = predictor.inputs
     limits = RequestLimits(max_bytes, max_files, max_texts, max_chars)
@@ -92,7 +92,7 @@ def create_app(
         version=str(predictor.metadata.get("headstart_version", version.__version__)),
     )
     # the model runs on the batcher's one thread: one call at a time, never on the event loop
-    batcher = MicroBatcher(predictor.probabilities, max_batch, batch_wait_ms / 1000)
+    batcher = MicroBatcher(predictor.probabilities, max_batch, max_wait_ms / 1000)
 
     @app.middleware("http")
     async def bound_request_size(request: Request, call_next: Any) -> Any:
@@ -130,7 +130,7 @@ def serve(
     max_bytes: int = 10 * 2**20,
     max_files: int = 32,
     max_batch: int = 32,
-    batch_wait_ms: float = 5.0,
+    max_wait_ms: float = 5.0,
 ) -> None:
     """Serve ``model`` (see :func:`create_app`) with uvicorn until interrupted."""
     import uvicorn
@@ -140,7 +140,7 @@ def serve(
         max_bytes=max_bytes,
         max_files=max_files,
         max_batch=max_batch,
-        batch_wait_ms=batch_wait_ms,
+        max_wait_ms=max_wait_ms,
     )
     uvicorn.run(
         app,
