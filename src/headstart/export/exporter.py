@@ -114,7 +114,7 @@ def export_model(
     diff = place_checked(got, expected, tmp, path, fmt)
     meta["export_check_max_abs_diff"] = diff
     card = write_model_card(loaded, signature, path, fmt, meta)
-    log.info("exported %s (max |export - eager| = %.2e on sample inputs)", path, diff)
+    log.debug("exported %s (max |export - eager| = %.2e on sample inputs)", path, diff)
     return ExportResult(path, card, diff, meta)
 
 
