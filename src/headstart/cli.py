@@ -246,27 +246,35 @@ def predict(
     t.add_column("probability", justify="right")
     if top_k > 1:
         t.add_column(f"top {top_k}")
+    multi = any(p.labels is not None for p in preds)
+    if multi:
+        t.add_column("labels (above their thresholds)")
     for p in preds:
         row = [p.path, p.label, f"{p.probability:.3f}"]
         if top_k > 1:
             row.append(", ".join(f"{c} {v:.2f}" for c, v in p.top))
+        if multi:
+            row.append(", ".join(f"{c} {v:.2f}" for c, v in p.labels or []) or "-")
         t.add_row(*row)
     console.print(t)
 
 
 def _print_csv(preds: list[Any]) -> None:
-    """One row per input: path, best label and probability, then the rest of its top-k."""
+    """One row per input: path, best label and probability, then the rest of its top-k
+    (multi-label models: then ``labels``, the labels above their thresholds joined by ``|``)."""
     k = max((len(p.top) for p in preds), default=1)
+    multi = any(p.labels is not None for p in preds)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     header = ["path", "label", "probability"]
     for r in range(2, k + 1):
         header += [f"label_{r}", f"probability_{r}"]
-    writer.writerow(header)
+    writer.writerow([*header, "labels"] if multi else header)
     for p in preds:
         row = [p.path]
         for c, v in p.top:
             row += [c, f"{v:.6f}"]
-        writer.writerow(row + [""] * (len(header) - len(row)))
+        row += [""] * (len(header) - len(row))
+        writer.writerow([*row, "|".join(c for c, _ in p.labels or [])] if multi else row)
 
 
 @app.command()

@@ -102,6 +102,15 @@ class TrainConfig(BaseModel):
     strict: Annotated[bool, Cli("data", flags=("--strict/--skip-bad",))] = Field(
         False, description="Fail on unreadable images (--skip-bad: skip and count them)."
     )
+    task: Annotated[Literal["auto", "single-label", "multi-label"], Cli("data")] = Field(
+        "auto",
+        description="What each example is labelled with: one class (single-label) or a set of "
+        "labels (multi-label: a CSV 'labels' column, labels split by --label-sep). auto: "
+        "multi-label when the CSV has a 'labels' column or a label cell holds the separator.",
+    )
+    label_sep: Annotated[str, Cli("data")] = Field(
+        "|", min_length=1, description="Multi-label CSVs: the separator between a row's labels."
+    )
     text_column: Annotated[str | None, Cli("data")] = Field(
         None,
         description="Text data: the CSV column holding the texts (unset: 'text').",

@@ -125,12 +125,32 @@ def load_model_image(
 @dataclass(frozen=True)
 class Prediction:
     """One input's prediction (an image file, a text): best label, its probability, and the
-    top-k list ``[(label, probability), ...]``, most probable first."""
+    top-k list ``[(label, probability), ...]``, most probable first. Multi-label models also
+    give ``labels``: every label at or above its threshold, most probable first (``None`` for
+    single-label models)."""
 
     path: str
     label: str
     probability: float
     top: list[tuple[str, float]]
+    labels: list[tuple[str, float]] | None = None
+
+    @classmethod
+    def from_label_probabilities(
+        cls,
+        name: str,
+        probs: Sequence[float] | np.ndarray,
+        labels: Sequence[str],
+        thresholds: Sequence[float] | np.ndarray,
+        top_k: int = 1,
+    ) -> Prediction:
+        """The multi-label prediction for one row of independent (sigmoid) probabilities:
+        ``labels`` holds each label with ``probs[j] >= thresholds[j]``."""
+        p = np.asarray(probs, dtype=np.float64)
+        base = cls.from_probabilities(name, p, labels, top_k)
+        order = np.argsort(-p, kind="stable")
+        chosen = [(labels[j], float(p[j])) for j in order if p[j] >= thresholds[j]]
+        return cls(name, base.label, base.probability, base.top, chosen)
 
     @classmethod
     def from_probabilities(
@@ -149,7 +169,10 @@ class Prediction:
         "probability"}, ...]}`` (no name entry when ``name_key`` is None)."""
         named: dict[str, Any] = {name_key: self.path} if name_key else {}
         top = [{"label": c, "probability": v} for c, v in self.top]
-        return {**named, "label": self.label, "probability": self.probability, "top": top}
+        out = {**named, "label": self.label, "probability": self.probability, "top": top}
+        if self.labels is not None:
+            out["labels"] = [{"label": c, "probability": v} for c, v in self.labels]
+        return out
 
 
 @dataclass(frozen=True)

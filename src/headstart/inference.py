@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from headstart.data.scan import labels_of
 from headstart.devices import Compute, placed, resolve_compute
 from headstart.errors import DataError
 from headstart.evaluation.loading import LoadedRun, load_run
@@ -44,9 +46,13 @@ def evaluate(
 
     loaded = _loaded(run)
     modality = loaded.modality
-    read = modality.reader(loaded.config) or load_source
+    task = task_for(loaded.config).for_run(loaded.run)
+    config = loaded.config
+    read = modality.reader(config) or partial(
+        load_source, task=config.task, label_sep=config.label_sep
+    )
     samples = read(data, Counter(), False)
-    unknown = sorted({s.label for s in samples} - set(loaded.classes))
+    unknown = sorted({x for s in samples for x in labels_of(s)} - set(loaded.classes))
     if unknown:
         raise DataError(
             f"{data} has classes the model was not trained on: {', '.join(unknown)} (model classes: {', '.join(loaded.classes)})"
@@ -55,7 +61,7 @@ def evaluate(
     ds = modality.dataset(loaded.model, samples, idx)
     compute = run_compute(loaded, accelerator)
     logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size, compute=compute)
-    return task_for(loaded.config).metrics(logits, targets, loaded.classes)
+    return task.metrics(logits, targets, loaded.classes)
 
 
 def report(run: str | Path | LoadedRun, *, accelerator: str = "auto") -> Path:
@@ -66,11 +72,12 @@ def report(run: str | Path | LoadedRun, *, accelerator: str = "auto") -> Path:
     idx = {name: i for i, name in enumerate(loaded.classes)}
     ds = loaded.modality.dataset(loaded.model, splits.val, idx)
     logits, targets = predict_logits(loaded.model, ds, compute=run_compute(loaded, accelerator))
+    task = task_for(loaded.config).for_run(loaded.run)
     preds = ValPredictions(
-        logits.softmax(1), targets, [str(s.path) for s in splits.val],
+        task.probabilities(logits), targets, [str(s.path) for s in splits.val],
         loaded.modality.display(splits.val),
     )  # fmt: skip
-    return task_for(loaded.config).write_report(loaded.run, preds)
+    return task.write_report(loaded.run, preds)
 
 
 #: what :func:`predict` takes besides paths and strings: an image already in memory
@@ -145,7 +152,7 @@ def predict(
     ``accelerator``. ``Prediction.to_json()`` gives the shape ``predict --json`` and ``serve``
     print."""
     loaded = _loaded(run)
-    task = task_for(loaded.config)
+    task = task_for(loaded.config).for_run(loaded.run)  # multi-label: the run's thresholds
     modality = loaded.modality
     items = prediction_items(loaded, inputs)
     compute = run_compute(loaded, accelerator)

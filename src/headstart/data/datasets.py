@@ -11,15 +11,25 @@ from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
 from headstart.data.samplers import item_seed
-from headstart.data.scan import Sample
+from headstart.data.scan import MultiLabelSample, Sample
 from headstart.errors import DataError
 from headstart.files import open_rgb
 
 load_rgb = open_rgb  # the one decoder, shared with the torch-free export predictor
 
 
-class ImageDataset(Dataset[tuple[Any, int]]):
-    """``(transform(image), class_index)`` pairs. Decoding errors name the file."""
+def target_of(sample: Sample, class_to_idx: dict[str, int]) -> int | torch.Tensor:
+    """A sample's training target: its class index, or (multi-label) a float multi-hot row."""
+    if not isinstance(sample, MultiLabelSample):
+        return class_to_idx[sample.label]
+    row = torch.zeros(len(class_to_idx))
+    row[[class_to_idx[label] for label in sample.labels]] = 1.0
+    return row
+
+
+class ImageDataset(Dataset[tuple[Any, Any]]):
+    """``(transform(image), target)`` pairs (target: class index, or a multi-hot row for
+    multi-label samples). Decoding errors name the file."""
 
     def __init__(
         self,
@@ -31,14 +41,14 @@ class ImageDataset(Dataset[tuple[Any, int]]):
     ) -> None:
         self.samples = list(samples)
         self.seed = seed
-        self.targets = [class_to_idx[s.label] for s in self.samples]
+        self.targets = [target_of(s, class_to_idx) for s in self.samples]
         self.transform = transform
         self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, Any]:
         """``key`` is an index, or ``(index, epoch)`` from :class:`EpochShuffleSampler`, in
         which case the random augmentation is seeded from ``(seed, epoch, index)``."""
         i, epoch = (key, None) if isinstance(key, int) else key

@@ -5,6 +5,7 @@ Accepted layouts::
     data/train/<class>/*.jpg  data/val/<class>/*  [data/test/<class>/*]   (explicit splits)
     data/<class>/*.jpg                                                      (split with a seed)
     labels.csv with columns path,label (paths relative to the CSV's folder)
+    labels.csv with columns path,labels: multi-label, e.g. ``img.png,cat|dog`` (docs/multilabel.md)
 
 Every problem a user can cause ends in a :class:`~headstart.errors.DataError` naming the file or
 folder and what to do, or in a counted, logged skip (non-image files, unreadable images unless
@@ -27,7 +28,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from headstart.data.scan import Sample, is_hidden, skip_or_fail, walk_files
+from headstart.data.scan import (
+    MultiLabelSample,
+    Sample,
+    is_hidden,
+    labels_of,
+    skip_or_fail,
+    walk_files,
+)
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
 from headstart.files import is_image_file
@@ -44,20 +52,37 @@ class DataSplits:
     test: list[Sample] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    #: every sample is a :class:`MultiLabelSample` (a set of labels each)
+    multi_label: bool = False
 
     @property
     def class_to_idx(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}
 
     def targets(self, split: str) -> list[int]:
+        """Class indices of a split (single-label; see :meth:`label_matrix` for multi-label)."""
+        if self.multi_label:
+            raise DataError("multi-label data has label sets, not one class per example")
         idx = self.class_to_idx
         return [idx[s.label] for s in getattr(self, split)]
 
+    def label_matrix(self, split: str) -> list[list[float]]:
+        """Multi-hot rows of a split (1.0 where the example has the class)."""
+        idx = self.class_to_idx
+        rows = []
+        for s in getattr(self, split):
+            row = [0.0] * len(self.classes)
+            for label in labels_of(s):
+                row[idx[label]] = 1.0
+            rows.append(row)
+        return rows
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per split, images per class (every class listed, zeros included)."""
+        """Per split, images per class (every class listed, zeros included; multi-label:
+        images holding each label)."""
         out: dict[str, dict[str, int]] = {}
         for split in ("train", "val", "test"):
-            c = Counter(s.label for s in getattr(self, split))
+            c = Counter(label for s in getattr(self, split) for label in labels_of(s))
             if getattr(self, split):
                 out[split] = {k: c.get(k, 0) for k in self.classes}
         return out
@@ -93,12 +118,23 @@ def scan_class_folders(root: Path, skipped: Counter[str]) -> list[Sample]:
     return samples
 
 
-def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
-    """Samples from a CSV with ``path`` and ``label`` columns (others ignored; BOM tolerated)."""
+def read_csv(
+    path: Path,
+    skipped: Counter[str],
+    strict: bool = False,
+    *,
+    task: str = "auto",
+    label_sep: str = "|",
+) -> list[Sample]:
+    """Samples from a CSV with ``path`` and ``label`` columns (others ignored; BOM tolerated).
+
+    Multi-label (``task="multi-label"``, or ``"auto"`` when the CSV has a ``labels`` column or
+    a label cell holds ``label_sep``): :class:`MultiLabelSample` s, each cell split on
+    ``label_sep``; a cell with no label counts as a bad row, named by its line."""
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
     try:
-        return _read_csv_rows(path, skipped, strict)
+        samples, labels_column = _read_csv_rows(path, skipped, strict)
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8 "
@@ -108,20 +144,40 @@ def read_csv(path: Path, skipped: Counter[str], strict: bool = False) -> list[Sa
         raise DataError(
             f"{path} is not a readable CSV ({err}); re-save it as a plain UTF-8 CSV"
         ) from None
+    multi = task == "multi-label" or (
+        task == "auto" and (labels_column or any(label_sep in s.label for s, _ in samples))
+    )
+    if not multi:
+        return [s for s, _ in samples]
+    out: list[Sample] = []
+    for s, where in samples:
+        labels = tuple(sorted({x.strip() for x in s.label.split(label_sep)} - {""}))
+        if not labels:
+            skip_or_fail(skipped, "CSV row with no label", f"{where} ({s.label!r})", strict)
+            continue
+        out.append(MultiLabelSample(s.path, s.label, labels))
+    if not out:
+        raise DataError(f"{path} lists no usable images")
+    return out
 
 
-def _read_csv_rows(path: Path, skipped: Counter[str], strict: bool) -> list[Sample]:
+def _read_csv_rows(
+    path: Path, skipped: Counter[str], strict: bool
+) -> tuple[list[tuple[Sample, str]], bool]:
+    """``([(sample, "file:line"), ...], whether the labels come from a 'labels' column)``."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in reader.fieldnames or []]
-        if "path" not in fields or "label" not in fields:
+        column = "label" if "label" in fields else "labels"
+        if "path" not in fields or column not in fields:
             raise DataError(
-                f"{path}: the header must name a 'path' and a 'label' column (found: {fields or 'none'})"
+                f"{path}: the header must name a 'path' and a 'label' (or, multi-label, "
+                f"'labels') column (found: {fields or 'none'})"
             )
-        samples: list[Sample] = []
+        samples: list[tuple[Sample, str]] = []
         for line_no, row in enumerate(reader, start=2):
             row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            p, label = row.get("path", ""), row.get("label", "")
+            p, label = row.get("path", ""), row.get(column, "")
             where = f"{path}:{line_no}"
             if not p or not label:
                 skip_or_fail(skipped, "CSV row missing path or label", where, strict)
@@ -130,17 +186,29 @@ def _read_csv_rows(path: Path, skipped: Counter[str], strict: bool) -> list[Samp
             if not file.is_file():
                 skip_or_fail(skipped, "CSV path not found", f"{where} ({file})", strict)
                 continue
-            samples.append(Sample(file, label))
+            samples.append((Sample(file, label), where))
     if not samples:
         raise DataError(f"{path} lists no usable images")
-    return samples
+    return samples, column == "labels"
 
 
-def load_source(source: str | Path, skipped: Counter[str], strict: bool = False) -> list[Sample]:
-    """Samples from a folder of class folders or a CSV file."""
+def load_source(
+    source: str | Path,
+    skipped: Counter[str],
+    strict: bool = False,
+    *,
+    task: str = "auto",
+    label_sep: str = "|",
+) -> list[Sample]:
+    """Samples from a folder of class folders or a CSV file (multi-label: CSV only)."""
     p = Path(source)
     if p.suffix.lower() == ".csv":
-        return read_csv(p, skipped, strict)
+        return read_csv(p, skipped, strict, task=task, label_sep=label_sep)
+    if task == "multi-label":
+        raise DataError(
+            f"{p}: multi-label data comes as a CSV with 'path,labels' columns, not a folder "
+            "(see docs/multilabel.md)"
+        )
     return scan_class_folders(p, skipped)
 
 
@@ -216,6 +284,8 @@ def load_splits(
     seed: int = 42,
     strict: bool = False,
     reader: Callable[[str | Path, Counter[str], bool], list[Sample]] | None = None,
+    task: str = "auto",
+    label_sep: str = "|",
 ) -> DataSplits:
     """Resolve the layout, validate it, and return splits with a sorted class map.
 
@@ -225,10 +295,11 @@ def load_splits(
         print(splits.classes, splits.counts())
 
     ``reader`` reads one source (folder or CSV) instead of the image reader, and is trusted to
-    validate its items (text data: :func:`headstart.data.text.text_reader`).
+    validate its items (text data: :func:`headstart.data.text.text_reader`). ``task`` and
+    ``label_sep``: single- or multi-label CSVs (see :func:`read_csv`).
     """
     skipped: Counter[str] = Counter()
-    read_source = reader or load_source
+    read_source = reader or partial(load_source, task=task, label_sep=label_sep)
     digests: dict[Path, str] = {}
     checked = (
         partial(_check_readable, digests=digests)
@@ -238,10 +309,14 @@ def load_splits(
     train, val_samples, test_samples = _read_layout(
         Path(data), val, test, lambda src: read_source(src, skipped, strict)
     )
-    listed = {s.label for s in train}
+    multi = any(isinstance(s, MultiLabelSample) for s in train)
+    if multi:
+        val_samples = _as_multi(val_samples) if val_samples is not None else None
+        test_samples = _as_multi(test_samples)
+    listed = {label for s in train for label in labels_of(s)}
     unreadable_before = skipped["unreadable image"]
     train = checked(train, skipped, strict)
-    classes = sorted({s.label for s in train})
+    classes = sorted({label for s in train for label in labels_of(s)})
     lost = sorted(listed - set(classes))
     if lost:
         raise DataError(
@@ -255,7 +330,8 @@ def load_splits(
             "classification needs at least two class folders/labels"
         )
     if val_samples is None:
-        train, val_samples = _split(train, val_fraction, seed, data)
+        split = _split_multi if multi else _split
+        train, val_samples = split(train, val_fraction, seed, data)
     else:
         val_samples = checked(val_samples, skipped, strict)
     test_samples = checked(test_samples, skipped, strict) if test_samples else []
@@ -266,7 +342,14 @@ def load_splits(
         log.warning(
             "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         )
-    return DataSplits(train, val_samples, test_samples, classes, skipped)
+    return DataSplits(train, val_samples, test_samples, classes, skipped, multi)
+
+
+def _as_multi(samples: list[Sample]) -> list[Sample]:
+    """Samples of a split read as single-label (no cell held the separator) as label sets of
+    one, beside a multi-label training split."""
+    return [s if isinstance(s, MultiLabelSample) else MultiLabelSample(s.path, s.label, (s.label,))
+            for s in samples]  # fmt: skip
 
 
 def _read_layout(
@@ -294,13 +377,15 @@ def _check_eval_classes(classes: list[str], val: list[Sample], test: list[Sample
     """Validation/test classes must be training classes; a class without validation samples
     is warned about (its recall/F1/AUROC are undefined)."""
     for name, split in (("validation", val), ("test", test)):
-        extra = sorted({s.label for s in split} - set(classes))
+        extra = sorted({label for s in split for label in labels_of(s)} - set(classes))
         if extra:
+            first = next(s for s in split if extra[0] in labels_of(s))
             raise DataError(
-                f"{name} data has class(es) not present in training data: {', '.join(extra)}. "
-                f"Training classes: {', '.join(classes)}. Rename or remove those folders/labels."
+                f"{name} data has class(es) not present in training data: {', '.join(extra)} "
+                f"(e.g. {first.path}: {first.label!r}). Training classes: {', '.join(classes)}. "
+                "Rename or remove those folders/labels, or move such examples into training."
             )
-    missing = sorted(set(classes) - {s.label for s in val})
+    missing = sorted(set(classes) - {label for s in val for label in labels_of(s)})
     if missing:
         log.warning(
             "validation data has no images of class(es) %s: their recall/F1/AUROC are undefined. "
@@ -320,6 +405,19 @@ def _split(
             "cannot split off validation data. Add images or pass --val."
         )
     train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+def _split_multi(
+    samples: list[Sample], val_fraction: float, seed: int, data: str | Path
+) -> tuple[list[Sample], list[Sample]]:
+    """The multi-label split: stratified on each example's rarest label (ties: the first by
+    name), so rare labels reach validation whenever they have two or more examples."""
+    freq = Counter(label for s in samples for label in labels_of(s))
+    keys = [min(labels_of(s), key=lambda x: (freq[x], x)) for s in samples]
+    if len(samples) < 2:
+        raise DataError(f"{data} has fewer than 2 images: cannot split off validation data")
+    train_idx, val_idx = stratified_split(keys, val_fraction, seed)
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 

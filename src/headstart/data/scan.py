@@ -23,6 +23,19 @@ class Sample:
     label: str
 
 
+@dataclass(frozen=True)
+class MultiLabelSample(Sample):
+    """One example with a set of labels (multi-label classification): ``labels`` sorted, never
+    empty; ``label`` is the CSV cell as written (shown in messages)."""
+
+    labels: tuple[str, ...] = ()
+
+
+def labels_of(sample: Sample) -> tuple[str, ...]:
+    """The labels of a sample: its label set (multi-label) or its one class."""
+    return sample.labels if isinstance(sample, MultiLabelSample) else (sample.label,)
+
+
 def is_hidden(path: Path) -> bool:
     """Dot files and OS clutter (``__MACOSX``, ``Thumbs.db``, ``desktop.ini``): never data."""
     return path.name.startswith(".") or path.name in HIDDEN_NAMES

@@ -60,7 +60,7 @@ def expected_calibration_error(
     return ece, table
 
 
-def _png(fig: Figure, path: Path) -> str:
+def png_base64(fig: Figure, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     data = buf.getvalue()
@@ -68,7 +68,7 @@ def _png(fig: Figure, path: Path) -> str:
     return base64.b64encode(data).decode()
 
 
-def _read_log(run: RunFolder) -> dict[str, list[float]]:
+def read_log(run: RunFolder) -> dict[str, list[float]]:
     cols: dict[str, list[float]] = {}
     if not run.log_path.is_file():
         return cols
@@ -79,7 +79,7 @@ def _read_log(run: RunFolder) -> dict[str, list[float]]:
     return cols
 
 
-def _curves(log: dict[str, list[float]], events: list[list[Any]]) -> Figure:
+def curves_figure(log: dict[str, list[float]], events: list[list[Any]]) -> Figure:
     fig = Figure(figsize=(10, 3.6))
     axes = fig.subplots(1, 2)
     ep = log.get("epoch", [])
@@ -336,14 +336,14 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
         if fig is None:
             sections.append(f"<h2>{html.escape(caption)}</h2><p>none</p>")
             return
-        b64 = _png(fig, out / f"{name}.png")
+        b64 = png_base64(fig, out / f"{name}.png")
         sections.append(
             f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
         )
 
-    log = _read_log(run)
+    log = read_log(run)
     events = info.get("unfreeze_events", [])
-    figure("curves", _curves(log, events) if log else None, "training curves")
+    figure("curves", curves_figure(log, events) if log else None, "training curves")
     val = metrics.get("val", {})
     if val:
         matrix = np.array(val["confusion_matrix"])

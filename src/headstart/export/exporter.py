@@ -52,11 +52,17 @@ def build_metadata(
     ``modality`` is stored unless it is the default (image exports never stored it)."""
     summary = loaded.run.summary()
     modality = signature.modality
+    task: dict[str, Any] = {}
+    if loaded.config.task == "multi-label":  # sigmoid outputs, a label set above thresholds
+        stored = loaded.run.load_metrics().get("val", {}).get("thresholds", {})
+        thresholds = [float(stored.get(c, 0.5)) for c in loaded.classes]
+        task = {"task": "multi-label", "thresholds": thresholds}
     return {
         "format": FORMAT,
         **({"modality": modality} if modality != DEFAULT_MODALITY else {}),
         "input": signature.input_line(loaded),
         "labels": loaded.classes,
+        **task,
         "model": loaded.config.model,
         "weights": summary.weights,
         "strategy": summary.strategy,

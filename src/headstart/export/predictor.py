@@ -112,7 +112,17 @@ class ExportedPredictor:
         """Label and probability per input: image files (or file-likes); for a text model raw
         strings or existing ``.txt`` files."""
         names, items = self.inputs.load(inputs)
-        probs = self.probabilities(items)
+        return self.decode(names, self.probabilities(items), top_k)
+
+    def decode(self, names: Sequence[str], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        """Predictions from :meth:`probabilities`' rows: top-k, and for a multi-label model
+        (metadata ``task``) every label at or above its threshold (metadata ``thresholds``)."""
+        if self.metadata.get("task") == "multi-label":
+            thresholds = self.metadata["thresholds"]
+            return [
+                Prediction.from_label_probabilities(n, p, self.labels, thresholds, top_k)
+                for n, p in zip(names, probs, strict=True)
+            ]
         return [
             Prediction.from_probabilities(n, p, self.labels, top_k)
             for n, p in zip(names, probs, strict=True)

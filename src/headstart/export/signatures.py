@@ -104,7 +104,8 @@ class ImageSignature(ExportSignature):
     modality = "image"
 
     def wrapper(self, loaded: LoadedRun) -> nn.Module:
-        return ImagesToProbabilities(loaded.model).eval()
+        multi_label = loaded.config.task == "multi-label"
+        return ImagesToProbabilities(loaded.model, multi_label).eval()
 
     def sample_inputs(self, loaded: LoadedRun, n: int = 4) -> dict[str, torch.Tensor]:
         """Up to ``n`` of the run's own images (validation, else training), full size from
@@ -189,11 +190,12 @@ def check_decoder(loaded: LoadedRun, samples: list[Sample], images: torch.Tensor
     """The exported predictor's decoder (``images``, uint8 from the files of ``samples``) must
     give the model input evaluation computes for those files (the image modality's dataset
     without augmentation), within :data:`DECODER_TOLERANCE`."""
+    from headstart.data.scan import labels_of
     from headstart.modalities.image import pixels_to_input
 
     wrapper = ImagesToProbabilities(loaded.model)
     got = pixels_to_input(images, wrapper.mean, wrapper.std)
-    idx = {s.label: 0 for s in samples}  # the targets are not used
+    idx = {x: 0 for s in samples for x in labels_of(s)}  # the targets are not used
     dataset = loaded.modality.dataset(loaded.model, samples, idx)
     for i, s in enumerate(samples):
         diff = float((got[i] - dataset[i][0]).abs().max())

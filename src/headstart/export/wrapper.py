@@ -17,15 +17,17 @@ class ImagesToProbabilities(nn.Module):
     ``resize`` with the weights' interpolation and antialiasing, centre crop ``crop``: the
     evaluation transform's geometry, without torch); inside: scale to [0, 1] and normalise with
     the weights' mean/std (:func:`~headstart.modalities.image.pixels_to_input`, as eager
-    ``predict`` does), the model, softmax. No resizing happens in the graph.
+    ``predict`` does), the model, softmax (``multi_label``: one sigmoid per label). No
+    resizing happens in the graph.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, multi_label: bool = False) -> None:
         super().__init__()
         p = backbone.preprocessing
+        self.multi_label = multi_label
         self.model = backbone
         self.crop = int(p.crop)
         self.register_buffer("mean", torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -34,7 +36,7 @@ class ImagesToProbabilities(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, logits)``."""
         logits = self.model(pixels_to_input(images, self.mean, self.std))
-        return logits.softmax(dim=1), logits
+        return (logits.sigmoid() if self.multi_label else logits.softmax(dim=1)), logits
 
 
 class TokensToProbabilities(nn.Module):

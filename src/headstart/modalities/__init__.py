@@ -44,7 +44,7 @@ def splits_for(config: TrainConfig) -> DataSplits:
     return load_splits(
         config.data, config.val, config.test,
         val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
-        reader=modality.reader(config),
+        reader=modality.reader(config), task=config.task, label_sep=config.label_sep,
     )  # fmt: skip
 
 

@@ -1,23 +1,45 @@
 """Tasks: what a run predicts. A :class:`~headstart.tasks.base.Task` owns the loss, the
 metrics (torchmetrics), decoding probabilities into predictions, and the report.
 
-Single-label classification is the one task today; multi-label, multi-task, detection and
-segmentation are each one more module here (see docs/architecture.md). Training, evaluation,
+Single-label and multi-label classification are built; multi-task, detection and
+segmentation would each be one more module here (see docs/architecture.md). Training, evaluation,
 prediction and the report call the task's methods and never ask which task it is.
 """
 
 from __future__ import annotations
 
 from headstart.config import TrainConfig
+from headstart.errors import DataError
 from headstart.tasks.base import Task
 from headstart.tasks.classification import SingleLabelClassification
+from headstart.tasks.multilabel import MultiLabelClassification, check_config
 
-TASKS: dict[str, Task] = {t.name: t for t in (SingleLabelClassification(),)}
-
-
-def task_for(config: TrainConfig) -> Task:
-    """The task a training config describes (single-label classification today)."""
-    return TASKS["single-label"]
+TASKS: dict[str, Task] = {
+    t.name: t for t in (SingleLabelClassification(), MultiLabelClassification())
+}
 
 
-__all__ = ["TASKS", "SingleLabelClassification", "Task", "task_for"]
+def task_for(config: TrainConfig, multi_label: bool | None = None) -> Task:
+    """The task a training config describes: ``config.task``, or for ``auto`` what the data
+    holds (``multi_label``: the loaded splits are multi-label; ``None``: not known, i.e.
+    single-label). A multi-label task checks the config supports it."""
+    name = config.task
+    if name == "auto":
+        name = "multi-label" if multi_label else "single-label"
+    elif name == "multi-label" and multi_label is False:
+        raise DataError(
+            "--task multi-label needs a CSV with 'path,labels' columns (image data; "
+            "see docs/multilabel.md)"
+        )
+    if name == "multi-label":
+        check_config(config)
+    return TASKS[name]
+
+
+__all__ = [
+    "TASKS",
+    "MultiLabelClassification",
+    "SingleLabelClassification",
+    "Task",
+    "task_for",
+]

@@ -52,6 +52,19 @@ class Task(ABC):
     def write_report(self, run: RunFolder, predictions: ValPredictions) -> Path:
         """``report.html`` of a run from its validation predictions."""
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the model's outputs mean as probabilities (softmax over classes)."""
+        return logits.float().softmax(1)
+
+    def calibrated(self, logits: torch.Tensor, targets: torch.Tensor) -> Task:
+        """This task with its decision rule fitted on validation outputs (multi-label: the
+        per-label thresholds); stateless tasks return themselves."""
+        return self
+
+    def for_run(self, run: RunFolder) -> Task:
+        """This task with the decision rule a trained run stored (see :meth:`calibrated`)."""
+        return self
+
     @abstractmethod
     def decode(
         self, names: Sequence[str], logits: torch.Tensor, labels: list[str], top_k: int = 1

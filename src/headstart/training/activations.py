@@ -195,7 +195,7 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
-class ActivationRows(Dataset[tuple[torch.Tensor, int]]):
+class ActivationRows(Dataset[tuple[torch.Tensor, Any]]):
     """Rows of a memory-mapped float16 array as float32 tensors; accepts the ``(index, epoch)``
     keys of :class:`~headstart.data.samplers.EpochShuffleSampler`."""
 
@@ -205,9 +205,11 @@ class ActivationRows(Dataset[tuple[torch.Tensor, int]]):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, key: Any) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, Any]:
         i = key[0] if isinstance(key, tuple) else key
-        return torch.from_numpy(np.asarray(self.values[i], dtype=np.float32)), int(self.targets[i])
+        x = torch.from_numpy(np.asarray(self.values[i], dtype=np.float32))
+        # multi-label targets are multi-hot rows
+        return x, self.targets[i] if self.targets.dim() > 1 else int(self.targets[i])
 
 
 def extract_activations(

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headstart.data.folders import Sample
+from headstart.data.scan import MultiLabelSample
 from headstart.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ def feature_key(
     h.update(json.dumps(header, sort_keys=True).encode())
     for s in samples:
         st = s.path.stat()
-        h.update(
-            f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{class_to_idx[s.label]}\n".encode()
+        target = (
+            ",".join(str(class_to_idx[x]) for x in s.labels)
+            if isinstance(s, MultiLabelSample)
+            else class_to_idx[s.label]
         )
+        h.update(f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{target}\n".encode())
         text = getattr(s, "text", None)  # text data: CSV rows share one file
         if text is not None:
             h.update(hashlib.sha256(text.encode()).digest())

@@ -22,6 +22,7 @@ from headstart.console import setup_logging
 from headstart.errors import RunError
 from headstart.run import RunFolder
 from headstart.strategies.auto import AutoDecision, is_few_shot
+from headstart.tasks import task_for
 from headstart.training.callbacks import NonFiniteLossGuard
 from headstart.training.checkpoint_io import check_checkpoint_fits
 from headstart.training.distributed import (
@@ -161,6 +162,8 @@ def train(
     config, resumed, ckpt_path = resolve_run(config, resume, overrides)
     check_distributed(config)
     inputs = load_inputs(config)
+    if config.task == "auto":  # saved resolved: predict/evaluate read the task from config.yaml
+        config = config.replace(task=task_for(config, inputs.splits.multi_label).name)
     run = open_run_folder(config, resumed, inputs.splits.classes)
     selection = auto_selection(config, inputs, run, plugins)
     trained = config.replace(**selection.overrides()) if selection else config
@@ -210,6 +213,8 @@ def auto_selection(
     ``None`` where the static rules decide (few-shot data; several processes)."""
     if config.strategy != "auto" or is_few_shot(inputs.splits.counts()["train"]):
         return None
+    if inputs.splits.multi_label:
+        return None  # the measured search ranks by accuracy: multi-label uses the static rules
     if world_size(config) > 1:
         return None  # the search runs in one process; DDP runs use the static rules
     selection = load_selection(run) or choose(config, inputs, run, plugins)

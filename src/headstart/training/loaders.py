@@ -154,7 +154,7 @@ def image_sets(
 
 
 def train_loader(
-    config: TrainConfig, train_set: Any, targets: list[int], loader_kw: dict[str, Any]
+    config: TrainConfig, train_set: Any, targets: list[Any], loader_kw: dict[str, Any]
 ) -> DataLoader[Any]:
     """The seeded training loader: one row per training item (augmented views included), the
     sampler's ``(index, epoch)`` keys fixing every epoch's batches."""
@@ -182,7 +182,9 @@ def make_loaders(
     features: FeatureSource,
 ) -> Loaders:
     """Training and validation loaders for ``plan`` (see module doc)."""
-    targets = splits.targets("train")
+    targets: list[Any] = (  # only counted (and, single-label, balanced) by the sampler
+        splits.label_matrix("train") if splits.multi_label else splits.targets("train")
+    )
     val_features = None
     loader_kw: dict[str, Any] = {}
     images: tuple[DataLoader[Any], DataLoader[Any]] | None = None

@@ -146,6 +146,16 @@ def class_weights_for(config: TrainConfig, splits: DataSplits) -> torch.Tensor |
     if config.class_weights != "auto":
         return None
     n_classes = len(splits.classes)
+    if splits.multi_label:  # BCE pos_weight: negatives / positives of each label
+        positives = torch.tensor(splits.label_matrix("train")).sum(0)
+        weights = (len(splits.train) - positives) / positives.clamp(min=1)
+        console.print(
+            "positive-label weights: "
+            + ", ".join(
+                f"{c} {w:.2f}" for c, w in zip(splits.classes, weights.tolist(), strict=True)
+            )
+        )
+        return weights
     targets = splits.targets("train")
     counts = torch.bincount(torch.tensor(targets), minlength=n_classes).clamp(min=1).float()
     weights = len(targets) / (n_classes * counts)
@@ -165,7 +175,10 @@ def choose_strategy(
         return config.strategy, None, 1e-3
     counts = splits.counts()["train"]
     probe_l2 = 1e-3
-    if is_few_shot(counts):
+    if splits.multi_label:  # the probe is a softmax regression: the static rules decide
+        decision = decide(len(splits.train), len(splits.classes), None)
+        decision.reasons.append("multi-label data: no probe, decided by data size alone")
+    elif is_few_shot(counts):
         decision = decide_few_shot(counts)
     else:
         x, y = train_features()
@@ -208,7 +221,9 @@ def make_plan(
     # 50/class, 112 px, 4 epochs, fine-tune from the probe fell to 21.9 % test with frozen
     # BatchNorm statistics and 91.2 % with updated ones, vs 92.6 % from a random head.
     head_first = linear_head_first(strategy, backbone, still)
-    probe = config.head_init == "probe" and (fast or cosine or head_first)
+    probe = (
+        config.head_init == "probe" and (fast or cosine or head_first) and not splits.multi_label
+    )  # the probe fits a softmax head; a multi-label head starts random
     bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
     trainable, total = backbone.param_counts()
     console.print(

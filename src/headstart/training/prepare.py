@@ -118,7 +118,7 @@ def prepare(
         backbone, plan.strategy, config, steps_per_epoch=len(loaders.train),
         inputs_are_features=plan.cached_features, class_weights=plan.class_weights,
         num_classes=len(splits.classes), train_hook=hooks[0] if hooks else None,
-        task=task_for(config),
+        task=task_for(config, splits.multi_label),
         activations_from=plan.activations.cut if plan.activations else None,
         activations_until=plan.activations.until if plan.activations else None,
     )  # fmt: skip

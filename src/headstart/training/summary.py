@@ -76,11 +76,12 @@ def evaluate_best(
         val_logits, val_targets = predict_logits(
             model, val_set, f.plan.num_workers, compute=compute
         )
-    results = {"val": f.task.metrics(val_logits, val_targets, f.splits.classes)}
+    task = f.task.calibrated(val_logits, val_targets)  # multi-label: thresholds tuned on val
+    results = {"val": task.metrics(val_logits, val_targets, f.splits.classes)}
     if f.splits.test:
         test_set = f.modality.dataset(model, f.splits.test, idx, seed=f.config.seed)
         logits, targets = predict_logits(model, test_set, f.plan.num_workers, compute=compute)
-        results["test"] = f.task.metrics(logits, targets, f.splits.classes)
+        results["test"] = task.metrics(logits, targets, f.splits.classes)
     return results, val_logits, val_targets
 
 
@@ -124,7 +125,7 @@ def write_summary(
         save_weights(f.run.weights_path, load_checkpoint_file(f.run.checkpoint_for_inference()))
     log_final(f.config, f.run.path, results)
     val = ValPredictions(
-        val_logits.softmax(1), val_targets, [str(x.path) for x in f.splits.val],
+        f.task.probabilities(val_logits), val_targets, [str(x.path) for x in f.splits.val],
         texts=f.modality.display(f.splits.val),
     )  # fmt: skip
     report = f.task.write_report(f.run, val)

@@ -1,0 +1,115 @@
+"""``report.html`` of a multi-label run: summary, training curves, per-label AP/F1 bars and
+validation images with their true and predicted label sets (same Figure style as
+:mod:`headstart.evaluation.report`)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from headstart.data.datasets import load_rgb
+from headstart.evaluation.report import ValPredictions, curves_figure, png_base64, read_log
+from headstart.run import RunFolder, atomic_write_text
+
+
+def _per_label(per_label: dict[str, dict[str, Any]]) -> Figure:
+    labels = list(per_label)
+    x = np.arange(len(labels))
+    fig = Figure(figsize=(max(6, 0.5 * len(labels) + 2), 3.6))
+    ax = fig.subplots()
+    ap = [per_label[c]["ap"] if per_label[c]["ap"] is not None else 0.0 for c in labels]
+    ax.bar(x - 0.2, ap, 0.4, label="AP")
+    ax.bar(x + 0.2, [per_label[c]["f1"] for c in labels], 0.4, label="F1 at its threshold")
+    ax.set_xticks(x, labels, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("per-label average precision and F1 (validation)")
+    fig.tight_layout()
+    return fig
+
+
+def _examples(
+    pred: ValPredictions, classes: list[str], thresholds: list[float], k: int = 12
+) -> Figure | None:
+    """Validation images, wrong label sets first, titled with true and predicted labels."""
+    if not len(pred.paths):
+        return None
+    chosen = (pred.probs >= torch.tensor(thresholds)).numpy()
+    truth = (pred.targets > 0.5).numpy()
+    wrong = (chosen != truth).any(1)
+    order = sorted(range(len(pred.paths)), key=lambda i: (not bool(wrong[i]), i))[:k]
+    cols = 4
+    rows = (len(order) + cols - 1) // cols
+    fig = Figure(figsize=(cols * 2.6, rows * 2.8))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
+    for ax in axes:
+        ax.axis("off")
+    for ax, i in zip(axes, order, strict=False):
+        try:
+            ax.imshow(load_rgb(pred.paths[i]))
+        except Exception:
+            ax.text(0.5, 0.5, "unreadable", ha="center")
+        true = ", ".join(c for j, c in enumerate(classes) if truth[i, j]) or "-"
+        said = ", ".join(c for j, c in enumerate(classes) if chosen[i, j]) or "-"
+        ax.set_title(f"true {true}\npred {said}", fontsize=7, color="C3" if wrong[i] else "k")
+    fig.suptitle("validation images: true and predicted labels (wrong sets first, in red)")
+    fig.tight_layout()
+    return fig
+
+
+def write_multilabel_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
+    """Write ``report.html`` and ``report/*.png`` for a multi-label run; returns the path."""
+    metrics = run.load_metrics()
+    classes = run.load_classes()
+    info, val = metrics.get("run", {}), metrics.get("val", {})
+    out = run.path / "report"
+    out.mkdir(exist_ok=True)
+    sections: list[str] = []
+    log = read_log(run)
+    figures: list[tuple[str, Figure | None, str]] = [
+        ("curves", curves_figure(log, info.get("unfreeze_events", [])) if log else None,
+         "training curves (acc: micro F1 at 0.5)"),
+    ]  # fmt: skip
+    if val:
+        figures.append(("per_label", _per_label(val["per_label"]), "per-label AP and F1"))
+    if pred is not None and val:
+        thresholds = [val["thresholds"][c] for c in classes]
+        figures.append(("examples", _examples(pred, classes, thresholds), "validation images"))
+    for name, fig, caption in figures:
+        if fig is None:
+            sections.append(f"<h2>{html.escape(caption)}</h2><p>none</p>")
+            continue
+        b64 = png_base64(fig, out / f"{name}.png")
+        sections.append(
+            f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
+        )
+    rows = [
+        ("model", f"{info.get('model', '')} ({info.get('weights', '')})"),
+        ("strategy", info.get("strategy_plan", info.get("strategy", ""))),
+        ("val macro / micro AP", f"{val.get('macro_ap', float('nan')):.3f} / "
+         f"{val.get('micro_ap', float('nan')):.3f} on {val.get('samples', '?')} samples"),
+        ("val macro / micro F1", f"{val.get('macro_f1', float('nan')):.3f} / "
+         f"{val.get('micro_f1', float('nan')):.3f} (per-label thresholds)"),
+        ("val exact-match accuracy", f"{100 * val.get('accuracy', float('nan')):.2f} %"),
+        ("epochs run", str(info.get("epochs_run", "?"))),
+    ]  # fmt: skip
+    table = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    config = run.config_path.read_text(encoding="utf-8") if run.config_path.is_file() else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>headstart report: {html.escape(run.path.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{text-align:left;padding:3px 10px;border-bottom:1px solid #ddd}}
+img{{max-width:100%;border:1px solid #eee;margin:4px 0}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
+<body><h1>headstart run {html.escape(run.path.name)} (multi-label)</h1><table>{table}</table>
+{"".join(sections)}
+<h2>config.yaml</h2><pre>{html.escape(config)}</pre></body></html>"""
+    path = run.path / "report.html"
+    atomic_write_text(path, page)
+    return path
