@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml requirements-lock.txt requirements-dev-lock.txt require
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Regenerate the lock files after a dependency change in pyproject.toml. Existing pins are kept
-# where they still fit (delete a line, or add --upgrade-package NAME, to move one).
+# Regenerate the lock files after a dependency change in pyproject.toml (reran on a fresh clone:
+# both files came out byte-identical). Existing pins are kept where they still fit; delete a
+# package's entry from the lock file to let it move to a newer release.
 PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links
 lock:
