@@ -130,6 +130,8 @@ def test_feature_extract_learns_and_predicts_label_sets(blobs: Path, tmp_path: P
         assert all(prob >= thresholds[label] for label, prob in p.labels or [])
         agree += sum((c in said) == (c in expected[p.path]) for c in COLOURS)
     assert agree / (4 * len(preds)) > 0.75  # per-label decisions; chance is ~0.5
+    again = headstart.evaluate(tmp_path / "run", blobs)  # the run's thresholds, all 80 images
+    assert again["thresholds"] == thresholds and again["macro_ap"] > 0.85
     # the ONNX export applies sigmoid + the run's thresholds without torch
     pytest.importorskip("onnxruntime")
     from headstart.export.predictor import open_export
@@ -150,3 +152,35 @@ def test_fine_tune_trains_on_images_and_refuses_mixup(blobs: Path, tmp_path: Pat
     assert "task: multi-label" in (tmp_path / "ft" / "config.yaml").read_text()
     with pytest.raises(HeadstartError, match="does not support --mixup"):
         train_tiny(blobs, tmp_path / "mix", mixup=0.2)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_partial_on_cached_activations_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multi-hot targets through the stored-activation rows, and a crash after epoch 0
+    resumes to the uninterrupted run's weights bit for bit."""
+    from headstart.training.module import HeadstartModule
+
+    csv = colour_blobs(tmp_path / "data", 24, seed=1)
+    kw = {"strategy": "partial", "unfreeze_last": 1, "epochs": 2, "class_weights": "auto"}
+    straight = train_tiny(csv, tmp_path / "a", **kw)
+    assert straight.metrics["run"]["cached_activations"] is not None
+
+    def crash(self: HeadstartModule) -> None:
+        if self.current_epoch == 0:
+            raise _Crash
+
+    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
+    with pytest.raises(_Crash):
+        train_tiny(csv, tmp_path / "b", **kw)
+    monkeypatch.undo()
+    resumed = headstart.train(resume=tmp_path / "b")
+    sa = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
+    assert resumed.metrics["val"]["thresholds"] == straight.metrics["val"]["thresholds"]

@@ -151,7 +151,7 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run on labelled data: accuracy, per-class metrics, AUROC."""
     import headstart
-    from headstart.evaluation import metrics_table
+    from headstart.tasks import task_for
 
     with stdout_reserved() if json_out else nullcontext():
         loaded = headstart.load_run(run)
@@ -159,7 +159,14 @@ def evaluate(
     if json_out:
         print(json.dumps(m, indent=2))
         return
-    console.print(metrics_table(m, f"{data} ({m['samples']} {loaded.modality.unit})"))
+    task = task_for(loaded.config)
+    console.print(task.metrics_table(m, f"{data} ({m['samples']} {loaded.modality.unit})"))
+    if "per_label" in m:  # multi-label
+        console.print(
+            f"macro AP {m['macro_ap']:.4f}  micro AP {m['micro_ap']:.4f}  micro F1 "
+            f"{m['micro_f1']:.4f}  exact-match accuracy {m['accuracy']:.4f}"
+        )
+        return
     console.print(
         f"accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  macro AUROC {m['macro_auroc']:.4f}"
     )
