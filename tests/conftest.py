@@ -96,3 +96,25 @@ def tiny_hf_vit(tmp_path: Path) -> Path:
         size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25]
     ).save_pretrained(tmp_path / "vit")
     return tmp_path / "vit"
+
+
+class Crash(Exception):
+    """Raised by :func:`crash_and_resume` to interrupt a run at the end of an epoch."""
+
+
+def crash_and_resume(
+    data: Path, out: Path, monkeypatch: pytest.MonkeyPatch, after_epoch: int, **kw: object
+) -> headstart.TrainResult:
+    """Train :func:`train_tiny` with ``kw`` until it is interrupted at the end of epoch
+    ``after_epoch``, then ``--resume`` it; the resumed run's result (``monkeypatch`` is undone)."""
+    from headstart.training.module import HeadstartModule
+
+    def crash(self: HeadstartModule) -> None:
+        if self.current_epoch == after_epoch:
+            raise Crash
+
+    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
+    with pytest.raises(Crash):
+        train_tiny(data, out, **kw)
+    monkeypatch.undo()
+    return headstart.train(resume=out)

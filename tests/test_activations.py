@@ -16,14 +16,9 @@ from headstart.models import Backbone, Preprocessing, Stage, create_backbone
 from headstart.models.split import SplitError
 from headstart.strategies.base import Gradual, Partial
 from headstart.training import activations as act
-from headstart.training.module import HeadstartModule
-from tests.conftest import train_tiny
+from tests.conftest import crash_and_resume, train_tiny
 
 PARTIAL = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random"}
-
-
-class _Crash(Exception):
-    pass
 
 
 def _state(run: Path) -> dict[str, torch.Tensor]:
@@ -115,15 +110,7 @@ def test_gradual_on_cached_activations_then_images_gives_the_image_paths_weights
     assert b.metrics["run"]["cached_activations"] is None
     assert _max_diff(_state(a.run_dir), _state(b.run_dir)) <= 1e-4
 
-    def crash(self: HeadstartModule) -> None:
-        if self.current_epoch == 1:
-            raise _Crash
-
-    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
-    with pytest.raises(_Crash):
-        train_tiny(image_folder, tmp_path / "part", **kw)
-    monkeypatch.undo()
-    resumed = headstart.train(resume=tmp_path / "part")
+    resumed = crash_and_resume(image_folder, tmp_path / "part", monkeypatch, 1, **kw)
     assert resumed.metrics["run"]["epochs_run"] == 3
     assert _max_diff(_state(a.run_dir), _state(tmp_path / "part")) == 0.0
 
@@ -164,15 +151,7 @@ def test_resume_on_cached_activations_equals_uninterrupted_run(
     straight = train_tiny(image_folder, tmp_path / "straight", **kw)
     assert straight.metrics["run"]["cached_activations"]["rows"] == 2 * 30 + 6
 
-    def crash(self: HeadstartModule) -> None:
-        if self.current_epoch == 1:
-            raise _Crash
-
-    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
-    with pytest.raises(_Crash):
-        train_tiny(image_folder, tmp_path / "part", **kw)
-    monkeypatch.undo()
-    resumed = headstart.train(resume=tmp_path / "part")
+    resumed = crash_and_resume(image_folder, tmp_path / "part", monkeypatch, 1, **kw)
     assert resumed.metrics["run"]["epochs_run"] == 3
     assert _max_diff(_state(straight.run_dir), _state(tmp_path / "part")) == 0.0
 

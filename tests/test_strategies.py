@@ -10,8 +10,7 @@ from headstart.data.samplers import EpochBalancedSampler
 from headstart.models import create_backbone
 from headstart.strategies import Gradual, build_param_groups
 from headstart.strategies.auto import decide
-from headstart.training.module import HeadstartModule
-from tests.conftest import TINY, train_tiny, write_class_folders
+from tests.conftest import TINY, crash_and_resume, train_tiny, write_class_folders
 
 
 def test_gradual_schedule_follows_the_seeds_order() -> None:
@@ -61,10 +60,6 @@ def test_param_groups_per_epoch_under_gradual(image_folder: Path, tmp_path: Path
     ]
 
 
-class _Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_gradual_resume_equals_uninterrupted(
     image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optimizer: str
@@ -79,15 +74,7 @@ def test_gradual_resume_equals_uninterrupted(
     }
     straight = train_tiny(image_folder, tmp_path / "straight", **kw)
 
-    def crash(self: HeadstartModule) -> None:
-        if self.current_epoch == 2:
-            raise _Crash
-
-    monkeypatch.setattr(HeadstartModule, "on_train_epoch_end", crash, raising=False)
-    with pytest.raises(_Crash):
-        train_tiny(image_folder, tmp_path / "part", **kw)
-    monkeypatch.undo()
-    resumed = headstart.train(resume=tmp_path / "part")
+    resumed = crash_and_resume(image_folder, tmp_path / "part", monkeypatch, 2, **kw)
     a = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)
     b = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=True)
     for k in a["state_dict"]:
