@@ -184,3 +184,17 @@ def test_partial_on_cached_activations_resumes_exactly(
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
     assert resumed.metrics["val"]["thresholds"] == straight.metrics["val"]["thresholds"]
+
+
+def test_animal_silhouette_demo_set_has_exact_label_sets(tmp_path: Path) -> None:
+    pytest.importorskip("animal_mnist")
+    from headstart.data.catalog import MULTILABEL_ANIMALS, materialise_multilabel_animals
+
+    out = materialise_multilabel_animals(tmp_path / "ml", train=24, val=8, seed=3)
+    splits = load_splits(out / "train.csv", val=out / "val.csv")
+    assert splits.multi_label and set(splits.classes) <= set(MULTILABEL_ANIMALS)
+    sizes = [len(s.labels) for s in splits.train + splits.val]  # type: ignore[attr-defined]
+    assert len(sizes) == 32 and set(sizes) <= {1, 2, 3} and len(set(sizes)) > 1
+    with Image.open(splits.train[0].path) as im:
+        assert im.size == (64, 64) and im.mode == "RGB"
+    assert materialise_multilabel_animals(out, train=24, val=8, seed=3) == out  # reused

@@ -114,3 +114,64 @@ def materialise_animal_mnist(
                 Image.fromarray(images[i], mode="L").save(d / f"{int(i):05d}.png")
     marker.write_text(json.dumps(params))
     return out
+
+
+#: the animals of the multi-label demo (:func:`materialise_multilabel_animals`)
+MULTILABEL_ANIMALS = ["bird", "cat", "dog", "elephant", "giraffe", "horse"]
+
+
+def _composite(
+    rng: np.random.Generator, silhouettes: list[np.ndarray], size: int = 64
+) -> np.ndarray:
+    """An RGB ``size`` px image: a random two-colour gradient with noise, and each silhouette
+    (28x28 uint8, bright on dark) tinted with a contrasting colour in its own quadrant."""
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0, 1, size)[:, None, None]
+    canvas = (1 - t) * top + t * bottom + rng.normal(0, 12, (size, size, 3))
+    cell = size // 2
+    for s, quadrant in zip(silhouettes, rng.permutation(4), strict=False):
+        y0 = cell * (quadrant // 2) + int(rng.integers(0, cell - 28 + 1))
+        x0 = cell * (quadrant % 2) + int(rng.integers(0, cell - 28 + 1))
+        patch = canvas[y0 : y0 + 28, x0 : x0 + 28]
+        ink = np.where(patch.mean((0, 1)) > 127, rng.integers(0, 60, 3), rng.integers(196, 256, 3))
+        alpha = (s.astype(np.float64) / 255.0)[:, :, None]
+        canvas[y0 : y0 + 28, x0 : x0 + 28] = (1 - alpha) * patch + alpha * ink
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def materialise_multilabel_animals(
+    out: str | Path, train: int = 400, val: int = 100, seed: int = 0, max_animals: int = 3
+) -> Path:
+    """Write a multi-label demo set: ``out/images/<split>_<n>.png`` (64 px) each showing 1 to
+    ``max_animals`` (at most 4) different Animal-MNIST silhouettes of :data:`MULTILABEL_ANIMALS`
+    on a varied background, and ``out/train.csv`` / ``out/val.csv`` (``path,labels``) naming
+    exactly the animals drawn. Train and val use disjoint silhouettes. Idempotent like
+    :func:`materialise_animal_mnist`."""
+    out = Path(out)
+    marker = out / "multilabel-animals.json"
+    params = {"train": train, "val": val, "seed": seed, "max_animals": max_animals}
+    if marker.is_file():
+        if json.loads(marker.read_text()) == params:
+            return out
+        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    images, labels = load_animal_mnist()
+    rng = np.random.default_rng(seed)
+    pools = {}  # split -> animal -> silhouette indices (disjoint between splits)
+    for name in MULTILABEL_ANIMALS:
+        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
+        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("val", val)):
+        rows = ["path,labels"]
+        for i in range(n):
+            k = int(rng.integers(1, min(max_animals, 4) + 1))
+            chosen = sorted(rng.choice(MULTILABEL_ANIMALS, k, replace=False).tolist())
+            drawn = [images[int(rng.choice(pools[a][split]))] for a in chosen]
+            name = f"images/{split}_{i:05d}.png"
+            Image.fromarray(_composite(rng, drawn)).save(out / name)
+            rows.append(f"{name},{'|'.join(chosen)}")
+        (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    marker.write_text(json.dumps(params))
+    return out

@@ -154,13 +154,16 @@ def fit(trainer: L.Trainer, p: Prepared, run: RunFolder, ckpt_path: Path | None)
 
 
 def class_table(splits: DataSplits) -> Table:
-    """Samples per class and split, with totals."""
+    """Samples per class and split, with totals (multi-label: images holding each label, and
+    the images of each split)."""
     counts = splits.counts()
-    t = Table(title=f"{len(splits.classes)} classes")
-    t.add_column("class")
+    multi = splits.multi_label  # images holding each label; the total counts images
+    t = Table(title=f"{len(splits.classes)} {'labels (multi-label)' if multi else 'classes'}")
+    t.add_column("label" if multi else "class")
     for split in counts:
         t.add_column(split, justify="right")
     for c in splits.classes:
         t.add_row(escape(c), *[str(counts[s][c]) for s in counts])  # names may hold [brackets]
-    t.add_row("[bold]total", *[f"[bold]{sum(counts[s].values())}" for s in counts])
+    totals = [len(getattr(splits, s)) if multi else sum(counts[s].values()) for s in counts]
+    t.add_row("[bold]images" if multi else "[bold]total", *[f"[bold]{n}" for n in totals])
     return t
