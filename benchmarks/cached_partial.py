@@ -17,6 +17,7 @@ test split, which nothing selected on. Writes benchmarks/results/cached_{strateg
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -46,14 +47,32 @@ def one(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     )  # fmt: skip
     wall = time.perf_counter() - t0
     info = r.metrics["run"]
+    with (Path(args.run) / "log.csv").open() as f:
+        epoch_s = [float(row["seconds"]) for row in csv.DictReader(f)]
     return {
         "val_accuracy": round(r.val_accuracy, 4),
         "test_accuracy": round(r.metrics["test"]["accuracy"], 4),
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cached_activations": info.get("cached_activations"),
+        "epoch_seconds": epoch_s,
         "threads": torch.get_num_threads(),
     }
+
+
+def _phase_lines(rows: list[dict[str, Any]], until: int | None) -> list[str]:
+    """Training seconds (log.csv) of the epochs before and after the move to images."""
+    if not until:
+        return []
+    cached, images = (r["epoch_seconds"] for r in rows)
+    head = [sum(cached[:until]), sum(images[:until])]
+    tail = [sum(cached[until:]), sum(images[until:])]
+    return [
+        "",
+        f"Epochs 0-{until - 1} (stored activations vs images): {head[0]:.1f} s vs "
+        f"{head[1]:.1f} s of training (ratio {head[0] / head[1]:.2f}); epochs {until}-"
+        f"{len(cached) - 1} (images in both runs): {tail[0]:.1f} s vs {tail[1]:.1f} s.",
+    ]
 
 
 def main() -> None:
@@ -135,6 +154,7 @@ def main() -> None:
         f"{act.get('boundary')} ({'x'.join(map(str, act.get('shape', [])))}, "
         f"{act.get('bytes_per_image')} B per image, {act.get('total_bytes', 0) / 1e6:.1f} MB)"
         + (f"; images from epoch {act['until_epoch']}." if act.get("until_epoch") else "."),
+        *_phase_lines(rows, act.get("until_epoch")),
         "",
         f"`{meta['command']}`",
     ]
