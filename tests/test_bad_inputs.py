@@ -668,7 +668,10 @@ def test_cli_run_folder_problems(
     bad.mkdir()
     (bad / "ok.png").write_bytes(_png())
     (bad / "broken.jpg").write_bytes(_jpeg()[:100])
-    r = cli("predict", trained_run, bad)
+    r = cli("predict", trained_run, bad)  # the readable one is predicted, the other named
+    assert r.code == 0 and f"cannot read image {bad / 'broken.jpg'}" in r.text
+    assert "ok.png" in r.text and "1 of 2 inputs could not be read" in " ".join(r.text.split())
+    r = cli("predict", trained_run, bad, "--strict")
     assert r.code == 2 and f"cannot read image {bad / 'broken.jpg'}" in r.text
     assert "Replace the file or leave it out" in r.text
     r = cli("predict", trained_run, tmp_path / "nothing.png")

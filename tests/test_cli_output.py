@@ -165,14 +165,11 @@ def test_read_only_arrays_reach_torch_without_a_warning() -> None:
 
     frozen = np.arange(12, dtype=np.uint8).reshape(3, 4)
     frozen.flags.writeable = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        t = torch.from_numpy(torch_ready(frozen))
-    assert t.tolist() == frozen.tolist()
+    ready = torch_ready(frozen)  # (torch warns once per process, so check the copy itself)
+    assert ready.flags.writeable and not np.shares_memory(ready, frozen)
+    assert torch.from_numpy(ready).tolist() == frozen.tolist()
     writable = np.zeros((3, 4), np.float32)
     assert np.shares_memory(torch_ready(writable), writable)
-    with pytest.warns(UserWarning, match="not writable"):
-        torch.from_numpy(frozen)
 
 
 def test_feature_message_names_each_source_and_its_own_time(
