@@ -143,6 +143,17 @@ def test_feature_extract_learns_and_predicts_label_sets(blobs: Path, tmp_path: P
     for eager, onnx in zip(preds, exported, strict=True):
         assert [c for c, _ in onnx.labels or []] == [c for c, _ in eager.labels or []]
         assert onnx.probability == pytest.approx(eager.probability, abs=1e-4)
+    # serve answers with the same label sets (the export and the run folder behind it)
+    from fastapi.testclient import TestClient
+
+    from headstart.export.serve import create_app
+
+    for model in (res.path, tmp_path / "run"):
+        client = TestClient(create_app(model))
+        files = [("files", (Path(n).name, Path(n).read_bytes())) for n in names[:6]]
+        served = client.post("/predict", files=files).json()["predictions"]
+        for eager, row in zip(preds[:6], served, strict=True):
+            assert [x["label"] for x in row["labels"]] == [c for c, _ in eager.labels or []]
 
 
 def test_fine_tune_trains_on_images_and_refuses_mixup(blobs: Path, tmp_path: Path) -> None:

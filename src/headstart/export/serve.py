@@ -30,7 +30,6 @@ from headstart import version
 from headstart.export.batching import MicroBatcher
 from headstart.export.inputs import RequestError, RequestLimits
 from headstart.export.predictor import ExportedPredictor, open_export
-from headstart.files import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,8 @@ def create_app(
         except Exception as err:  # never let a bad input take the server down
             log.exception("prediction failed")
             raise HTTPException(422, f"prediction failed: {type(err).__name__}") from None
-        preds = [
-            Prediction.from_probabilities(n, p, predictor.labels, top_k).to_json(inputs.name_key)
-            for n, p in zip(names, probs, strict=True)
-        ]
+        # top-k, and for a multi-label model every label at or above its threshold
+        preds = [p.to_json(inputs.name_key) for p in predictor.decode(names, probs, top_k)]
         return {"predictions": preds}
 
     return app
