@@ -109,6 +109,9 @@ def test_gradual_on_cached_activations_then_images_gives_the_image_paths_weights
     assert a.metrics["run"]["cached_activations"]["until_epoch"] == 2
     assert b.metrics["run"]["cached_activations"] is None
     assert _max_diff(_state(a.run_dir), _state(b.run_dir)) <= 1e-4
+    # validation follows the phases too: stored rows in epochs 0-1, images in epoch 2
+    logs = [np.genfromtxt(r.run_dir / "log.csv", delimiter=",", names=True) for r in (a, b)]
+    np.testing.assert_allclose(logs[0]["val_loss"], logs[1]["val_loss"], atol=1e-4)
 
     resumed = crash_and_resume(image_folder, tmp_path / "part", monkeypatch, 1, **kw)
     assert resumed.metrics["run"]["epochs_run"] == 3

@@ -7,7 +7,7 @@ as float16 in a memory-mapped ``.npy`` file, and trains stages ``k..`` and the h
 (:meth:`Backbone.forward_from`). A gradual run whose last step unfreezes every stage does the
 same for the epochs before that step (``ActivationPlan.until``): the cut is the prefix frozen in
 all of them, the stages that join in between run on the stored rows, and from epoch ``until``
-the run trains on images (:class:`~headstart.training.loaders.PhasedData`).
+the run trains on images (:class:`~headstart.training.loaders.PhasedRows`).
 
 * The decision (:func:`plan_activations`) is the plan's: the cut ``k`` is the number of leading
   stages frozen in every epoch; the body must split there (:mod:`headstart.models.split`, checked

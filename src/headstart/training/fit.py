@@ -182,7 +182,7 @@ def train(
         trainer = make_trainer(
             trained, run.path, steps_per_epoch=len(p.loaders.train), checkpoints=run.checkpoints,
             log_csv=run.log_path, callbacks=[NonFiniteLossGuard(), *extra_callbacks],
-            trackers=True, reload_dataloaders=p.loaders.images is not None,
+            trackers=True,
         )  # fmt: skip
         fit(trainer, p, run, ckpt_path)
         epochs_run, global_zero = trainer.current_epoch, trainer.is_global_zero

@@ -7,12 +7,12 @@ keys ``(index, epoch)``), so a cached-feature run reproduces the slow path's hea
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from headstart.config import TrainConfig
 from headstart.console import console
@@ -40,9 +40,6 @@ class Loaders:
     loader_kw: dict[str, Any] = field(default_factory=dict)
     #: validation activations on the cached-activation path (``plan.activations``)
     val_activations: ActivationRows | None = None
-    #: (train, val) image loaders from epoch ``plan.activations.until`` on (gradual runs
-    #: whose first epochs train on stored activations), else ``None``
-    images: tuple[DataLoader[Any], DataLoader[Any]] | None = None
 
     @property
     def drop_last(self) -> bool:
@@ -187,7 +184,6 @@ def make_loaders(
     )
     val_features = None
     loader_kw: dict[str, Any] = {}
-    images: tuple[DataLoader[Any], DataLoader[Any]] | None = None
     activations = activation_data(config, splits, backbone, plan, modality)
     if plan.cached_features:
         train_set, val_features, targets = cached_feature_sets(
@@ -198,37 +194,51 @@ def make_loaders(
         train_set, val_activations, targets = activations
         backbone.to(memory_format=torch.channels_last)
         val_loader = DataLoader(val_activations, batch_size=config.batch_size)
-        if plan.activations is not None and plan.activations.until is not None:
-            image_train, image_val, kw = image_sets(config, splits, backbone, plan, modality)
-            images = (train_loader(config, image_train, targets, kw), image_val)
+        until = plan.activations.until if plan.activations is not None else None
+        if until is not None:  # stored rows first, images from epoch `until` on
+            image_train, image_val, loader_kw = image_sets(config, splits, backbone, plan, modality)
+            train_set = PhasedRows(train_set, image_train, until)
+            val_loader = DataLoader(
+                PhasedRows(val_activations, image_val.dataset, until),
+                batch_size=config.batch_size, sampler=EpochKeys(len(val_activations)),
+                **loader_kw,
+            )  # fmt: skip
     else:
         train_set, val_loader, loader_kw = image_sets(config, splits, backbone, plan, modality)
     return Loaders(
         train_loader(config, train_set, targets, loader_kw), val_loader, len(targets),
-        val_features, loader_kw, activations[1] if activations is not None else None, images,
+        val_features, loader_kw, activations[1] if activations is not None else None,
     )  # fmt: skip
 
 
-class PhasedData(L.LightningDataModule):
-    """The loaders of a run that trains on stored activations until ``until`` and on images
-    from then on (gradual unfreezing reaching stage 0): each epoch's loaders follow the
-    trainer's epoch (Lightning reloads them every epoch), so resume lands in the right phase."""
+class PhasedRows(Dataset[Any]):
+    """Item ``i`` of ``first`` (stored activations) for keys of epochs before ``until``, of
+    ``then`` (images) from it on: one loader serves both phases of a gradual run, so the
+    batches follow the sampler's ``(index, epoch)`` keys in either phase (resume included) and
+    workers are not restarted or re-primed when images take over."""
 
-    def __init__(
-        self,
-        first: tuple[Any, DataLoader[Any]],
-        then: tuple[Any, DataLoader[Any]],
-        until: int,
-    ) -> None:
-        super().__init__()
+    def __init__(self, first: Any, then: Any, until: int) -> None:
         self.first, self.then, self.until = first, then, until
 
-    def _phase(self) -> tuple[Any, DataLoader[Any]]:
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return self.first if epoch < self.until else self.then
+    def __len__(self) -> int:
+        return len(self.first)
 
-    def train_dataloader(self) -> Any:
-        return self._phase()[0]
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        return (self.first if key[1] < self.until else self.then)[key]
 
-    def val_dataloader(self) -> Any:
-        return self._phase()[1]
+
+class EpochKeys(Sampler[tuple[int, int]]):
+    """``(index, epoch)`` in order: validation of a :class:`PhasedRows` set (Lightning calls
+    ``set_epoch`` on validation samplers too, before each validation run of a fit)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter((i, self.epoch) for i in range(self.n))
+
+    def __len__(self) -> int:
+        return self.n

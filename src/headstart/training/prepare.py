@@ -23,7 +23,7 @@ from headstart.run import RunFolder
 from headstart.tasks import task_for
 from headstart.training.callbacks import NonFiniteLoss
 from headstart.training.features import FeatureSource
-from headstart.training.loaders import Loaders, PhasedData, make_loaders
+from headstart.training.loaders import Loaders, make_loaders
 from headstart.training.module import HeadstartModule
 from headstart.training.plan import Plan, make_plan, num_workers_for
 from headstart.training.plugins import PluginFactory, SetupContext, TrainingPlugin
@@ -50,23 +50,10 @@ class Prepared:
 
     @property
     def fit_loader(self) -> Any:
-        return self._wrapped(self.loaders.train)
-
-    def _wrapped(self, loader: Any) -> Any:
+        loader: Any = self.loaders.train
         for plugin in self.plugins:
             loader = plugin.fit_loader(loader)
         return loader
-
-    @property
-    def phased(self) -> PhasedData | None:
-        """The per-epoch loaders of a run that moves from stored activations to images (the
-        trainer then reloads its loaders every epoch), else ``None``."""
-        images, acts = self.loaders.images, self.plan.activations
-        if images is None or acts is None or acts.until is None:
-            return None
-        return PhasedData(
-            (self.fit_loader, self.loaders.val), (self._wrapped(images[0]), images[1]), acts.until
-        )
 
 
 def load_inputs(config: TrainConfig) -> Inputs:
@@ -135,11 +122,7 @@ def fit(trainer: L.Trainer, p: Prepared, run: RunFolder, ckpt_path: Path | None)
             for name in ("best.ckpt", "last.ckpt"):
                 trainer.save_checkpoint(run.checkpoints / name)
         else:
-            phased = p.phased
-            if phased is not None:
-                trainer.fit(p.module, datamodule=phased, ckpt_path=ckpt_path)
-            else:
-                trainer.fit(p.module, p.fit_loader, p.loaders.val, ckpt_path=ckpt_path)
+            trainer.fit(p.module, p.fit_loader, p.loaders.val, ckpt_path=ckpt_path)
     except NonFiniteLoss as err:
         kept = (
             f"the checkpoints of the last good epoch are kept in {run.checkpoints} (--resume "

@@ -345,7 +345,6 @@ def run_candidate(
     trainer = make_trainer(
         config, folder, steps_per_epoch=len(p.loaders.train), checkpoints=run.checkpoints,
         log_csv=run.log_path, callbacks=[NonFiniteLossGuard(), recorder],
-        reload_dataloaders=p.loaders.images is not None,
     )  # fmt: skip
     fit(trainer, p, run, None)
     return recorder.score, trainer.current_epoch, recorder.pruned

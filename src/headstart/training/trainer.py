@@ -96,15 +96,13 @@ def make_trainer(
     distributed: bool = True,
     resume_command: str | None = None,
     trackers: bool = False,
-    reload_dataloaders: bool = False,
 ) -> L.Trainer:
     """A Trainer for ``config`` writing under ``root``: checkpoints (when ``checkpoints`` is a
     folder), ``log_csv`` (one row per epoch), early stopping (``--patience``),
     a progress bar on terminals, atomic checkpoint files. ``distributed=False`` runs on one
     device (lr-find). Ctrl-C stops with exit code 130 and ``resume_command`` (default:
     ``headstart train --resume ROOT``) when there are checkpoints to continue from.
-    ``trackers=True`` (a training run's own trainer) adds the ``--logger`` trackers;
-    ``reload_dataloaders`` asks for the loaders every epoch (:class:`~headstart.training.loaders.PhasedData`)."""
+    ``trackers=True`` (a training run's own trainer) adds the ``--logger`` trackers."""
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
         _SAVE_NOTE
     )
@@ -148,6 +146,5 @@ def make_trainer(
         enable_model_summary=False,
         enable_progress_bar=console.is_terminal,
         log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        reload_dataloaders_every_n_epochs=int(reload_dataloaders),
         **scale,  # type: ignore[arg-type]
     )
