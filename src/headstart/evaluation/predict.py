@@ -25,6 +25,7 @@ def predict_logits(
     returned as float32 CPU tensors; the backbone goes back to its device afterwards."""
     compute = compute or resolve_compute()
     backbone.eval()
+    backbone.to(memory_format=torch.channels_last)  # as training: ~1.8x faster convs on CPU
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=backbone.collate_fn,
         pin_memory=compute.pin_memory,
@@ -32,11 +33,19 @@ def predict_logits(
     outs, ys = [], []
     with placed(backbone, compute), compute.autocast():
         for x, y in loader:
-            outs.append(backbone(compute.to(x)).float().cpu())
+            outs.append(backbone(channels_last(compute.to(x))).float().cpu())
             ys.append(torch.as_tensor(y))
     if not outs:
         raise HeadstartError("no images to evaluate")
     return torch.cat(outs), torch.cat(ys)
+
+
+def channels_last(x: Any) -> Any:
+    """Image batches (4-D tensors) in channels-last layout, the one the conv weights use;
+    anything else (text batches: dicts of token ids) as it is."""
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 @torch.inference_mode()
