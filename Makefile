@@ -15,7 +15,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 # Lock files, written by `make lock` (pip-compile --generate-hashes, pip-tools 7.6.2) for
 # CPython 3.11 on Linux x86_64: every transitive pin with the sha256 of each of its files, so
 # `make install` installs exactly them (--require-hashes: anything unlisted or altered fails).
-#   requirements-lock.txt      runtime: the extras train + serve + predict + track (pyproject.toml)
+#   requirements-lock.txt      runtime: the extras train + text + serve + predict + track (pyproject.toml)
 #   requirements-dev-lock.txt  the dev extra (pytest, ruff, mypy, ...), constrained to the above
 #   requirements-pins.txt      constraints the runtime lock keeps: torch 2.14.1, torchvision 0.29.1
 #                              (pip-compile ignores pip's configured cap; these releases lie on the
@@ -39,8 +39,8 @@ PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --str
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet "pip-tools==7.6.2"
-	$(PIP_COMPILE) -c requirements-pins.txt --extra train --extra serve --extra predict \
-		--extra track --output-file requirements-lock.txt pyproject.toml
+	$(PIP_COMPILE) -c requirements-pins.txt --extra train --extra text --extra serve \
+		--extra predict --extra track --output-file requirements-lock.txt pyproject.toml
 	$(PIP_COMPILE) -c requirements-lock.txt --extra dev --output-file requirements-dev-lock.txt \
 		pyproject.toml
 

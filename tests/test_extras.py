@@ -22,18 +22,31 @@ BLOCKED = ("torch", "torchvision", "lightning", "transformers", "fastapi")
 
 #: run as ``python -c``: make the packages of the training and serving extras unimportable,
 #: run ``headstart <argv>``, then fail if any of them got into sys.modules anyway
-WITHOUT_EXTRAS = f"""
-import importlib.abc, sys
+WITHOUT_EXTRAS = """
+import importlib.abc, os, sys
 
-BLOCKED = {BLOCKED!r}
+BLOCKED = tuple(os.environ["HEADSTART_TEST_BLOCKED"].split(","))
 
 class NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
 sys.meta_path.insert(0, NotInstalled())
+
+# ... and their distribution metadata, which libraries consult before importing (torchmetrics
+# imports transformers when its metadata says it is installed)
+import importlib.metadata as md
+
+def hidden(real):
+    def lookup(name, *args, **kwargs):
+        if name.lower().replace("_", "-") in BLOCKED:
+            raise md.PackageNotFoundError(name)
+        return real(name, *args, **kwargs)
+    return lookup
+
+md.distribution, md.version = hidden(md.distribution), hidden(md.version)
 sys.argv = ["headstart", *sys.argv[1:]]
 from headstart.cli import main
 try:
@@ -44,12 +57,14 @@ finally:
 """
 
 
-def run_without_extras(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run_without_extras(
+    *args: str | Path, blocked: tuple[str, ...] = BLOCKED
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", WITHOUT_EXTRAS, *map(str, args)],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "400"},
+        env={**os.environ, "COLUMNS": "400", "HEADSTART_TEST_BLOCKED": ",".join(blocked)},
         timeout=300,
     )
 
@@ -91,3 +106,21 @@ def test_training_commands_without_torch_name_the_extra(tmp_path: Path) -> None:
     assert "pip install 'headstart[train]'" in text, text
     assert "Traceback" not in text, text
     assert not (tmp_path / "run").exists()
+
+
+def test_image_training_needs_no_text_extra_and_lora_names_it(tmp_path: Path) -> None:
+    """``headstart[train]`` alone trains torchvision/timm models; what needs transformers or peft
+    (LoRA, text, hf:, CLIP) names the text extra."""
+    data = write_class_folders(tmp_path / "data", 4)
+    tiny = ["--model", "torchvision:resnet18", "--weights", "none", "--image-size", "32",
+            "--epochs", "1", "--num-workers", "0"]  # fmt: skip
+    hf = ("transformers", "peft")
+    r = run_without_extras("train", data, "--out", tmp_path / "run", *tiny, blocked=hf)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    r = run_without_extras(
+        "train", data, "--out", tmp_path / "lora", *tiny, "--strategy", "lora", blocked=hf
+    )
+    text = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 2 and "pip install 'headstart[text]'" in text, text
+    assert "Traceback" not in text, text

@@ -593,10 +593,8 @@ def demo(
 #: the extra (pyproject's optional-dependencies) that installs each optional top-level package;
 #: the base install is the CLI alone, so a command whose packages are missing says what to install
 EXTRA_OF = {
-    **dict.fromkeys(
-        ("torch", "torchvision", "lightning", "torchmetrics", "timm", "transformers", "peft"),
-        "train",
-    ),
+    **dict.fromkeys(("torch", "torchvision", "lightning", "torchmetrics", "timm"), "train"),
+    **dict.fromkeys(("transformers", "peft"), "text"),
     **dict.fromkeys(("optuna", "matplotlib", "safetensors", "onnx", "huggingface_hub"), "train"),
     **dict.fromkeys(("onnxruntime", "tokenizers"), "predict"),
     **dict.fromkeys(("fastapi", "starlette", "uvicorn", "multipart", "python_multipart"), "serve"),
@@ -604,6 +602,7 @@ EXTRA_OF = {
 }
 _EXTRA_WORDS = {
     "train": "training",
+    "text": "Hugging Face (text, hf:, CLIP, LoRA)",
     "predict": "predictor",
     "serve": "serving",
     "track": "tracking",

@@ -67,12 +67,10 @@ def _restage(backbone: Backbone, with_lora: bool) -> None:
 def add_lora(backbone: Backbone, r: int = 8, alpha: int = 16, dropout: float = 0.1) -> int:
     """Inject rank-``r`` adapters into the body's attention projections (in place); returns
     the number of adapter parameters. The adapters form the last stage, ``lora``."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise ModelError(
-            "--strategy lora needs the peft package (make install provides it)"
-        ) from None
+    # without peft: ModuleNotFoundError, which the CLI turns into "needs the ... extra:
+    # pip install 'headstart[text]'" (exit 2)
+    from peft import LoraConfig, inject_adapter_in_model
+
     if has_lora(backbone):
         raise ValueError("the backbone already has LoRA adapters")
     targets = lora_targets(backbone.body)
