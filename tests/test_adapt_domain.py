@@ -147,14 +147,22 @@ def shifted(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.parametrize("method", ["mmd", "dann"])
 def test_adapted_run_on_cached_features_reports_both_accuracies(
-    shifted: tuple[Path, Path, Path], tmp_path: Path, method: str
-) -> None:
+    shifted: tuple[Path, Path, Path], tmp_path: Path, method: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     source, target, target_eval = shifted
     r = train_tiny(
         source, tmp_path / "run", head="mlp", head_hidden=32, adapt=method,
         target_unlabeled=str(target), target_eval=str(target_eval), epochs=2,
     )  # fmt: skip
     m = json.loads((r.run_dir / "metrics.json").read_text())
+    printed = " ".join(capsys.readouterr().out.split())
+    a = m["adaptation"]
+    assert (
+        f"target domain (12 labelled): accuracy {m['target_eval']['accuracy']:.4f} with "
+        f"--adapt {method}, source-only {a['source_only_target_accuracy']:.4f}: "
+        f"{a['gain_points']:+.2f} points"
+    ) in printed, printed
     assert m["run"]["cached_features"] is True
     a = m["adaptation"]
     assert a["method"] == method and a["target_unlabeled_images"] == 18

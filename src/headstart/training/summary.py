@@ -135,5 +135,22 @@ def write_summary(
             console.print(
                 f.task.metrics_table(results[split], f"{split} ({samples} {f.modality.unit})")
             )
+    if "target_eval" in results:  # --target-eval (domain adaptation): the number that matters
+        console.print(target_line(results["target_eval"], results.get("adaptation")))
     seconds = results["run"]["seconds"]
     console.print(f"run folder: {f.run.path}   ({seconds:.1f}s)   report: {report}", markup=False)
+
+
+def target_line(target: dict[str, Any], adaptation: dict[str, Any] | None) -> str:
+    """The printed summary of ``--target-eval``: accuracy there and, with ``--adapt``, the
+    source-only baseline's and the gain."""
+    line = f"target domain ({target['samples']} labelled): accuracy {target['accuracy']:.4f}"
+    if adaptation and "gain_points" in adaptation:
+        line += (
+            f" with --adapt {adaptation.get('method', '')}".rstrip()
+            + f", source-only {adaptation['source_only_target_accuracy']:.4f}: "
+            f"{adaptation['gain_points']:+.2f} points"
+        )
+    elif adaptation and "note" in adaptation:
+        line += f" ({adaptation['note']})"
+    return line
