@@ -13,25 +13,24 @@ import torch
 from matplotlib.figure import Figure
 
 from headstart.data.datasets import load_rgb
-from headstart.evaluation.report import ValPredictions, curves_figure, png_base64, read_log
+from headstart.evaluation.report import (
+    ValPredictions,
+    curves_figure,
+    paired_bars,
+    png_base64,
+    read_log,
+)
 from headstart.run import RunFolder, atomic_write_text
 
 
 def _per_label(per_label: dict[str, dict[str, Any]]) -> Figure:
     labels = list(per_label)
-    x = np.arange(len(labels))
-    fig = Figure(figsize=(max(6, 0.5 * len(labels) + 2), 3.6))
-    ax = fig.subplots()
     ap = [per_label[c]["ap"] if per_label[c]["ap"] is not None else 0.0 for c in labels]
-    ax.bar(x - 0.2, ap, 0.4, label="AP")
-    ax.bar(x + 0.2, [per_label[c]["f1"] for c in labels], 0.4, label="F1 at its threshold")
-    ax.set_xticks(x, labels, rotation=45, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("per-label average precision and F1 (validation)")
-    fig.tight_layout()
-    return fig
+    f1 = [per_label[c]["f1"] for c in labels]
+    return paired_bars(
+        labels, {"AP": ap, "F1 at its threshold": f1},
+        "per-label average precision and F1 (validation)",
+    )  # fmt: skip
 
 
 def _examples(

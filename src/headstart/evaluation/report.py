@@ -141,20 +141,27 @@ def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
     return fig
 
 
-def _per_class(per_class: dict[str, dict[str, float]]) -> Figure:
-    classes = list(per_class)
-    x = np.arange(len(classes))
-    fig = Figure(figsize=(max(6, 0.5 * len(classes) + 2), 3.6))
+def paired_bars(names: list[str], bars: dict[str, list[float]], title: str) -> Figure:
+    """Two scores in [0, 1] per name, side by side (``bars``: legend label -> values)."""
+    x = np.arange(len(names))
+    fig = Figure(figsize=(max(6, 0.5 * len(names) + 2), 3.6))
     ax = fig.subplots()
-    ax.bar(x - 0.2, [per_class[c]["precision"] for c in classes], 0.4, label="precision")
-    ax.bar(x + 0.2, [per_class[c]["recall"] for c in classes], 0.4, label="recall")
-    ax.set_xticks(x, classes, rotation=45, ha="right")
+    (left, lv), (right, rv) = bars.items()
+    ax.bar(x - 0.2, lv, 0.4, label=left)
+    ax.bar(x + 0.2, rv, 0.4, label=right)
+    ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title("per-class precision and recall (validation)")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _per_class(per_class: dict[str, dict[str, float]]) -> Figure:
+    classes = list(per_class)
+    scores = {k: [per_class[c][k] for c in classes] for k in ("precision", "recall")}
+    return paired_bars(classes, scores, "per-class precision and recall (validation)")
 
 
 def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | None:
