@@ -16,8 +16,8 @@ from headstart.data.datasets import load_rgb
 from headstart.evaluation.report import (
     ValPredictions,
     curves_figure,
+    figure_section,
     paired_bars,
-    png_base64,
     read_log,
 )
 from headstart.run import RunFolder, atomic_write_text
@@ -80,14 +80,7 @@ def write_multilabel_report(run: RunFolder, pred: ValPredictions | None = None) 
     if pred is not None and val:
         thresholds = [val["thresholds"][c] for c in classes]
         figures.append(("examples", _examples(pred, classes, thresholds), "validation images"))
-    for name, fig, caption in figures:
-        if fig is None:
-            sections.append(f"<h2>{html.escape(caption)}</h2><p>none</p>")
-            continue
-        b64 = png_base64(fig, out / f"{name}.png")
-        sections.append(
-            f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
-        )
+    sections += [figure_section(out, name, fig, caption) for name, fig, caption in figures]
     rows = [
         ("model", f"{info.get('model', '')} ({info.get('weights', '')})"),
         ("strategy", info.get("strategy_plan", info.get("strategy", ""))),

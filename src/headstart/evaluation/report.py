@@ -141,6 +141,15 @@ def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
     return fig
 
 
+def figure_section(out: Path, name: str, fig: Figure | None, caption: str) -> str:
+    """A report section: ``caption`` and the figure (saved as ``out/<name>.png`` and inlined),
+    or "none" when there is no figure."""
+    if fig is None:
+        return f"<h2>{html.escape(caption)}</h2><p>none</p>"
+    b64 = png_base64(fig, out / f"{name}.png")
+    return f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
+
+
 def paired_bars(names: list[str], bars: dict[str, list[float]], title: str) -> Figure:
     """Two scores in [0, 1] per name, side by side (``bars``: legend label -> values)."""
     x = np.arange(len(names))
@@ -340,13 +349,7 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
     sections: list[str] = []
 
     def figure(name: str, fig: Figure | None, caption: str) -> None:
-        if fig is None:
-            sections.append(f"<h2>{html.escape(caption)}</h2><p>none</p>")
-            return
-        b64 = png_base64(fig, out / f"{name}.png")
-        sections.append(
-            f'<h2>{html.escape(caption)}</h2><img alt="{name}" src="data:image/png;base64,{b64}">'
-        )
+        sections.append(figure_section(out, name, fig, caption))
 
     log = read_log(run)
     events = info.get("unfreeze_events", [])
