@@ -20,6 +20,7 @@ from headstart.adapt.domain import (
     grad_reverse,
 )
 from headstart.errors import HeadstartError
+from headstart.models import create_backbone
 from headstart.training.module import HeadstartModule
 from tests.conftest import train_tiny, write_class_folders
 
@@ -208,6 +209,33 @@ def test_adapted_image_path_trains_backbone_stages(
     assert len(log) == 2 and log[1].split(",")[1] not in ("", "nan")
 
 
+def test_dann_on_cached_activations_gives_the_image_paths_weights(
+    shifted: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """partial + DANN: the frozen prefix runs once for source and target images, the trainable
+    stages see mixed source+target batches (train-mode BatchNorm) as on images. Stored as
+    float32 the weights (discriminator included) are the image path's exactly."""
+    from headstart.training import activations as act
+
+    monkeypatch.setattr(act, "STORE_DTYPE", np.float32)
+    source, target, _ = shifted
+    kw = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random", "adapt": "dann",
+          "target_unlabeled": str(target), "bn": "train"}  # fmt: skip
+    a = train_tiny(source, tmp_path / "a", **kw)
+    b = train_tiny(source, tmp_path / "b", cache_activations=False, **kw)
+    assert a.metrics["run"]["cached_activations"]["cut"] == 3
+    assert b.metrics["run"]["cached_activations"] is None
+    sa = torch.load(a.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(b.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("train_hook.") for k in sa) and sa.keys() == sb.keys()
+    for k in sa:  # BatchNorm running statistics of the trainable stages included
+        torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=k)
+    start = create_backbone("torchvision:resnet18", 3, weights="none", image_size=32)
+    assert not torch.equal(
+        sa["backbone.body.layer4.0.bn1.running_mean"], start.body.layer4[0].bn1.running_mean
+    )
+
+
 def test_nothing_to_adapt_is_refused(shifted: tuple[Path, Path, Path], tmp_path: Path) -> None:
     source, target, _ = shifted
     with pytest.raises(HeadstartError, match="--head mlp"):
@@ -282,3 +310,24 @@ def test_adapted_run_under_ddp_keeps_ranks_identical(
     last = torch.load(dumps / "rank0-epoch1.pt", weights_only=True)["state"]
     key = "train_hook.loss.discriminator.0.weight"
     assert not torch.equal(first[key], last[key])
+
+
+def test_adapt_with_stage_0_joining_later_trains_on_images(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A gradual run that reaches stage 0 would move source batches to images mid-run; the
+    target batches cannot follow, so such a run trains on images throughout."""
+    from headstart.strategies.base import Gradual
+    from headstart.training import activations as act
+
+    b = create_backbone("torchvision:resnet18", 3, weights="none", image_size=64)
+    b.set_trainable_stages([])
+    kw = {"data": "x", "strategy": "gradual", "epochs": 3}
+    plain = headstart.TrainConfig(**kw)
+    adapted = headstart.TrainConfig(**kw, adapt="dann", target_unlabeled="t/")
+    assert act.plan_activations(plain, b, Gradual(unfreeze_every=1, steps=2), 10, 4) is not None
+    capsys.readouterr()
+    assert act.plan_activations(adapted, b, Gradual(unfreeze_every=1, steps=2), 10, 4) is None
+    assert "--adapt with stage conv1..bn1 joining at epoch 2" in " ".join(
+        capsys.readouterr().out.split()
+    )

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from headstart.data import DataSplits
     from headstart.models.backbone import Backbone
     from headstart.run import RunFolder
+    from headstart.training.activations import ActivationPlan
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +320,11 @@ def setup_adaptation(
     drop_last: bool,
     loader_kw: dict[str, Any],
     num_workers: int,
+    activations: ActivationPlan | None = None,
 ) -> Adaptation:
-    """Target data (cached features on the fast path, augmented images otherwise) and the
-    training-step hook for ``config.adapt``."""
+    """Target data (cached features on the fast path, the frozen prefix's stored output on the
+    cached-activation path, augmented images otherwise) and the training-step hook for
+    ``config.adapt``."""
     from headstart.data.datasets import IndexedTensors
     from headstart.training.features import features_for
 
@@ -339,6 +342,9 @@ def setup_adaptation(
             use_disk_cache=config.disk_cache, num_workers=num_workers,
         )  # fmt: skip
         dataset: Any = IndexedTensors(x, y)
+    elif activations is not None:
+        dataset = target_activations(config, backbone, activations, samples, num_workers)
+        where += f" (stages from {backbone.stages[activations.cut].name} on cached activations)"
     else:
         tf = build_train_transform(backbone.preprocessing, config.augment, config.hflip)
         dataset = ImageDataset(samples, idx, tf, draft, seed=config.seed + 1)
@@ -350,9 +356,39 @@ def setup_adaptation(
         **loader_kw,
     )
     in_features = classifier_layer(backbone.head).in_features
-    step = DomainAdaptationStep(config.adapt, in_features, config.adapt_weight)
+    # the discriminator's initial weights from the run's seed alone, not from how much of the
+    # global random stream data loading used up before (cached features/activations or none)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        step = DomainAdaptationStep(config.adapt, in_features, config.adapt_weight)
     log.info("domain adaptation %s on %s, %d target images", config.adapt, where, len(samples))
     return Adaptation(step, loader, len(samples), where)
+
+
+def target_activations(
+    config: TrainConfig,
+    backbone: Backbone,
+    plan: ActivationPlan,
+    samples: list[Sample],
+    num_workers: int,
+) -> Any:
+    """The target images' activations at the plan's cut (the frozen prefix run once per image,
+    un-augmented like the source rows of a one-view store), keyed and disk-cached like the
+    source's, as rows the :class:`TargetSampler`'s ``(index, epoch)`` keys index."""
+    from headstart.devices import compute_for
+    from headstart.training.activations import activation_key, activation_rows
+
+    idx = {UNLABELED: -1}
+    pre = backbone.preprocessing
+    dataset = ImageDataset(samples, idx, build_eval_transform(pre), pre.resize, seed=config.seed)
+    key = activation_key(
+        backbone, plan, samples, idx, "target-unlabeled", config.seed, config.augment, 1
+    )
+    rows, _ = activation_rows(
+        backbone, plan, dataset, key, use_disk_cache=config.disk_cache, num_workers=num_workers,
+        description="target activations", compute=compute_for(config),
+    )  # fmt: skip
+    return rows
 
 
 # --- evaluation on labelled target data ---------------------------------------------------------
@@ -461,7 +497,7 @@ class DomainPlugin(TrainingPlugin):
         self.adaptation = setup_adaptation(
             ctx.config, ctx.backbone, fast=ctx.cached_features, rows=ctx.rows,
             loader_kw=ctx.loader_kw, frozen_throughout=ctx.frozen_throughout,
-            drop_last=ctx.drop_last, num_workers=ctx.num_workers,
+            drop_last=ctx.drop_last, num_workers=ctx.num_workers, activations=ctx.activations,
         )  # fmt: skip
 
     def step(self) -> nn.Module | None:

@@ -119,7 +119,6 @@ def unavailable_reason(config: TrainConfig, strategy: Strategy) -> str | None:
         (not config.cache_features, "--no-fast-path"),
         (not config.cache_activations, "--no-cache-activations"),
         (bool(config.mixup or config.cutmix), "MixUp/CutMix mix input images"),
-        (config.adapt != "none", "--adapt trains on images of two domains"),
         (config.strategy_dist == "fsdp", "FSDP shards the stage modules"),
         (strategy.name == "lora", "LoRA adds adapters inside the stages"),
     ]
@@ -154,6 +153,11 @@ def plan_activations(
         if until < MIN_CACHED_EPOCHS:  # one epoch: storing costs what it saves
             return None
     off = unavailable_reason(config, strategy)
+    if off is None and until is not None and config.adapt != "none":
+        off = (
+            f"--adapt with stage {backbone.stages[0].name} joining at epoch {until}: the target "
+            "batches would have to switch to images too"
+        )
     if off is None and until is not None and config.feature_views > 1:
         off = (
             f"--feature-views {config.feature_views} would change the epoch length when "

@@ -20,6 +20,7 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplits
 from headstart.models import Backbone
 from headstart.run import RunFolder
+from headstart.training.activations import ActivationPlan
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class SetupContext:
     drop_last: bool
     loader_kw: dict[str, Any]
     num_workers: int
+    #: the cached-activation plan (frozen prefix stored once), ``None`` on the other paths
+    activations: ActivationPlan | None = None
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def prepare(
     active = [p for p in (factory(config) for factory in plugins) if p is not None]
     ctx = SetupContext(
         config, backbone, plan.cached_features, plan.frozen_throughout, loaders.rows,
-        loaders.drop_last, loaders.loader_kw, plan.num_workers,
+        loaders.drop_last, loaders.loader_kw, plan.num_workers, plan.activations,
     )  # fmt: skip
     for plugin in active:
         plugin.setup(ctx)
