@@ -182,6 +182,14 @@ def predict(
         typer.Argument(help="Image files or folders; for a text model, texts or .txt files."),
     ],
     top_k: Annotated[int, Opt("--top-k", "-k", help="Classes shown per image.")] = 1,
+    masks: Annotated[
+        Path | None,
+        Opt(
+            "--masks",
+            help="Segmentation models: write one index-mask PNG per image (the image's size, "
+            "pixel = class index) into this folder.",
+        ),
+    ] = None,
     json_out: Annotated[
         bool,
         Opt(
@@ -210,6 +218,9 @@ def predict(
     """Predict labels for images with a trained run or an exported model (ONNX needs only onnxruntime)."""
     from headstart.files import Unreadable, collect_images, predict_readable
 
+    if _segmentation_model(model):
+        _predict_masks(model, inputs, masks, json_out)
+        return
     if model.is_file() and model.suffix in (".onnx", ".pt"):
         from headstart.export.predictor import open_export
 
@@ -266,6 +277,32 @@ def predict(
     console.print(t)
 
 
+def _segmentation_model(model: Path) -> bool:
+    from headstart.export.segmentation import is_segmentation_onnx
+
+    if model.is_dir():
+        from headstart.run import RunFolder
+
+        return RunFolder.open(model).load_config().task == "segmentation"
+    return is_segmentation_onnx(model)
+
+
+def _predict_masks(model: Path, inputs: list[str], masks: Path | None, json_out: bool) -> None:
+    """``predict`` for a segmentation run or model.onnx: index-mask PNGs into ``--masks``."""
+    from headstart.export.segmentation import predict_masks, predict_masks_onnx
+
+    if masks is None:
+        raise HeadstartError(f"{model} is a segmentation model: pass --masks DIR to write one "
+                             "index-mask PNG per image there")  # fmt: skip
+    predict = predict_masks_onnx if model.is_file() else predict_masks
+    written = predict(model, inputs, masks)
+    if json_out:
+        for w in written:
+            print(json.dumps({"mask": str(w)}))
+        return
+    console.print(f"{len(written)} mask(s) written to {masks} (pixel = class index)")
+
+
 def _print_csv(preds: list[Any]) -> None:
     """One row per input: path, best label and probability, then the rest of its top-k
     (multi-label models: then ``labels``, the labels above their thresholds joined by ``|``)."""
@@ -295,6 +332,15 @@ def export(
     """Export a run as one file with preprocessing, labels and metadata inside (+ MODEL_CARD.md)."""
     from headstart.export.exporter import export_model
 
+    if _segmentation_model(run):
+        from headstart.export.segmentation import export_segmentation
+
+        if format != "onnx":
+            raise HeadstartError("segmentation models export to ONNX only (--format onnx)")
+        seg = export_segmentation(run, out)
+        console.print(f"exported {seg.path}; export check: max |export - eager| = "
+                      f"{seg.max_abs_diff:.1e}")  # fmt: skip
+        return
     res = export_model(run, format, out)
     console.print(
         f"exported {res.path} ({res.path.stat().st_size / 1e6:.1f} MB); export check: max |export - eager| = {res.max_abs_diff:.1e}"

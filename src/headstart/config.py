@@ -102,11 +102,16 @@ class TrainConfig(BaseModel):
     strict: Annotated[bool, Cli("data", flags=("--strict/--skip-bad",))] = Field(
         False, description="Fail on unreadable images (--skip-bad: skip and count them)."
     )
-    task: Annotated[Literal["auto", "single-label", "multi-label"], Cli("data")] = Field(
+    task: Annotated[
+        Literal["auto", "single-label", "multi-label", "segmentation"],
+        Cli("data"),
+    ] = Field(
         "auto",
         description="What each example is labelled with: one class (single-label) or a set of "
         "labels (multi-label: a CSV 'labels' column, labels split by --label-sep). auto: "
-        "multi-label when the CSV has a 'labels' column or a label cell holds the separator.",
+        "multi-label when the CSV has a 'labels' column or a label cell holds the separator; "
+        "segmentation when the data folder holds train/images + train/masks (segmentation: a "
+        "class per pixel, docs/segmentation.md).",
     )
     label_sep: Annotated[str, Cli("data")] = Field(
         "|", min_length=1, description="Multi-label CSVs: the separator between a row's labels."
@@ -451,6 +456,8 @@ class TrainConfig(BaseModel):
     def head_for(self, strategy: str) -> str:
         """The head kind a run with ``strategy`` (the resolved one, not ``auto``) trains:
         few-shot brings its own (cosine prototypes, or a linear logistic probe)."""
+        if self.task == "segmentation":
+            return "dense"  # a per-pixel head on two stages (models/dense_heads.py)
         if strategy == "few-shot" and self.head in ("linear", "mlp"):
             return "cosine" if self.few_shot_head == "prototype" else "linear"
         return self.head

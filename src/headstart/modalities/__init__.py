@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from headstart.config import TrainConfig
 from headstart.data.folders import DataSplits, load_splits
+from headstart.data.segmentation import is_segmentation_config, load_segmentation_splits
 from headstart.modalities.base import Modality
 from headstart.modalities.image import ImageModality
 from headstart.modalities.text import TextModality, is_text_config
@@ -41,6 +42,11 @@ def splits_for(config: TrainConfig) -> DataSplits:
     read by its modality's reader after the modality checked the config."""
     modality = modality_for(config)
     modality.check_config(config)
+    if is_segmentation_config(config):  # images/ + masks/ + classes.txt (docs/segmentation.md)
+        return load_segmentation_splits(
+            config.data, config.val, config.test, val_fraction=config.val_fraction,
+            seed=config.seed,
+        )  # fmt: skip
     return load_splits(
         config.data, config.val, config.test,
         val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,

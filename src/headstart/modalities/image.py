@@ -16,6 +16,11 @@ from headstart.data import build_eval_transform, build_train_transform
 from headstart.data.datasets import ImageDataset
 from headstart.data.folders import Sample
 from headstart.data.image_size import auto_image_size
+from headstart.data.segmentation import (
+    SegmentationDataset,
+    SegmentationSample,
+    is_segmentation_config,
+)
 from headstart.errors import DataError
 from headstart.files import collect_images, load_model_image
 from headstart.modalities.base import Modality, SourceReader
@@ -54,11 +59,13 @@ class ImageModality(Modality):
         head: str | None = None,
         label_embeddings: torch.Tensor | None = None,
     ) -> Backbone:
+        default_head = "dense" if is_segmentation_config(config) else config.head
+
         def build(size: int | None) -> Backbone:
             return create_backbone(
                 config.model, num_classes,
                 weights=config.weights if weights is None else weights,
-                head=config.head if head is None else head,
+                head=default_head if head is None else head,
                 head_hidden=config.head_hidden, head_dropout=config.head_dropout,
                 image_size=size, label_embeddings=label_embeddings,
             )  # fmt: skip
@@ -89,6 +96,8 @@ class ImageModality(Modality):
         flip: bool = True,
     ) -> Dataset[Any]:
         pre = backbone.preprocessing
+        if samples and isinstance(samples[0], SegmentationSample):  # image + mask pairs
+            return SegmentationDataset(samples, pre, augment, seed=seed, flip=flip)
         tf = (
             build_eval_transform(pre)
             if augment == "none"

@@ -155,4 +155,6 @@ def head_kind(head: nn.Module) -> str:
         return "cosine"
     if isinstance(head, SemanticHead):
         return "semantic"
+    if hasattr(head, "low_classifier"):  # models/dense_heads.py: LRASPPHead
+        return "dense"
     return "mlp" if sum(isinstance(m, nn.Linear) for m in head.modules()) > 1 else "linear"

@@ -72,6 +72,13 @@ def create_backbone(
         body = lite_adapter.build(name, weights, image_size)
     else:
         body = torchvision_adapter.build(name, weights, image_size)
+    if head == "dense":  # segmentation: a per-pixel head on two stages (models/dense_heads.py)
+        from headstart.models.dense_heads import DenseBackbone
+
+        return DenseBackbone(
+            body.module, body.stages, body.num_features, body.preprocessing, spec,
+            body.weights_label, num_classes,
+        )  # fmt: skip
     new_head = make_head(
         head, body.num_features, num_classes, head_hidden, head_dropout, label_embeddings
     )

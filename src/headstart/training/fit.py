@@ -20,6 +20,7 @@ import lightning as L
 from headstart.config import TrainConfig
 from headstart.console import setup_logging
 from headstart.errors import RunError
+from headstart.models.heads import head_kind
 from headstart.run import RunFolder
 from headstart.strategies.auto import AutoDecision, is_few_shot
 from headstart.tasks import task_for
@@ -215,6 +216,8 @@ def auto_selection(
         return None
     if inputs.splits.multi_label:
         return None  # the measured search ranks by accuracy: multi-label uses the static rules
+    if head_kind(inputs.backbone.head) == "dense":
+        return None  # the search's probe reads pooled features: segmentation uses the rules
     if world_size(config) > 1:
         return None  # the search runs in one process; DDP runs use the static rules
     selection = load_selection(run) or choose(config, inputs, run, plugins)

@@ -167,7 +167,7 @@ def class_weights_for(config: TrainConfig, splits: DataSplits) -> torch.Tensor |
 
 
 def choose_strategy(
-    config: TrainConfig, splits: DataSplits, train_features: Any
+    config: TrainConfig, splits: DataSplits, train_features: Any, dense: bool = False
 ) -> tuple[str, AutoDecision | None, float]:
     """``(strategy name, auto decision or None, probe L2)``; ``train_features()`` is called
     only when ``auto`` needs the probe."""
@@ -175,7 +175,10 @@ def choose_strategy(
         return config.strategy, None, 1e-3
     counts = splits.counts()["train"]
     probe_l2 = 1e-3
-    if splits.multi_label:  # the probe is a softmax regression: the static rules decide
+    if dense:  # the probe scores pooled features; a per-pixel head reads stage maps
+        decision = decide(len(splits.train), len(splits.classes), None)
+        decision.reasons.append("segmentation: no probe, decided by data size alone")
+    elif splits.multi_label:  # the probe is a softmax regression: the static rules decide
         decision = decide(len(splits.train), len(splits.classes), None)
         decision.reasons.append("multi-label data: no probe, decided by data size alone")
     elif is_few_shot(counts):
@@ -207,12 +210,13 @@ def make_plan(
             cache["train"] = features("train", ds, splits.train)
         return cache["train"]
 
-    chosen, decision, probe_l2 = choose_strategy(config, splits, train_features)
+    dense = head_kind(backbone.head) == "dense"  # segmentation (models/dense_heads.py)
+    chosen, decision, probe_l2 = choose_strategy(config, splits, train_features, dense)
     head_init = prepare_head(backbone, config, chosen, splits.classes)
     strategy = make_strategy(config.replace(strategy=chosen))
     strategy.apply(backbone, 0)
     still = frozen_throughout(strategy, backbone, config.epochs)
-    fast = config.cache_features and not (config.mixup or config.cutmix) and still
+    fast = config.cache_features and not (config.mixup or config.cutmix) and still and not dense
     cosine = isinstance(backbone.head, CosineClassifier)
     # closed-form head start from the frozen features: on the cached path, for a cosine head,
     # and for a linear head whose first phase trains it alone (gradual): that phase then starts
@@ -238,9 +242,14 @@ def make_plan(
         x, y = train_features()
         start = init_head_from_features(backbone, x, y, len(splits.classes), probe_l2)
         head_init = start or head_init
+    if dense and config.cache_features and (still or strategy.name != "fine-tune"):
+        console.print(
+            "cached features/activations: off (the dense head reads the stride-8 and the last "
+            "stage's spatial maps every step; the caches hold pooled features or one cut)"
+        )
     activations = (
         None
-        if fast
+        if fast or dense
         else plan_activations(config, backbone, strategy, len(splits.train), len(splits.val))
     )
     return Plan(
