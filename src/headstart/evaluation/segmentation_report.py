@@ -31,10 +31,12 @@ PALETTE = np.array(
 )  # fmt: skip
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """``image`` (H, W, 3 uint8) with each class > 0 of ``mask`` (H, W) painted in its
-    :data:`PALETTE` colour; ignored pixels (255) in grey."""
-    out = image.astype(np.float64)
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.8) -> np.ndarray:
+    """``image`` (H, W, 3 uint8) in dimmed grey with each class > 0 of ``mask`` (H, W) painted
+    in its :data:`PALETTE` colour (ignored pixels, 255, in mid grey), so the mask reads the same
+    whatever the image's colours."""
+    grey = image.astype(np.float64).mean(2, keepdims=True) * 0.6 + 40
+    out = np.repeat(grey, 3, axis=2)
     for c in np.unique(mask):
         if c == 0:
             continue
@@ -82,7 +84,7 @@ def _examples(pred: ValPredictions, classes: list[str], k: int = 8) -> Figure | 
         for j, c in enumerate(shown)
     )
     fig.suptitle(f"validation images, lowest pixel accuracy first\n{legend}", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig
 
 
