@@ -203,6 +203,8 @@ def test_round_trip_predict_and_onnx_parity(
             mask.save(root / split / "masks" / f"{split}_{i}.png")
     (root / "classes.txt").write_text("background\nyellow blob\ncyan blob\n")
     r = train_seg(root, tmp_path / "run", task="segmentation", epochs=1)
+    again = headstart.evaluate(r.run_dir, root / "val")  # the val folder: the same numbers
+    assert again["miou"] == pytest.approx(r.metrics["val"]["miou"], abs=1e-6)
     out = tmp_path / "masks"
     res = run_main(["predict", str(r.run_dir), str(root / "val/images"), "--masks", str(out)],
                    capsys, monkeypatch)  # fmt: skip

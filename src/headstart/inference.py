@@ -48,6 +48,13 @@ def evaluate(
     modality = loaded.modality
     task = task_for(loaded.config).for_run(loaded.run)
     config = loaded.config
+    if config.task == "segmentation":  # data: <folder>/images + <folder>/masks, run's classes
+        from headstart.data.segmentation import read_split
+
+        ds = modality.dataset(loaded.model, read_split(Path(data), loaded.classes), {})
+        compute = run_compute(loaded, accelerator)
+        logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size, compute=compute)
+        return task.metrics(logits, targets, loaded.classes)
     read = modality.reader(config) or partial(
         load_source, task=config.task, label_sep=config.label_sep
     )
