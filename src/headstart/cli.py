@@ -161,15 +161,7 @@ def evaluate(
         return
     task = task_for(loaded.config)
     console.print(task.metrics_table(m, f"{data} ({m['samples']} {loaded.modality.unit})"))
-    if "per_label" in m:  # multi-label
-        console.print(
-            f"macro AP {m['macro_ap']:.4f}  micro AP {m['micro_ap']:.4f}  micro F1 "
-            f"{m['micro_f1']:.4f}  exact-match accuracy {m['accuracy']:.4f}"
-        )
-        return
-    console.print(
-        f"accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  macro AUROC {m['macro_auroc']:.4f}"
-    )
+    console.print(task.summary_line(m))
 
 
 @app.command()
@@ -258,6 +250,9 @@ def predict(
     if csv_out:
         _print_csv(preds)
         return
+    if preds and preds[0].tasks is not None:  # multi-task: one column per task
+        console.print(_task_table(preds))
+        return
     t = Table()
     t.add_column("image")
     t.add_column("label")
@@ -303,9 +298,26 @@ def _predict_masks(model: Path, inputs: list[str], masks: Path | None, json_out:
     console.print(f"{len(written)} mask(s) written to {masks} (pixel = class index)")
 
 
+def _task_table(preds: list[Any]) -> Table:
+    """Multi-task predictions: per input, each task's top-k classes with probabilities."""
+    t = Table()
+    t.add_column("image")
+    for task in preds[0].tasks:
+        t.add_column(task)
+    for p in preds:
+        cells = [", ".join(f"{c} {v:.2f}" for c, v in top) for top in p.tasks.values()]
+        t.add_row(p.path, *cells)
+    return t
+
+
 def _print_csv(preds: list[Any]) -> None:
     """One row per input: path, best label and probability, then the rest of its top-k
-    (multi-label models: then ``labels``, the labels above their thresholds joined by ``|``)."""
+    (multi-label models: then ``labels``, the labels above their thresholds joined by ``|``;
+    multi-task models: per task ``<task>,<task>_probability``, then its top-k rest as
+    ``<task>_2,<task>_probability_2``, ...)."""
+    if preds and preds[0].tasks is not None:
+        _print_task_csv(preds)
+        return
     k = max((len(p.top) for p in preds), default=1)
     multi = any(p.labels is not None for p in preds)
     writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -319,6 +331,23 @@ def _print_csv(preds: list[Any]) -> None:
             row += [c, f"{v:.6f}"]
         row += [""] * (len(header) - len(row))
         writer.writerow([*row, "|".join(c for c, _ in p.labels or [])] if multi else row)
+
+
+def _print_task_csv(preds: list[Any]) -> None:
+    k = max(len(top) for p in preds for top in p.tasks.values())
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    header = ["path"]
+    for task in preds[0].tasks:
+        header += [task, f"{task}_probability"]
+        for r in range(2, k + 1):
+            header += [f"{task}_{r}", f"{task}_probability_{r}"]
+    writer.writerow(header)
+    for p in preds:
+        row = [p.path]
+        for top in p.tasks.values():
+            cells = [x for c, v in top for x in (c, f"{v:.6f}")]
+            row += cells + [""] * (2 * k - len(cells))
+        writer.writerow(row)
 
 
 @app.command()
@@ -371,6 +400,9 @@ def serve(
     Concurrent requests are combined into model calls of up to --max-batch items."""
     from headstart.export.serve import serve as run_server
 
+    if _segmentation_model(model):
+        raise HeadstartError(f"{model} is a segmentation model: serve does not answer with "
+                             "masks yet; use headstart predict MODEL IMAGES --masks DIR")  # fmt: skip
     run_server(
         model,
         host=host,

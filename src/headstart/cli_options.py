@@ -59,7 +59,9 @@ def option_type(annotation: Any) -> tuple[Any, str | None]:
         (only,) = members
         if get_origin(only) is Literal:
             return str, "[" + "|".join(str(v) for v in get_args(only)) + "]"
-        if only in (bool, int, float, str) or get_origin(only) is list:
+        if get_origin(only) is list:  # repeatable; TrainConfig parses the items (a,b,...)
+            return list[str], None
+        if only in (bool, int, float, str):
             return only, None
     # a union such as int | Literal["auto"]: passed on as text, TrainConfig parses it
     shown: list[str] = []

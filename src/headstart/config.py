@@ -43,6 +43,10 @@ TRACKER_NAMES: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")
 CliGroup = Literal[
     "data", "model", "strategy", "optimisation", "augmentation", "output", "scale-out"
 ]
+#: metrics.json keys of a multi-task split that a task (label column) may not be named
+MULTI_TASK_RESERVED = frozenset(
+    {"samples", "accuracy", "macro_f1", "loss", "tasks", "task_weights"}
+)
 #: the ``--help`` groups of ``headstart train`` / ``lr-find``, in the order they are shown
 CLI_GROUPS: tuple[CliGroup, ...] = get_args(CliGroup)
 
@@ -103,15 +107,26 @@ class TrainConfig(BaseModel):
         False, description="Fail on unreadable images (--skip-bad: skip and count them)."
     )
     task: Annotated[
-        Literal["auto", "single-label", "multi-label", "segmentation"],
+        Literal["auto", "single-label", "multi-label", "multi-task", "segmentation"],
         Cli("data"),
     ] = Field(
         "auto",
-        description="What each example is labelled with: one class (single-label) or a set of "
-        "labels (multi-label: a CSV 'labels' column, labels split by --label-sep). auto: "
-        "multi-label when the CSV has a 'labels' column or a label cell holds the separator; "
-        "segmentation when the data folder holds train/images + train/masks (segmentation: a "
-        "class per pixel, docs/segmentation.md).",
+        description="What each example is labelled with: one class (single-label), a set of "
+        "labels (multi-label: a CSV 'labels' column, labels split by --label-sep) or one class "
+        "per task (multi-task: the CSV columns of --label-columns). auto: multi-task when "
+        "--label-columns names several columns; multi-label when the CSV has a 'labels' column "
+        "or a label cell holds the separator; segmentation when the data folder holds "
+        "train/images + train/masks (segmentation: a class per pixel, docs/segmentation.md).",
+    )
+    label_columns: Annotated[list[str], Cli("data", metavar="<col,col,...>")] = Field(
+        default_factory=list,
+        description="Multi-task CSVs: the label columns, one task each, comma-separated (e.g. "
+        "species,colour); one backbone, one head per task (docs/multitask.md).",
+    )
+    task_weights: Annotated[list[float], Cli("data", metavar="<w,w,...>")] = Field(
+        default_factory=list,
+        description="Multi-task: each task's weight in the summed loss, in --label-columns "
+        "order, comma-separated (unset: 1 each).",
     )
     label_sep: Annotated[str, Cli("data")] = Field(
         "|", min_length=1, description="Multi-label CSVs: the separator between a row's labels."
@@ -421,6 +436,55 @@ class TrainConfig(BaseModel):
                 f"{', '.join(TRACKER_NAMES)} (--logger NAME, repeat for several)"
             )
         return list(dict.fromkeys(v))  # each once, in the order given
+
+    @field_validator("label_columns", "task_weights", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        """``"a,b"`` (the CLI's form, also repeatable) -> ``["a", "b"]``."""
+        items = [v] if isinstance(v, str) else v
+        if not isinstance(items, list | tuple):
+            return v
+        out: list[Any] = []
+        for item in items:
+            out += [x.strip() for x in item.split(",")] if isinstance(item, str) else [item]
+        return [x for x in out if x != ""]
+
+    @model_validator(mode="after")
+    def _multi_task_settings_fit(self) -> TrainConfig:
+        cols = self.label_columns
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"label_columns names a column twice: {', '.join(cols)}")
+        reserved = sorted(set(cols) & MULTI_TASK_RESERVED)
+        if reserved or any(":" in c for c in cols):
+            raise ValueError(
+                "label_columns: a task may not be named "
+                f"{', '.join(reserved) or 'with a colon'} (reserved in metrics.json / class "
+                "names); rename the CSV column"
+            )
+        if len(cols) == 1:
+            raise ValueError(
+                "label_columns names one column: multi-task needs 2+ (a single-label CSV's "
+                "label column is called 'label')"
+            )
+        if self.task == "multi-task" and len(cols) < 2:
+            raise ValueError("task=multi-task needs --label-columns naming 2+ CSV columns")
+        if len(cols) > 1 and self.task in ("single-label", "multi-label"):
+            raise ValueError(f"label_columns names {len(cols)} columns: use task=multi-task")
+        if self.task_weights and len(self.task_weights) != len(cols):
+            raise ValueError(
+                f"task_weights gives {len(self.task_weights)} weight(s) for {len(cols)} "
+                "label column(s); give one per --label-columns entry"
+            )
+        if any(w < 0 for w in self.task_weights) or (
+            self.task_weights and sum(self.task_weights) <= 0
+        ):
+            raise ValueError("task_weights must be >= 0 with a positive sum")
+        return self
+
+    @property
+    def multi_task(self) -> bool:
+        """Whether this run trains one head per --label-columns entry."""
+        return self.task == "multi-task" or (self.task == "auto" and len(self.label_columns) > 1)
 
     @field_validator("model")
     @classmethod

@@ -127,13 +127,36 @@ class Prediction:
     """One input's prediction (an image file, a text): best label, its probability, and the
     top-k list ``[(label, probability), ...]``, most probable first. Multi-label models also
     give ``labels``: every label at or above its threshold, most probable first (``None`` for
-    single-label models)."""
+    single-label models). Multi-task models give ``tasks``: per task (in training order) its
+    top-k ``[(class, probability), ...]``; ``label``/``probability``/``top`` are then the first
+    task's."""
 
     path: str
     label: str
     probability: float
     top: list[tuple[str, float]]
     labels: list[tuple[str, float]] | None = None
+    tasks: dict[str, list[tuple[str, float]]] | None = None
+
+    @classmethod
+    def from_task_probabilities(
+        cls,
+        name: str,
+        probs: Sequence[float] | np.ndarray,
+        tasks: Sequence[tuple[str, Sequence[str]]],
+        top_k: int = 1,
+    ) -> Prediction:
+        """The multi-task prediction for one row of per-task softmax probabilities side by
+        side: ``tasks`` lists each task's name and classes in output order."""
+        p = np.asarray(probs, dtype=np.float64)
+        out: dict[str, list[tuple[str, float]]] = {}
+        start = 0
+        for task, classes in tasks:
+            part = cls.from_probabilities(name, p[start : start + len(classes)], classes, top_k)
+            out[task] = part.top
+            start += len(classes)
+        first = next(iter(out.values()))
+        return cls(name, first[0][0], first[0][1], first, None, out)
 
     @classmethod
     def from_label_probabilities(
@@ -172,6 +195,12 @@ class Prediction:
         out = {**named, "label": self.label, "probability": self.probability, "top": top}
         if self.labels is not None:
             out["labels"] = [{"label": c, "probability": v} for c, v in self.labels]
+        if self.tasks is not None:
+            out["tasks"] = {
+                t: {"label": top[0][0], "probability": top[0][1],
+                    "top": [{"label": c, "probability": v} for c, v in top]}
+                for t, top in self.tasks.items()
+            }  # fmt: skip
         return out
 
 

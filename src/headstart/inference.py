@@ -56,8 +56,9 @@ def evaluate(
         logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size, compute=compute)
         return task.metrics(logits, targets, loaded.classes)
     read = modality.reader(config) or partial(
-        load_source, task=config.task, label_sep=config.label_sep
-    )
+        load_source, task=config.task, label_sep=config.label_sep,
+        label_columns=config.label_columns,
+    )  # fmt: skip
     samples = read(data, Counter(), False)
     unknown = sorted({x for s in samples for x in labels_of(s)} - set(loaded.classes))
     if unknown:

@@ -177,6 +177,80 @@ def materialise_multilabel_animals(
     return out
 
 
+#: the tasks of the multi-task demo (:func:`materialise_multitask_animals`): column -> classes
+MULTITASK_TASKS: dict[str, list[str]] = {
+    "animal": ["bird", "cat", "dog", "horse"],
+    "colour": ["blue", "green", "red", "yellow"],
+    "size": ["large", "small"],
+}
+_INK = {
+    "blue": (40, 90, 255),
+    "green": (40, 200, 60),
+    "red": (235, 40, 40),
+    "yellow": (245, 225, 40),
+}
+
+
+def _tinted(
+    rng: np.random.Generator, silhouette: np.ndarray, colour: str, large: bool
+) -> np.ndarray:
+    """A 64 px RGB image: a dark noisy two-tone gradient and the silhouette (28x28, bright on
+    dark) drawn in ``colour`` (jittered), 48 px tall when ``large``, else 24 px, at a random
+    place."""
+    size = 64
+    top, bottom = rng.integers(0, 90, 3), rng.integers(0, 90, 3)
+    t = np.linspace(0, 1, size)[:, None, None]
+    canvas = (1 - t) * top + t * bottom + rng.normal(0, 10, (size, size, 3))
+    side = 48 if large else 24
+    mask = np.asarray(Image.fromarray(silhouette).resize((side, side), Image.Resampling.BILINEAR))
+    y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    ink = np.clip(np.array(_INK[colour]) + rng.integers(-25, 26, 3), 0, 255)
+    alpha = (mask.astype(np.float64) / 255.0)[:, :, None]
+    patch = canvas[y0 : y0 + side, x0 : x0 + side]
+    canvas[y0 : y0 + side, x0 : x0 + side] = (1 - alpha) * patch + alpha * ink
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def materialise_multitask_animals(
+    out: str | Path, train: int = 300, val: int = 100, seed: int = 0
+) -> Path:
+    """Write a multi-task demo set: ``out/images/<split>_<n>.png`` (64 px), each one
+    Animal-MNIST silhouette, and ``out/train.csv`` / ``out/val.csv`` with columns
+    ``path,animal,colour,size`` (:data:`MULTITASK_TASKS`): which animal, the colour it is drawn
+    in, and whether it is drawn large (48 px) or small (24 px) — exact labels per task. Each
+    task's classes come equally often in each split (an independent shuffle per task), so
+    every class reaches training and validation. Train and val use disjoint silhouettes.
+    Idempotent like :func:`materialise_animal_mnist`."""
+    out = Path(out)
+    marker = out / "multitask-animals.json"
+    params = {"train": train, "val": val, "seed": seed}
+    if marker.is_file():
+        if json.loads(marker.read_text()) == params:
+            return out
+        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    images, labels = load_animal_mnist()
+    rng = np.random.default_rng(seed)
+    pools = {}  # animal -> split -> silhouette indices (disjoint between splits)
+    for name in MULTITASK_TASKS["animal"]:
+        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
+        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("val", val)):
+        rows = ["path," + ",".join(MULTITASK_TASKS)]
+        columns = [rng.permutation(np.resize(v, n)) for v in MULTITASK_TASKS.values()]
+        for i in range(n):
+            animal, colour, size = (str(c[i]) for c in columns)
+            drawn = images[int(rng.choice(pools[animal][split]))]
+            name = f"images/{split}_{i:05d}.png"
+            Image.fromarray(_tinted(rng, drawn, colour, size == "large")).save(out / name)
+            rows.append(f"{name},{animal},{colour},{size}")
+        (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    marker.write_text(json.dumps(params))
+    return out
+
+
 #: the animals of the segmentation demo (:func:`materialise_segmentation_animals`); index 0 of
 #: its classes.txt is ``background``
 SEGMENTATION_ANIMALS = ["bird", "cat", "elephant", "horse"]

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset, TensorDataset
 
 from headstart.data.samplers import item_seed
-from headstart.data.scan import MultiLabelSample, Sample
+from headstart.data.scan import MultiLabelSample, MultiTaskSample, Sample
 from headstart.errors import DataError
 from headstart.files import open_rgb
 
@@ -19,7 +19,10 @@ load_rgb = open_rgb  # the one decoder, shared with the torch-free export predic
 
 
 def target_of(sample: Sample, class_to_idx: dict[str, int]) -> int | torch.Tensor:
-    """A sample's training target: its class index, or (multi-label) a float multi-hot row."""
+    """A sample's training target: its class index, (multi-label) a float multi-hot row, or
+    (multi-task) a long row of class indices, one per task."""
+    if isinstance(sample, MultiTaskSample):
+        return torch.tensor([class_to_idx[label] for label in sample.labels])
     if not isinstance(sample, MultiLabelSample):
         return class_to_idx[sample.label]
     row = torch.zeros(len(class_to_idx))

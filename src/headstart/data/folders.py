@@ -6,6 +6,7 @@ Accepted layouts::
     data/<class>/*.jpg                                                      (split with a seed)
     labels.csv with columns path,label (paths relative to the CSV's folder)
     labels.csv with columns path,labels: multi-label, e.g. ``img.png,cat|dog`` (docs/multilabel.md)
+    labels.csv with path and --label-columns a,b: multi-task, one class per column (docs/multitask.md)
 
 Every problem a user can cause ends in a :class:`~headstart.errors.DataError` naming the file or
 folder and what to do, or in a counted, logged skip (non-image files, unreadable images unless
@@ -30,10 +31,13 @@ from PIL import Image
 
 from headstart.data.scan import (
     MultiLabelSample,
+    MultiTaskSample,
     Sample,
     is_hidden,
     labels_of,
     skip_or_fail,
+    split_task_class,
+    task_class,
     walk_files,
 )
 from headstart.data.splits import stratified_split
@@ -54,15 +58,29 @@ class DataSplits:
     skipped: Counter[str] = field(default_factory=Counter)
     #: every sample is a :class:`MultiLabelSample` (a set of labels each)
     multi_label: bool = False
+    #: multi-task: the tasks (label columns) in order; every sample is a
+    #: :class:`MultiTaskSample` and ``classes`` are ``task:class`` names grouped by task
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def single_label(self) -> bool:
+        """One class per example (neither multi-label nor multi-task)."""
+        return not self.multi_label and not self.tasks
+
+    def task_rows(self, split: str) -> list[list[int]]:
+        """Multi-task: per example, the class index (into ``classes``) of each task."""
+        idx = self.class_to_idx
+        return [[idx[label] for label in labels_of(s)] for s in getattr(self, split)]
 
     @property
     def class_to_idx(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes)}
 
     def targets(self, split: str) -> list[int]:
-        """Class indices of a split (single-label; see :meth:`label_matrix` for multi-label)."""
-        if self.multi_label:
-            raise DataError("multi-label data has label sets, not one class per example")
+        """Class indices of a split (single-label; see :meth:`label_matrix` for multi-label,
+        :meth:`task_rows` for multi-task)."""
+        if not self.single_label:
+            raise DataError("this data has several labels per example, not one class")
         idx = self.class_to_idx
         return [idx[s.label] for s in getattr(self, split)]
 
@@ -125,14 +143,19 @@ def read_csv(
     *,
     task: str = "auto",
     label_sep: str = "|",
+    label_columns: Sequence[str] = (),
 ) -> list[Sample]:
     """Samples from a CSV with ``path`` and ``label`` columns (others ignored; BOM tolerated).
+
+    Multi-task (2+ ``label_columns``): :class:`MultiTaskSample` s, see :func:`read_task_csv`.
 
     Multi-label (``task="multi-label"``, or ``"auto"`` when the CSV has a ``labels`` column or
     a label cell holds ``label_sep``): :class:`MultiLabelSample` s, each cell split on
     ``label_sep``; a cell with no label counts as a bad row, named by its line."""
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
+    if len(label_columns) > 1 or task == "multi-task":
+        return read_task_csv(path, skipped, strict, label_columns)
     try:
         samples, labels_column = _read_csv_rows(path, skipped, strict)
     except UnicodeDecodeError as err:
@@ -159,6 +182,71 @@ def read_csv(
     if not out:
         raise DataError(f"{path} lists no usable images")
     return out
+
+
+def read_task_csv(
+    path: Path, skipped: Counter[str], strict: bool, columns: Sequence[str]
+) -> list[Sample]:
+    """Multi-task samples from a CSV with a ``path`` column and one column per task
+    (``columns``, matched case-insensitively). A missing column is an error naming it; a row
+    with an empty cell or a missing image is a bad row named by its line and column (skipped
+    and counted, or an error with ``strict``)."""
+    wanted = [c.strip().lower() for c in columns]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in reader.fieldnames or []]
+            absent = [c for c in ["path", *wanted] if c not in fields]
+            if absent:
+                raise DataError(
+                    f"{path}: the header has no {', '.join(repr(c) for c in absent)} column "
+                    f"(found: {', '.join(fields) or 'none'}); multi-task CSVs need 'path' and "
+                    "each --label-columns column"
+                )
+            out: list[Sample] = []
+            for line_no, raw in enumerate(reader, start=2):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+                where = f"{path}:{line_no}"
+                empty = [c for c in wanted if not row.get(c)]
+                if not row.get("path") or empty:
+                    what = f"column {', '.join(empty)}" if empty else "column path"
+                    skip_or_fail(skipped, "CSV row with an empty cell", f"{where} ({what})", strict)
+                    continue
+                file = Path(row["path"])
+                file = file if file.is_absolute() else path.parent / file
+                if not file.is_file():
+                    skip_or_fail(skipped, "CSV path not found", f"{where} ({file})", strict)
+                    continue
+                cells = ", ".join(f"{c}={row[c]}" for c in wanted)
+                labels = tuple(task_class(c, row[c]) for c in wanted)
+                out.append(MultiTaskSample(file, f"{cells} (line {line_no})", labels))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
+    except csv.Error as err:
+        raise DataError(f"{path} is not a readable CSV ({err}); re-save it as plain CSV") from None
+    if not out:
+        raise DataError(f"{path} lists no usable images")
+    return out
+
+
+def task_classes(tasks: Sequence[str], labels: Iterable[str]) -> list[str]:
+    """Multi-task class names grouped by task in ``tasks`` order, sorted within a task."""
+    by_task: dict[str, set[str]] = {t: set() for t in tasks}
+    for name in labels:
+        by_task[split_task_class(name)[0]].add(name)
+    return [c for t in tasks for c in sorted(by_task[t])]
+
+
+def check_task_classes(tasks: Sequence[str], classes: Sequence[str], data: str | Path) -> None:
+    """Every task needs two classes in the training data."""
+    for t in tasks:
+        seen = [split_task_class(c)[1] for c in classes if split_task_class(c)[0] == t]
+        if len(seen) < 2:
+            raise DataError(
+                f"label column {t!r} of {data} has only one class in the training data "
+                f"({', '.join(map(repr, seen)) or 'none'}): a task needs at least two. Drop it "
+                "from --label-columns or add examples of other classes."
+            )
 
 
 def _read_csv_rows(
@@ -199,11 +287,20 @@ def load_source(
     *,
     task: str = "auto",
     label_sep: str = "|",
+    label_columns: Sequence[str] = (),
 ) -> list[Sample]:
-    """Samples from a folder of class folders or a CSV file (multi-label: CSV only)."""
+    """Samples from a folder of class folders or a CSV file (multi-label, multi-task: CSV
+    only)."""
     p = Path(source)
     if p.suffix.lower() == ".csv":
-        return read_csv(p, skipped, strict, task=task, label_sep=label_sep)
+        return read_csv(
+            p, skipped, strict, task=task, label_sep=label_sep, label_columns=label_columns
+        )
+    if len(label_columns) > 1 or task == "multi-task":
+        raise DataError(
+            f"{p}: multi-task data comes as a CSV with a 'path' column and one column per "
+            "--label-columns entry, not a folder (see docs/multitask.md)"
+        )
     if task == "multi-label":
         raise DataError(
             f"{p}: multi-label data comes as a CSV with 'path,labels' columns, not a folder "
@@ -286,6 +383,7 @@ def load_splits(
     reader: Callable[[str | Path, Counter[str], bool], list[Sample]] | None = None,
     task: str = "auto",
     label_sep: str = "|",
+    label_columns: Sequence[str] = (),
 ) -> DataSplits:
     """Resolve the layout, validate it, and return splits with a sorted class map.
 
@@ -296,10 +394,13 @@ def load_splits(
 
     ``reader`` reads one source (folder or CSV) instead of the image reader, and is trusted to
     validate its items (text data: :func:`headstart.data.text.text_reader`). ``task`` and
-    ``label_sep``: single- or multi-label CSVs (see :func:`read_csv`).
+    ``label_sep``: single- or multi-label CSVs (see :func:`read_csv`); ``label_columns``
+    (2+): a multi-task CSV (:func:`read_task_csv`).
     """
     skipped: Counter[str] = Counter()
-    read_source = reader or partial(load_source, task=task, label_sep=label_sep)
+    read_source = reader or partial(
+        load_source, task=task, label_sep=label_sep, label_columns=label_columns
+    )
     digests: dict[Path, str] = {}
     checked = (
         partial(_check_readable, digests=digests)
@@ -317,6 +418,11 @@ def load_splits(
     unreadable_before = skipped["unreadable image"]
     train = checked(train, skipped, strict)
     classes = sorted({label for s in train for label in labels_of(s)})
+    tasks = [c.strip().lower() for c in label_columns] if train and all(
+        isinstance(s, MultiTaskSample) for s in train
+    ) else []  # fmt: skip
+    if tasks:
+        classes = task_classes(tasks, classes)
     lost = sorted(listed - set(classes))
     if lost:
         raise DataError(
@@ -324,13 +430,15 @@ def load_splits(
             f"({skipped['unreadable image'] - unreadable_before} unreadable file(s) skipped, "
             "see the warnings above). Replace the files or remove the class."
         )
+    if tasks:
+        check_task_classes(tasks, classes, data)
     if len(classes) < 2:
         raise DataError(
             f"{data} has only one class ({classes[0] if classes else 'none'}); "
             "classification needs at least two class folders/labels"
         )
     if val_samples is None:
-        split = _split_multi if multi else _split
+        split = _split_multi if multi or tasks else _split
         train, val_samples = split(train, val_fraction, seed, data)
     else:
         val_samples = checked(val_samples, skipped, strict)
@@ -342,7 +450,7 @@ def load_splits(
         log.warning(
             "skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         )
-    return DataSplits(train, val_samples, test_samples, classes, skipped, multi)
+    return DataSplits(train, val_samples, test_samples, classes, skipped, multi, tasks)
 
 
 def _as_multi(samples: list[Sample]) -> list[Sample]:

@@ -31,9 +31,36 @@ class MultiLabelSample(Sample):
     labels: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class MultiTaskSample(Sample):
+    """One example with one class per task (multi-task classification): ``labels`` holds
+    them in task order as ``task:class`` names (:func:`task_class`); ``label`` is the row's
+    cells as written (shown in messages)."""
+
+    labels: tuple[str, ...] = ()
+
+
+#: between a task (label column) and a class in a multi-task run's class names
+TASK_SEP = ":"
+
+
+def task_class(task: str, value: str) -> str:
+    """A multi-task class name: ``species:cat``."""
+    return f"{task}{TASK_SEP}{value}"
+
+
+def split_task_class(name: str) -> tuple[str, str]:
+    """``(task, class)`` of :func:`task_class`'s name (task names hold no colon)."""
+    task, _, value = name.partition(TASK_SEP)
+    return task, value
+
+
 def labels_of(sample: Sample) -> tuple[str, ...]:
-    """The labels of a sample: its label set (multi-label) or its one class."""
-    return sample.labels if isinstance(sample, MultiLabelSample) else (sample.label,)
+    """The labels of a sample: its label set (multi-label), its class per task (multi-task)
+    or its one class."""
+    if isinstance(sample, MultiLabelSample | MultiTaskSample):
+        return sample.labels
+    return (sample.label,)
 
 
 def is_hidden(path: Path) -> bool:

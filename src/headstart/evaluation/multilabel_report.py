@@ -4,7 +4,6 @@ validation images with their true and predicted label sets (same Figure style as
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ from headstart.evaluation.report import (
     figure_section,
     paired_bars,
     read_log,
+    write_page,
 )
-from headstart.run import RunFolder, atomic_write_text
+from headstart.run import RunFolder
 
 
 def _per_label(per_label: dict[str, dict[str, Any]]) -> Figure:
@@ -91,17 +91,4 @@ def write_multilabel_report(run: RunFolder, pred: ValPredictions | None = None) 
         ("val exact-match accuracy", f"{100 * val.get('accuracy', float('nan')):.2f} %"),
         ("epochs run", str(info.get("epochs_run", "?"))),
     ]  # fmt: skip
-    table = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    config = run.config_path.read_text(encoding="utf-8") if run.config_path.is_file() else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>headstart report: {html.escape(run.path.name)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}th,td{{text-align:left;padding:3px 10px;border-bottom:1px solid #ddd}}
-img{{max-width:100%;border:1px solid #eee;margin:4px 0}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
-<body><h1>headstart run {html.escape(run.path.name)} (multi-label)</h1><table>{table}</table>
-{"".join(sections)}
-<h2>config.yaml</h2><pre>{html.escape(config)}</pre></body></html>"""
-    path = run.path / "report.html"
-    atomic_write_text(path, page)
-    return path
+    return write_page(run, "multi-label", rows, "".join(sections))

@@ -107,7 +107,8 @@ def curves_figure(log: dict[str, list[float]], events: list[list[Any]]) -> Figur
     return fig
 
 
-def _confusion(cm: np.ndarray, classes: list[str]) -> Figure:
+def confusion_figure(cm: np.ndarray, classes: list[str]) -> Figure:
+    """Confusion matrix counts and row-normalised (recall), side by side."""
     n = len(classes)
     size = max(4.0, 0.45 * n + 2)
     fig = Figure(figsize=(2 * size, size))
@@ -342,7 +343,6 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
     """Write ``report.html`` and ``report/*.png`` for ``run``; returns the HTML path."""
     metrics = run.load_metrics()
     classes = run.load_classes()
-    config = run.config_path.read_text(encoding="utf-8") if run.config_path.is_file() else ""
     info = metrics.get("run", {})
     out = run.path / "report"
     out.mkdir(exist_ok=True)
@@ -357,7 +357,7 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
     val = metrics.get("val", {})
     if val:
         matrix = np.array(val["confusion_matrix"])
-        figure("confusion", _confusion(matrix, classes), "confusion matrix (validation)")
+        figure("confusion", confusion_figure(matrix, classes), "confusion matrix (validation)")
         figure("per_class", _per_class(val["per_class"]), "per-class precision / recall")
     if pred is not None:
         ece, table = expected_calibration_error(pred.probs, pred.targets)
@@ -366,16 +366,23 @@ def write_report(run: RunFolder, pred: ValPredictions | None = None) -> Path:
         metrics.setdefault("val", {})["ece"] = ece
         run.save_metrics(metrics)
 
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in _summary_rows(metrics)
+    return write_page(run, "", _summary_rows(metrics), _decisions(info) + "".join(sections))
+
+
+def write_page(run: RunFolder, kind: str, rows: list[tuple[str, str]], body: str) -> Path:
+    """``report.html``: the title (``kind`` e.g. "multi-task", or ""), a summary table of
+    ``rows``, the ``body`` HTML and the run's config.yaml; returns its path."""
+    config = run.config_path.read_text(encoding="utf-8") if run.config_path.is_file() else ""
+    table = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
     )
+    suffix = f" ({html.escape(kind)})" if kind else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>headstart report: {html.escape(run.path.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}th,td{{text-align:left;padding:3px 10px;border-bottom:1px solid #ddd}}
 img{{max-width:100%;border:1px solid #eee;margin:4px 0}}pre{{background:#f6f6f6;padding:10px;overflow:auto}}</style></head>
-<body><h1>headstart run {html.escape(run.path.name)}</h1><table>{rows}</table>{_decisions(info)}
-{"".join(sections)}
+<body><h1>headstart run {html.escape(run.path.name)}{suffix}</h1><table>{table}</table>
+{body}
 <h2>config.yaml</h2><pre>{html.escape(config)}</pre></body></html>"""
     path = run.path / "report.html"
     atomic_write_text(path, page)

@@ -25,6 +25,7 @@ from headstart.evaluation.loading import LoadedRun, load_run
 from headstart.export.card import front_matter
 from headstart.export.inputs import DEFAULT_MODALITY
 from headstart.export.signatures import ExportSignature, signature_for
+from headstart.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,8 @@ def build_metadata(
     ``modality`` is stored unless it is the default (image exports never stored it)."""
     summary = loaded.run.summary()
     modality = signature.modality
-    task: dict[str, Any] = {}
-    if loaded.config.task == "multi-label":  # sigmoid outputs, a label set above thresholds
-        stored = loaded.run.load_metrics().get("val", {}).get("thresholds", {})
-        thresholds = [float(stored.get(c, 0.5)) for c in loaded.classes]
-        task = {"task": "multi-label", "thresholds": thresholds}
+    # multi-label: its thresholds; multi-task: each task's classes
+    task = task_for(loaded.config).for_run(loaded.run).export_fields(loaded.classes)
     return {
         "format": FORMAT,
         **({"modality": modality} if modality != DEFAULT_MODALITY else {}),

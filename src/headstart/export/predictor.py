@@ -116,7 +116,14 @@ class ExportedPredictor:
 
     def decode(self, names: Sequence[str], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
         """Predictions from :meth:`probabilities`' rows: top-k, and for a multi-label model
-        (metadata ``task``) every label at or above its threshold (metadata ``thresholds``)."""
+        (metadata ``task``) every label at or above its threshold (metadata ``thresholds``),
+        for a multi-task model every task's top-k (metadata ``tasks``: task -> classes)."""
+        if self.metadata.get("task") == "multi-task":
+            tasks = list(self.metadata["tasks"].items())
+            return [
+                Prediction.from_task_probabilities(n, p, tasks, top_k)
+                for n, p in zip(names, probs, strict=True)
+            ]
         if self.metadata.get("task") == "multi-label":
             thresholds = self.metadata["thresholds"]
             return [

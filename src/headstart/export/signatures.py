@@ -34,6 +34,7 @@ from headstart.export.inputs import (
     load_fast_tokenizer,
 )
 from headstart.export.wrapper import ImagesToProbabilities, TokensToProbabilities
+from headstart.tasks import task_for
 
 if TYPE_CHECKING:
     from headstart.data.folders import Sample
@@ -104,8 +105,8 @@ class ImageSignature(ExportSignature):
     modality = "image"
 
     def wrapper(self, loaded: LoadedRun) -> nn.Module:
-        multi_label = loaded.config.task == "multi-label"
-        return ImagesToProbabilities(loaded.model, multi_label).eval()
+        task = task_for(loaded.config).for_run(loaded.run)
+        return ImagesToProbabilities(loaded.model, task).eval()
 
     def sample_inputs(self, loaded: LoadedRun, n: int = 4) -> dict[str, torch.Tensor]:
         """Up to ``n`` of the run's own images (validation, else training), full size from

@@ -8,6 +8,7 @@ from torch import nn
 
 from headstart.modalities.image import pixels_to_input
 from headstart.models.backbone import Backbone
+from headstart.tasks import TASKS, Task
 
 
 class ImagesToProbabilities(nn.Module):
@@ -17,17 +18,17 @@ class ImagesToProbabilities(nn.Module):
     ``resize`` with the weights' interpolation and antialiasing, centre crop ``crop``: the
     evaluation transform's geometry, without torch); inside: scale to [0, 1] and normalise with
     the weights' mean/std (:func:`~headstart.modalities.image.pixels_to_input`, as eager
-    ``predict`` does), the model, softmax (``multi_label``: one sigmoid per label). No
-    resizing happens in the graph.
+    ``predict`` does), the model, and the task's probabilities (softmax; multi-label: one
+    sigmoid per label; multi-task: a softmax per task). No resizing happens in the graph.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, backbone: Backbone, multi_label: bool = False) -> None:
+    def __init__(self, backbone: Backbone, task: Task | None = None) -> None:
         super().__init__()
         p = backbone.preprocessing
-        self.multi_label = multi_label
+        self.task = task or TASKS["single-label"]
         self.model = backbone
         self.crop = int(p.crop)
         self.register_buffer("mean", torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -36,7 +37,7 @@ class ImagesToProbabilities(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(probabilities, logits)``."""
         logits = self.model(pixels_to_input(images, self.mean, self.std))
-        return (logits.sigmoid() if self.multi_label else logits.softmax(dim=1)), logits
+        return self.task.probabilities(logits), logits
 
 
 class TokensToProbabilities(nn.Module):

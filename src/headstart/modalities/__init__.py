@@ -51,6 +51,7 @@ def splits_for(config: TrainConfig) -> DataSplits:
         config.data, config.val, config.test,
         val_fraction=config.val_fraction, seed=config.seed, strict=config.strict,
         reader=modality.reader(config), task=config.task, label_sep=config.label_sep,
+        label_columns=config.label_columns,
     )  # fmt: skip
 
 

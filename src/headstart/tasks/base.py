@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from rich.table import Table
+from rich.console import RenderableType
 
+from headstart.config import TrainConfig
 from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.run import RunFolder
@@ -45,8 +46,16 @@ class Task(ABC):
         """The metrics.json block of one split (torchmetrics)."""
 
     @abstractmethod
-    def metrics_table(self, metrics: dict[str, Any], title: str) -> Table:
-        """The printed summary of one split's :meth:`metrics`."""
+    def metrics_table(self, metrics: dict[str, Any], title: str) -> RenderableType:
+        """The printed summary of one split's :meth:`metrics` (a table; multi-task: one per
+        task)."""
+
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        """One line of the headline numbers of :meth:`metrics` (``headstart evaluate``)."""
+        return (
+            f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+            f"macro AUROC {metrics['macro_auroc']:.4f}"
+        )
 
     @abstractmethod
     def write_report(self, run: RunFolder, predictions: ValPredictions) -> Path:
@@ -62,8 +71,19 @@ class Task(ABC):
         return self
 
     def for_run(self, run: RunFolder) -> Task:
-        """This task with the decision rule a trained run stored (see :meth:`calibrated`)."""
+        """This task with the decision rule a trained run stored (see :meth:`calibrated`) and,
+        for a task with several heads, the run's classes (see :meth:`for_classes`)."""
         return self
+
+    def for_classes(self, config: TrainConfig, classes: Sequence[str]) -> Task:
+        """This task for a new run's classes (multi-task: how the outputs split into
+        tasks); tasks that need nothing from the classes return themselves."""
+        return self
+
+    def export_fields(self, classes: list[str]) -> dict[str, Any]:
+        """What an exported model's metadata needs to decode its outputs beyond the labels
+        (multi-label: the thresholds; multi-task: each task's classes)."""
+        return {}
 
     @abstractmethod
     def decode(

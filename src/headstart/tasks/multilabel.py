@@ -168,6 +168,16 @@ class MultiLabelClassification(Task):
             )  # fmt: skip
         return t
 
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        return (
+            f"macro AP {metrics['macro_ap']:.4f}  micro AP {metrics['micro_ap']:.4f}  micro F1 "
+            f"{metrics['micro_f1']:.4f}  exact-match accuracy {metrics['accuracy']:.4f}"
+        )
+
+    def export_fields(self, classes: list[str]) -> dict[str, Any]:
+        """Sigmoid outputs, a label set above each label's threshold."""
+        return {"task": self.name, "thresholds": self._thresholds(len(classes))}
+
     def write_report(self, run: RunFolder, predictions: ValPredictions) -> Path:
         return write_multilabel_report(run, predictions)
 

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headstart.data.folders import Sample
-from headstart.data.scan import MultiLabelSample
+from headstart.data.scan import MultiLabelSample, MultiTaskSample
 from headstart.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def feature_key(
         st = s.path.stat()
         target = (
             ",".join(str(class_to_idx[x]) for x in s.labels)
-            if isinstance(s, MultiLabelSample)
+            if isinstance(s, MultiLabelSample | MultiTaskSample)
             else class_to_idx[s.label]
         )
         h.update(f"{s.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{target}\n".encode())

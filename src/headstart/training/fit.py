@@ -163,8 +163,8 @@ def train(
     config, resumed, ckpt_path = resolve_run(config, resume, overrides)
     check_distributed(config)
     inputs = load_inputs(config)
-    if config.task == "auto":  # saved resolved: predict/evaluate read the task from config.yaml
-        config = config.replace(task=task_for(config, inputs.splits.multi_label).name)
+    # resolved (auto) and checked against the settings; saved: predict/evaluate read the task
+    config = config.replace(task=task_for(config, inputs.splits.multi_label).name)
     run = open_run_folder(config, resumed, inputs.splits.classes)
     selection = auto_selection(config, inputs, run, plugins)
     trained = config.replace(**selection.overrides()) if selection else config
@@ -214,8 +214,8 @@ def auto_selection(
     ``None`` where the static rules decide (few-shot data; several processes)."""
     if config.strategy != "auto" or is_few_shot(inputs.splits.counts()["train"]):
         return None
-    if inputs.splits.multi_label:
-        return None  # the measured search ranks by accuracy: multi-label uses the static rules
+    if not inputs.splits.single_label:  # the search's probe fits one softmax over the classes
+        return None  # multi-label and multi-task use the static rules
     if head_kind(inputs.backbone.head) == "dense":
         return None  # the search's probe reads pooled features: segmentation uses the rules
     if world_size(config) > 1:

@@ -180,8 +180,9 @@ def make_loaders(
 ) -> Loaders:
     """Training and validation loaders for ``plan`` (see module doc)."""
     targets: list[Any] = (  # only counted (and, single-label, balanced) by the sampler
-        splits.label_matrix("train") if splits.multi_label else splits.targets("train")
-    )
+        splits.label_matrix("train") if splits.multi_label
+        else splits.task_rows("train") if splits.tasks else splits.targets("train")
+    )  # fmt: skip
     val_features = None
     loader_kw: dict[str, Any] = {}
     activations = activation_data(config, splits, backbone, plan, modality)

@@ -178,9 +178,10 @@ def choose_strategy(
     if dense:  # the probe scores pooled features; a per-pixel head reads stage maps
         decision = decide(len(splits.train), len(splits.classes), None)
         decision.reasons.append("segmentation: no probe, decided by data size alone")
-    elif splits.multi_label:  # the probe is a softmax regression: the static rules decide
+    elif not splits.single_label:  # the probe is one softmax regression: the static rules decide
         decision = decide(len(splits.train), len(splits.classes), None)
-        decision.reasons.append("multi-label data: no probe, decided by data size alone")
+        kind = "multi-label" if splits.multi_label else "multi-task"
+        decision.reasons.append(f"{kind} data: no probe, decided by data size alone")
     elif is_few_shot(counts):
         decision = decide_few_shot(counts)
     else:
@@ -226,8 +227,8 @@ def make_plan(
     # BatchNorm statistics and 91.2 % with updated ones, vs 92.6 % from a random head.
     head_first = linear_head_first(strategy, backbone, still)
     probe = (
-        config.head_init == "probe" and (fast or cosine or head_first) and not splits.multi_label
-    )  # the probe fits a softmax head; a multi-label head starts random
+        config.head_init == "probe" and (fast or cosine or head_first) and splits.single_label
+    )  # the probe fits one softmax head; a multi-label or multi-task head starts random
     bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
     trainable, total = backbone.param_counts()
     console.print(

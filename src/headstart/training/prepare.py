@@ -105,7 +105,7 @@ def prepare(
         backbone, plan.strategy, config, steps_per_epoch=len(loaders.train),
         inputs_are_features=plan.cached_features, class_weights=plan.class_weights,
         num_classes=len(splits.classes), train_hook=hooks[0] if hooks else None,
-        task=task_for(config, splits.multi_label),
+        task=task_for(config, splits.multi_label, splits.classes),
         activations_from=plan.activations.cut if plan.activations else None,
         activations_until=plan.activations.until if plan.activations else None,
     )  # fmt: skip
@@ -138,10 +138,13 @@ def fit(trainer: L.Trainer, p: Prepared, run: RunFolder, ckpt_path: Path | None)
 
 def class_table(splits: DataSplits) -> Table:
     """Samples per class and split, with totals (multi-label: images holding each label, and
-    the images of each split)."""
+    the images of each split; multi-task: ``task:class`` rows, and the images of each split)."""
     counts = splits.counts()
-    multi = splits.multi_label  # images holding each label; the total counts images
-    t = Table(title=f"{len(splits.classes)} {'labels (multi-label)' if multi else 'classes'}")
+    multi = not splits.single_label  # images holding each label; the total counts images
+    kind = "labels (multi-label)" if splits.multi_label else "classes"
+    if splits.tasks:
+        kind = f"classes of {len(splits.tasks)} tasks ({', '.join(splits.tasks)})"
+    t = Table(title=f"{len(splits.classes)} {kind}")
     t.add_column("label" if multi else "class")
     for split in counts:
         t.add_column(split, justify="right")
