@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,101 @@ def run_domain(args: argparse.Namespace, data: dict[str, Path]) -> list[dict[str
     return rows
 
 
+def run_domain_partial(
+    args: argparse.Namespace, data: dict[str, Path], before: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Source-only vs DANN with the last ``--partial-stages`` backbone stages trained (cached
+    activations: the frozen prefix runs once for source, target and eval images), the same
+    settings and budget for both, over ``--seeds``. The settings are fixed before measuring: the
+    benchmark has no labelled held-out target split to select on, and the target-eval labels are
+    only reported. Runs already in ``before`` (the previous result of this part) with the same
+    settings and seed are kept, not trained again (adding a setting trains only that one)."""
+    import headstart
+
+    common: dict[str, Any] = {
+        "data": str(data["source"]),
+        "model": "torchvision:mobilenet_v2",
+        "image_size": args.size,
+        "strategy": "partial",
+        "unfreeze_last": args.partial_stages,
+        "head": "mlp",
+        "head_hidden": 256,
+        "epochs": args.epochs,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "backbone_lr_mult": args.backbone_lr_mult,
+        "bn": args.bn,
+        "augment": "none",
+        "early_stopping_patience": None,
+        "target_eval": str(data["target_eval"]),
+        "adapt_baseline": False,
+        "num_workers": 0,
+    }
+    settings: list[tuple[str, dict[str, Any]]] = [("source-only", {})]
+    for w in args.dann_weights:
+        settings.append((f"dann w={w:g}", {"adapt": "dann", "adapt_weight": w}))
+    kept = {}
+    if before and before.get("settings") == {
+        k: v for k, v in common.items() if k not in ("data", "target_eval")
+    }:
+        kept = {(r["setting"], r["seed"]): r for r in before["rows"]}
+    rows = []
+    for seed in args.seeds:
+        for name, extra in settings:
+            if (name, seed) in kept:
+                rows.append(kept[(name, seed)])
+                continue
+            if extra:
+                extra = {**extra, "target_unlabeled": str(data["target_unlabeled"])}
+            tag = name.replace(" ", "-").replace("=", "")
+            out = WORK / "runs" / f"partial{args.partial_stages}-{tag}-seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            r = headstart.train(out=str(out), seed=seed, **common, **extra)
+            assert r.metrics["run"]["cached_activations"] is not None, "expected cached activations"
+            rows.append(
+                {
+                    "setting": name,
+                    "seed": seed,
+                    "target_eval_accuracy": r.metrics["target_eval"]["accuracy"],
+                    "source_val_accuracy": r.metrics["val"]["accuracy"],
+                }
+            )
+            print(rows[-1], flush=True)
+    return {
+        "settings": {k: v for k, v in common.items() if k not in ("data", "target_eval")},
+        "seeds": list(args.seeds),
+        "rows": rows,
+        "summary": summarise_seeds(rows),
+    }
+
+
+def summarise_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting: target accuracy mean and sample std over seeds, and the gain over the
+    same seed's source-only run (mean, std, min, max) in points."""
+    base = {r["seed"]: r["target_eval_accuracy"] for r in rows if r["setting"] == "source-only"}
+    out = []
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        mine = [r for r in rows if r["setting"] == name]
+        acc = np.array([r["target_eval_accuracy"] for r in mine]) * 100
+        gain = np.array([100 * (r["target_eval_accuracy"] - base[r["seed"]]) for r in mine])
+        src = np.array([r["source_val_accuracy"] for r in mine]) * 100
+        ddof = 1 if len(mine) > 1 else 0
+        out.append(
+            {
+                "setting": name,
+                "target_mean": round(float(acc.mean()), 2),
+                "target_std": round(float(acc.std(ddof=ddof)), 2),
+                "gain_mean": round(float(gain.mean()), 2),
+                "gain_std": round(float(gain.std(ddof=ddof)), 2),
+                "gain_min": round(float(gain.min()), 2),
+                "gain_max": round(float(gain.max()), 2),
+                "source_val_mean": round(float(src.mean()), 2),
+                "per_seed_target": [round(float(a), 1) for a in acc],
+            }
+        )
+    return out
+
+
 def build_few(root: Path, used_from: Path, train: int, val: int, test: int) -> Path:
     """A 10-image/class labelled set (+ val, test) from Animal-MNIST images that the unlabeled
     pretraining set (``used_from``, files named by index) does not contain."""
@@ -225,7 +321,14 @@ def run_pretext(args: argparse.Namespace, data: dict[str, Path]) -> dict[str, An
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--part", choices=["domain", "pretext", "all"], default="all")
+    ap.add_argument(
+        "--part", choices=["domain", "domain-partial", "pretext", "all"], default="all",
+        help="all = domain + pretext; domain-partial (DANN with trainable stages) runs alone",
+    )  # fmt: skip
+    ap.add_argument("--partial-stages", type=int, default=3, help="domain-partial: stages trained")
+    ap.add_argument("--backbone-lr-mult", type=float, default=0.1, help="domain-partial")
+    ap.add_argument("--bn", default="train", help="domain-partial: BatchNorm of trained stages")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="domain-partial")
     ap.add_argument("--pretext-epochs", type=int, default=3)
     ap.add_argument("--pretext-stages", type=int, default=4, help="stages rotation trains")
     ap.add_argument("--pretext-start", default="DEFAULT", help="DEFAULT (ImageNet) or none")
@@ -257,11 +360,27 @@ def main() -> None:
             },
             "rows": run_domain(args, data),
         }
+    if args.part == "domain-partial":
+        key = f"domain_partial{args.partial_stages}"
+        result[key] = run_domain_partial(args, data, result.get(key))
+        result[key]["command"] = "benchmarks/adapt.py " + " ".join(sys.argv[1:])
+        result[key]["commit"] = git_commit()
     if args.part in ("pretext", "all"):
         key = "pretext_scratch" if args.pretext_start.lower() == "none" else "pretext"
         result[key] = run_pretext(args, data)
     out_json.write_text(json.dumps(result, indent=2))
     write_markdown(result)
+
+
+def git_commit() -> str:
+    """The checkout's commit (short hash; ``+dirty`` with uncommitted changes under src/)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "src").strip() else "")
 
 
 def write_markdown(result: dict[str, Any]) -> None:
@@ -286,6 +405,8 @@ def write_markdown(result: dict[str, Any]) -> None:
                 f"{r['gain_points']:+.1f} | {100 * r['source_val_accuracy']:.1f} % | {r['seconds']} |"
             )
         lines.append("")
+    for key in sorted(k for k in result if k.startswith("domain_partial")):
+        lines += partial_markdown(result[key])
     for key in ("pretext", "pretext_scratch"):
         if key not in result:
             continue
@@ -310,6 +431,40 @@ def write_markdown(result: dict[str, Any]) -> None:
             )
         lines.append("")
     (RESULTS / "adapt.md").write_text("\n".join(lines) + "\n")
+
+
+def partial_markdown(d: dict[str, Any]) -> list[str]:
+    """The domain-partial section: per setting mean +- std over seeds, and every run."""
+    s = d["settings"]
+    lines = [
+        f"## Domain adaptation with trainable upper stages: source-only vs DANN "
+        f"(last {s['unfreeze_last']} stages)",
+        "",
+        f"MobileNetV2 (ImageNet weights) at {s['image_size']} px, `--strategy partial "
+        f"--unfreeze-last {s['unfreeze_last']}` (frozen prefix on cached activations, source and "
+        f"target), mlp head ({s['head_hidden']} hidden), {s['epochs']} epochs, batch "
+        f"{s['batch_size']} source + {s['batch_size']} target, lr {s['lr']:g} (head, "
+        f"discriminator), backbone x{s['backbone_lr_mult']:g}, `--bn {s['bn']}` (mixed "
+        f"source+target batches), augment {s['augment']}; same data as above. Settings fixed "
+        f"before measuring (no labelled held-out target split to select on); checkpoint chosen "
+        f"by source val loss. Seeds {', '.join(map(str, d['seeds']))}; gain = DANN minus the "
+        f"same seed's source-only run.",
+        "",
+        f"Command: `.venv/bin/python {d.get('command', 'benchmarks/adapt.py --part domain-partial')}`"
+        + (f" at commit {d['commit']}" if d.get("commit") else ""),
+        "",
+        "| setting | target-eval accuracy (mean ± std) | per seed | gain, points (mean ± std) "
+        "| gain min..max | source val accuracy |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in d["summary"]:
+        lines.append(
+            f"| {r['setting']} | {r['target_mean']:.1f} ± {r['target_std']:.1f} % | "
+            f"{' / '.join(f'{a:.1f}' for a in r['per_seed_target'])} | "
+            f"{r['gain_mean']:+.1f} ± {r['gain_std']:.1f} | {r['gain_min']:+.1f}..{r['gain_max']:+.1f} "
+            f"| {r['source_val_mean']:.1f} % |"
+        )
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,15 @@ classifier must train for the adaptation loss to act, so
 * ``--head mlp`` with a frozen backbone (``feature-extract``) adapts the head's hidden layer on
   cached features: the fast default — source and target features are computed once;
 * any strategy that trains backbone stages (``partial``, ``gradual``, ``fine-tune``) adapts the
-  backbone too (image path); with ``gradual``, the backbone joins when its stages unfreeze;
+  backbone too; with ``gradual``, the backbone joins when its stages unfreeze. Where the first
+  stages stay frozen throughout (``partial``), their output is stored once for the source and
+  the target images (cached activations) and the upper stages train on it; otherwise on images;
+* BatchNorm of trainable stages sees each step's source and target batch together (one forward
+  pass, as in Ganin et al.'s and the Transfer-Learning-Library's DANN), so its batch and running
+  statistics are those of the two domains mixed (the source-only baseline's are the source's
+  alone). Chosen over domain-specific statistics: one model, normalised the same way for both
+  domains in training and at inference (no domain switch in predict/export), and its running
+  statistics include the target domain it is applied to;
 * ``--head linear`` with a backbone frozen for the whole run is refused (nothing to adapt).
 
 Checkpoint selection uses the labelled *source* validation split only: target labels are never
