@@ -222,3 +222,5 @@ def test_round_trip_predict_and_onnx_parity(
     assert (a == b).mean() >= 0.999
     res = run_main(["predict", str(exported.path), str(root / "val/images")], capsys, monkeypatch)
     assert res.code == 2 and "--masks" in res.text
+    res = run_main(["serve", str(exported.path)], capsys, monkeypatch)
+    assert res.code == 2 and "segmentation model" in res.text
