@@ -220,7 +220,7 @@ def test_dann_on_cached_activations_gives_the_image_paths_weights(
     monkeypatch.setattr(act, "STORE_DTYPE", np.float32)
     source, target, _ = shifted
     kw = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random", "adapt": "dann",
-          "target_unlabeled": str(target), "bn": "train"}  # fmt: skip
+          "target_unlabeled": str(target), "bn": "train", "epochs": 1}  # fmt: skip
     a = train_tiny(source, tmp_path / "a", **kw)
     b = train_tiny(source, tmp_path / "b", cache_activations=False, **kw)
     assert a.metrics["run"]["cached_activations"]["cut"] == 3
