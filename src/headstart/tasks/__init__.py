@@ -1,8 +1,8 @@
 """Tasks: what a run predicts. A :class:`~headstart.tasks.base.Task` owns the loss, the
 metrics (torchmetrics), decoding probabilities into predictions, and the report.
 
-Single-label, multi-label and multi-task classification are built; detection and
-segmentation would each be one more module here (see docs/architecture.md). Training, evaluation,
+Single-label, multi-label and multi-task classification and semantic segmentation are built;
+detection would be one more module here (see docs/architecture.md). Training, evaluation,
 prediction and the report call the task's methods and never ask which task it is.
 """
 
