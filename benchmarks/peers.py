@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 
-def run_fastai(data: Path, epochs: int, size: int = 224, batch_size: int = 32) -> dict[str, Any]:
+def run_fastai(
+    data: Path,
+    epochs: int,
+    size: int = 224,
+    batch_size: int = 32,
+    seed: int | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """``fine_tune(epochs)`` as fastai's users run it; ``seed`` goes to fastai's ``set_seed``
+    (as its docs do for reproducible runs), ``callbacks`` to the Learner."""
     from fastai.vision.all import (
         ImageDataLoaders,
         Resize,
@@ -30,11 +39,14 @@ def run_fastai(data: Path, epochs: int, size: int = 224, batch_size: int = 32) -
         get_image_files,
         imagenet_stats,
         model_meta,
+        set_seed,
         vision_learner,
     )
     from torchvision.models import mobilenet_v2
 
     t0 = time.perf_counter()
+    if seed is not None:
+        set_seed(seed)
     model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
     dls = ImageDataLoaders.from_folder(
         data,
@@ -46,7 +58,9 @@ def run_fastai(data: Path, epochs: int, size: int = 224, batch_size: int = 32) -
         num_workers=0,
         device="cpu",
     )
-    learn = vision_learner(dls, mobilenet_v2, metrics=accuracy, pretrained=True)
+    learn = vision_learner(
+        dls, mobilenet_v2, metrics=accuracy, pretrained=True, cbs=callbacks or None
+    )
     learn.fine_tune(epochs)
     train_seconds = time.perf_counter() - t0
     val = float(learn.validate()[1])

@@ -183,3 +183,32 @@ def test_an_untraceable_hf_body_trains_on_images_and_says_why(
     out = " ".join(capsys.readouterr().out.split())
     assert "cached activations: off, training on images (the body cannot be cut" in out
     assert "torch.fx cannot trace the body" in out
+
+
+def test_one_pass_gives_the_features_and_the_activations_of_two_passes(tmp_path: Path) -> None:
+    """auto's first pass (features for the frozen candidates + the first partial candidate's
+    activations) equals extract_features and extract_activations run separately."""
+    from headstart.data import load_splits
+    from headstart.data.datasets import ImageDataset
+    from headstart.data.transforms import build_eval_transform
+    from headstart.training.features import extract_features
+    from tests.conftest import write_class_folders
+
+    root = write_class_folders(tmp_path / "d", 3)
+    b = create_backbone("torchvision:mobilenet_v2", 3, weights="none", image_size=32)
+    samples = load_splits(root).train
+    idx = {c: i for i, c in enumerate(sorted({s.label for s in samples}))}
+    ds = ImageDataset(samples, idx, build_eval_transform(b.preprocessing), b.preprocessing.resize)
+    cut = len(b.stages) - 3
+    b.set_trainable_stages(range(cut, len(b.stages)))  # as the partial candidate has it
+    x, y, a = act.features_with_activations(b, cut, ds)
+    x2, y2 = extract_features(b, ds)
+    torch.testing.assert_close(x, x2, atol=1e-5, rtol=1e-5)
+    assert torch.equal(y, y2) and a.dtype == act.STORE_DTYPE
+    act.extract_activations(b, cut, ds, tmp_path / "a.npy")
+    stored = act.load_activations(tmp_path / "a.npy", len(ds), a.shape[1:])
+    assert stored is not None and np.array_equal(stored.values, a)
+    act.store_activation_rows(tmp_path / "b.npy", a, y)
+    again = act.load_activations(tmp_path / "b.npy", len(ds), a.shape[1:])
+    assert again is not None and np.array_equal(again.values, a)
+    assert torch.equal(again.targets, y)

@@ -14,6 +14,7 @@ from PIL import Image
 
 import headstart
 from headstart.training.search import (
+    MIN_CANDIDATE_EPOCHS,
     REPORT_SECONDS,
     Candidate,
     Search,
@@ -56,10 +57,27 @@ def auto(data: Path, out: Path, **kw: object) -> headstart.TrainResult:
 
 
 def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_run(
-    split_folder: Path, tmp_path: Path
+    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from headstart.training import activations
+
+    extracted: list[int] = []  # passes of a frozen prefix outside auto's first pass
+    real = activations.extract_activations
+    monkeypatch.setattr(
+        activations, "extract_activations",
+        lambda *a, **k: extracted.append(a[1]) or real(*a, **k),
+    )  # fmt: skip
+    hits: list[bool] = []  # stores read back by a candidate's run
+    load = activations.load_activations
+    monkeypatch.setattr(
+        activations, "load_activations",
+        lambda *a: hits.append((got := load(*a)) is not None) or got,
+    )  # fmt: skip
     r = auto(split_folder, tmp_path / "run", trials=1)
     info = r.metrics["run"]["auto"]
+    # the one trained candidate, partial-3, trained on activations stored by the first pass
+    assert [c["name"] for c in info["candidates"]][2] == "partial-3"
+    assert info["candidates"][2]["epochs_run"] == 2 and extracted == [] and hits == [True, True]
     assert info["select_on"] == "val" and info["report_on"] == "test"
     names = [c["name"] for c in info["candidates"]]
     assert names[:2] == ["probe", "feature-extract"]  # the frozen candidates come first
@@ -167,6 +185,24 @@ def test_a_trained_candidate_starts_only_when_it_and_the_final_evaluation_fit() 
     # a measured candidate replaces the estimate
     s.candidates.append(Candidate("fine-tune", "fine-tune", {}, 0.9, seconds=40.0, epochs_run=4))
     assert s.estimate("fine-tune") == pytest.approx(45.0) and s.fits("fine-tune")
+
+
+def test_a_short_budget_shortens_a_trained_candidate_instead_of_skipping_it() -> None:
+    s = Search(
+        SimpleNamespace(epochs=10), None, Path("."), (), None,  # type: ignore[arg-type]
+        deadline=process_seconds() + 55.0, extraction_seconds=4.0, reserve=10.0,
+    )  # fmt: skip
+    # partial: 1.6 x 4 = 6.4 s an epoch + 5 s: of the 45 s before the reserve, 10 epochs (69 s)
+    # and 7 (49.8 s) do not fit, 6 do (43.4 s)
+    assert not s.fits("partial") and s.epochs_that_fit("partial") == 6
+    # fine-tune: 12.8 s an epoch; even 3 epochs (43.4 s) fit, 4 (56.2 s) do not
+    assert s.epochs_that_fit("fine-tune") == 3
+    s.deadline = process_seconds() + 40.0  # 30 s left: not even MIN_CANDIDATE_EPOCHS
+    assert s.epochs_that_fit("fine-tune") is None
+    assert MIN_CANDIDATE_EPOCHS == 3
+    # --epochs below the minimum: the candidate runs them or nothing
+    s.config = SimpleNamespace(epochs=2)  # type: ignore[assignment]
+    assert s.epochs_that_fit("partial") == 2
 
 
 def test_selection_round_trips_and_names_its_winner() -> None:

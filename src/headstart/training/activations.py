@@ -267,6 +267,59 @@ def _write_activations(
     log.info("%s: %d rows in %.1fs", description, i, time.perf_counter() - t0)
 
 
+@torch.inference_mode()
+def features_with_activations(
+    backbone: Backbone, cut: int, dataset: Any, *, num_workers: int = 0,
+    compute: Compute | None = None, description: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:  # fmt: skip
+    """``(features, targets, activations)`` of every item of ``dataset`` from one pass in eval
+    mode: the pooled features :func:`~headstart.training.features.extract_features` gives
+    (``forward_from(cut, forward_to(cut, x))`` is the body, checked numerically when the split
+    is made) and the activations at the cut before ``cut`` as the store keeps them (float16).
+    The frozen-backbone candidates of ``auto`` and a partial candidate cut there then share one
+    forward pass per image instead of two."""
+    compute = compute or resolve_compute()
+    crop = getattr(backbone.preprocessing, "crop", None)
+    batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=compute.pin_memory
+    )
+    was = backbone.training
+    feats: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    with placed(backbone, compute):
+        shape = activation_shape(backbone, cut)
+        acts = np.empty((len(dataset), *shape), dtype=STORE_DTYPE)
+        backbone.eval()
+        i = 0
+        try:
+            with console.status(description), compute.autocast():
+                for x, y in loader:
+                    x = compute.to(x).contiguous(memory_format=torch.channels_last)
+                    a = backbone.forward_to(cut, x)
+                    feats.append(backbone.forward_from(cut, a).float().cpu())
+                    acts[i : i + len(a)] = a.float().cpu().numpy().astype(STORE_DTYPE)
+                    targets.append(torch.as_tensor(y))
+                    i += len(a)
+        finally:
+            backbone.train(was)
+    return torch.cat(feats).clone(), torch.cat(targets).clone(), acts
+
+
+def store_activation_rows(path: Path, values: np.ndarray, targets: torch.Tensor) -> None:
+    """Write ``values`` (rows at a cut) and ``targets`` as a store :func:`load_activations`
+    reads; atomic (the activations file appears last)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    try:
+        np.save(tmp, np.ascontiguousarray(values, dtype=STORE_DTYPE))
+        np.save(_targets_path(path), targets.numpy())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _targets_path(path: Path) -> Path:
     return path.with_name(path.stem + ".targets.npy")
 

@@ -106,12 +106,7 @@ def features_for(
     compute = compute or resolve_compute()
     key = None
     if use_disk_cache:
-        seeded = is_random_init(backbone.weights_label) or views > 1
-        extra: dict[str, Any] = {"split": split, "views": views,
-                 "augment": augment if views > 1 else None, "seed": seed if seeded else None}  # fmt: skip
-        if compute.autocast_dtype is not None:  # float32 keys stay as they were
-            extra["autocast"] = str(compute.autocast_dtype)
-        key = feature_cache.feature_key(backbone, samples, class_to_idx, extra)
+        key = features_key(backbone, samples, class_to_idx, split, seed, views, augment, compute)
         hit = feature_cache.load_cached(key)
         if hit is not None:
             return hit[0], hit[1], True
@@ -122,6 +117,23 @@ def features_for(
     if key is not None:
         feature_cache.store(key, x, y)
     return x, y, False
+
+
+def features_key(
+    backbone: Backbone, samples: list[Any], class_to_idx: dict[str, int], split: str, seed: int,
+    views: int, augment: str | None, compute: Compute,
+) -> str:  # fmt: skip
+    """The disk-cache key of :func:`features_for`: the split name, the number of views and,
+    where they change the features, the augmentation preset (views > 1), the seed (random
+    weights or views > 1) and the autocast dtype (mixed precision)."""
+    from headstart.training import feature_cache
+
+    seeded = is_random_init(backbone.weights_label) or views > 1
+    extra: dict[str, Any] = {"split": split, "views": views,
+             "augment": augment if views > 1 else None, "seed": seed if seeded else None}  # fmt: skip
+    if compute.autocast_dtype is not None:  # float32 keys stay as they were
+        extra["autocast"] = str(compute.autocast_dtype)
+    return feature_cache.feature_key(backbone, samples, class_to_idx, extra)
 
 
 class FeatureSource:
@@ -152,6 +164,19 @@ class FeatureSource:
         """Keep the un-augmented features of ``samples`` (rows of ``x``/``y``) in memory."""
         for s, xi, yi in zip(samples, x, y, strict=True):
             self._rows[s] = (xi, yi)
+
+    def store(self, split: str, samples: list[Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep features of ``samples`` computed elsewhere (un-augmented, one view) in memory
+        and, with the disk cache on, where :func:`features_for` looks them up."""
+        self.remember(samples, x, y)
+        if self.use_disk_cache:
+            from headstart.training import feature_cache
+
+            key = features_key(
+                self.backbone, samples, self.class_to_idx, split, self.seed, 1, self.augment,
+                self.compute,
+            )  # fmt: skip
+            feature_cache.store(key, x, y)
 
     def lookup(self, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Remembered features of ``samples``, stacked (every sample must be remembered)."""

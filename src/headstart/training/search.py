@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from headstart.config import TrainConfig
@@ -46,8 +47,20 @@ from headstart.data.splits import stratified_split
 from headstart.devices import compute_for
 from headstart.errors import TrainingDiverged
 from headstart.evaluation.probe import fit_logistic
+from headstart.models.split import SplitError
+from headstart.models.weights_spec import is_random_init
 from headstart.run import RunFolder, atomic_write_text
+from headstart.strategies.registry import make_strategy
+from headstart.training.activations import (
+    ActivationPlan,
+    activation_key,
+    activation_shape,
+    features_with_activations,
+    store_activation_rows,
+    unavailable_reason,
+)
 from headstart.training.callbacks import NonFiniteLossGuard
+from headstart.training.feature_cache import cache_dir
 from headstart.training.features import FeatureSource
 from headstart.training.plan import num_workers_for
 from headstart.training.plugins import PluginFactory
@@ -154,6 +167,8 @@ def selection_splits(splits: DataSplits, seed: int) -> tuple[DataSplits, str, st
 REPORT_SECONDS = 8.0
 #: the three trained candidates auto measures first, before Optuna proposes its own
 FIRST_TRAINED = ("partial", "fine-tune", "gradual")
+#: stages the first partial candidate trains (its frozen prefix shares auto's first pass)
+FIRST_PARTIAL_STAGES = 3
 
 
 def retrain_factor(retrain: bool) -> float:
@@ -202,6 +217,71 @@ def final_seconds(extraction: float, train_images: int, eval_images: int) -> flo
     """Estimated seconds after the search: a forward pass over the evaluated images at the
     measured per-image extraction speed, and the report."""
     return extraction / max(1, train_images) * eval_images + REPORT_SECONDS
+
+
+def shared_cut(config: TrainConfig, inputs: Inputs, rows: int) -> ActivationPlan | None:
+    """The activations the first partial candidate will train on, when they can come from
+    auto's first feature pass: images, pretrained weights, the disk cache on (the candidate
+    finds them there), cached activations possible for that candidate, the store within
+    ``--cache-max-gb``, and not stored already."""
+    backbone, n = inputs.backbone, len(inputs.backbone.stages)
+    cut = n - FIRST_PARTIAL_STAGES
+    if (
+        cut < 1 or not config.disk_cache or config.feature_views != 1
+        or not inputs.modality.augmentable or is_random_init(backbone.weights_label)
+    ):  # fmt: skip
+        return None
+    candidate = config.replace(strategy="partial", unfreeze_last=FIRST_PARTIAL_STAGES)
+    if unavailable_reason(candidate, make_strategy(candidate)) is not None:
+        return None
+    trainable = [i for i, frozen in enumerate(backbone.frozen_stages) if not frozen]
+    backbone.set_trainable_stages(range(cut, n))  # the split is checked as the candidate has it
+    try:
+        plan = ActivationPlan(
+            cut, backbone.split_at(cut).boundary, activation_shape(backbone, cut), rows, 1
+        )
+    except SplitError:
+        return None
+    finally:
+        backbone.set_trainable_stages(trainable)
+    return plan if plan.total_bytes <= config.cache_max_gb * 1e9 else None
+
+
+def first_pass(
+    config: TrainConfig, inputs: Inputs, sel: DataSplits, features: FeatureSource
+) -> float:
+    """Features of train (and of val when candidates are selected on it), kept in
+    ``features``; returns the seconds the training images took (what cost estimates scale).
+    When the first partial candidate trains on cached activations, they come from the same
+    forward pass (:func:`~headstart.training.activations.features_with_activations`) and are
+    stored where that candidate's run looks them up: one pass of its frozen prefix fewer."""
+    splits, backbone, idx = inputs.splits, inputs.backbone, inputs.splits.class_to_idx
+    passes = [("train", splits.train)] + ([("val", splits.val)] if sel.val is splits.val else [])
+    plan = shared_cut(config, inputs, sum(len(s) for _, s in passes))
+    keys = [
+        activation_key(backbone, plan, part, idx, name, config.seed, config.augment, 1)
+        for name, part in (("train", sel.train), ("val", sel.val))
+    ] if plan else []  # fmt: skip
+    if any((cache_dir() / f"act-{k}.npy").is_file() for k in keys):
+        plan = None  # stored by an earlier run: the plain pass may hit the feature cache too
+    seconds, rows = 0.0, {}
+    for name, samples in passes:
+        ds = inputs.modality.dataset(backbone, samples, idx)
+        t0 = time.perf_counter()
+        if plan is None:
+            features.remember(samples, *features(name, ds, samples))
+        else:
+            x, y, acts = features_with_activations(
+                backbone, plan.cut, ds, num_workers=features.num_workers,
+                compute=features.compute, description=f"{name} features + activations",
+            )  # fmt: skip
+            features.store(name, samples, x, y)
+            rows.update({s: (acts, i) for i, s in enumerate(samples)})
+        seconds = seconds or time.perf_counter() - t0
+    for key, part in zip(keys if plan else [], (sel.train, sel.val), strict=False):
+        values = np.stack([rows[s][0][rows[s][1]] for s in part])
+        store_activation_rows(cache_dir() / f"act-{key}.npy", values, features.lookup(part)[1])
+    return seconds
 
 
 @dataclass
@@ -318,6 +398,8 @@ def print_selection(selection: Selection) -> None:
 #: how many feature-extraction passes one epoch of each trained strategy costs (forward +
 #: backward of the trainable part + the selection pass), before any was measured
 EPOCH_COST = {"partial": 1.6, "gradual": 2.2, "fine-tune": 3.2}
+#: fewest epochs a trained candidate is shortened to when ``--epochs`` do not fit the budget
+MIN_CANDIDATE_EPOCHS = 3
 
 
 def run_candidate(
@@ -398,20 +480,36 @@ class Search:
     def remaining(self) -> float:
         return self.deadline - process_seconds()
 
-    def estimate(self, strategy: str) -> float:
-        """Seconds a trained candidate of ``strategy`` would take (measured ones first)."""
+    def estimate(self, strategy: str, epochs: int | None = None) -> float:
+        """Seconds a trained candidate of ``strategy`` would take at ``epochs`` (default:
+        ``--epochs``), from measured candidates of that strategy where there are any."""
         done = [c for c in self.candidates if c.strategy == strategy and c.epochs_run]
         if done:
             per_epoch = max(c.seconds / c.epochs_run for c in done)
         else:
             per_epoch = EPOCH_COST[strategy] * self.extraction_seconds
-        return per_epoch * self.config.epochs + 5.0
+        return per_epoch * (epochs or self.config.epochs) + 5.0
 
-    def fits(self, strategy: str) -> bool:
+    def fits(self, strategy: str, epochs: int | None = None) -> bool:
         """Whether a trained candidate of ``strategy`` (and, without a test split, the winner's
         retraining) finishes before the deadline with the final evaluation still to come."""
-        cost = self.estimate(strategy) * retrain_factor(self.retrain)
+        cost = self.estimate(strategy, epochs) * retrain_factor(self.retrain)
         return cost + self.reserve <= self.remaining()
+
+    def epochs_that_fit(self, strategy: str) -> int | None:
+        """The most epochs, at most ``--epochs`` and at least :data:`MIN_CANDIDATE_EPOCHS`, a
+        trained candidate of ``strategy`` can run within the budget (``None``: not even those).
+        A short budget then gets a shorter candidate (its LR schedule and unfreezing steps fitted
+        to the epochs it has) instead of none."""
+        top = self.config.epochs
+        return next(
+            (
+                e
+                for e in range(top, min(top, MIN_CANDIDATE_EPOCHS) - 1, -1)
+                if self.fits(strategy, e)
+            ),
+            None,
+        )
 
     def best(self) -> Candidate:
         scored = [c for c in self.candidates if c.score is not None]
@@ -433,7 +531,7 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=max(1, epochs // 2)),
     )
     for strategy in FIRST_TRAINED:  # the candidates the default budget and trial cap size for
-        depth = {"unfreeze_last": 2} if strategy == "partial" else {}
+        depth = {"unfreeze_last": FIRST_PARTIAL_STAGES} if strategy == "partial" else {}
         study.enqueue_trial({"strategy": strategy, "lr": c.lr, "augment": c.augment, **depth})
     # --augment none given: no preset is proposed
     augment_choices = (
@@ -449,10 +547,13 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         }
         if strategy == "partial":
             settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
-        if not search.fits(strategy):
+        fitting = search.epochs_that_fit(strategy)
+        if fitting is None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             misses += 1
             continue
+        if fitting < epochs:
+            settings["epochs"] = fitting
         started += 1
         name = strategy + (f"-{settings['unfreeze_last']}" if strategy == "partial" else "")
         # the first candidate of a strategy runs to the end: mid-run accuracy under a decaying
@@ -482,16 +583,7 @@ def choose(
         use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
         compute=compute_for(config),
     )  # fmt: skip
-    t0 = time.perf_counter()
-    pool = inputs.modality.dataset(inputs.backbone, inputs.splits.train, inputs.splits.class_to_idx)
-    train_xy = features("train", pool, inputs.splits.train)
-    extraction = time.perf_counter() - t0
-    features.remember(inputs.splits.train, *train_xy)
-    if sel_splits.val is inputs.splits.val:
-        val_pool = inputs.modality.dataset(
-            inputs.backbone, inputs.splits.val, inputs.splits.class_to_idx
-        )
-        features.remember(inputs.splits.val, *features("val", val_pool, inputs.splits.val))
+    extraction = first_pass(config, inputs, sel_splits, features)
     retrain = not inputs.splits.test
     budget, budget_reason, reserve = search_budget(config, inputs.splits, extraction)
     fit_xy = features.lookup(sel_splits.train)
