@@ -197,7 +197,7 @@ def test_adaptation_changes_the_model(shifted: tuple[Path, Path, Path], tmp_path
     assert not torch.equal(a[key], b["state_dict"][key])
 
 
-def test_adapted_image_path_trains_backbone_stages(
+def test_adapted_partial_run_trains_backbone_stages(
     shifted: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     source, target, _ = shifted
