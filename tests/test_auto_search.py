@@ -14,6 +14,7 @@ from PIL import Image
 
 import headstart
 from headstart.training.search import (
+    FIRST_PARTIAL_STAGES,
     MIN_CANDIDATE_EPOCHS,
     REPORT_SECONDS,
     Candidate,
@@ -203,6 +204,20 @@ def test_a_short_budget_shortens_a_trained_candidate_instead_of_skipping_it() ->
     # --epochs below the minimum: the candidate runs them or nothing
     s.config = SimpleNamespace(epochs=2)  # type: ignore[assignment]
     assert s.epochs_that_fit("partial") == 2
+
+
+def test_partial_on_cached_activations_is_estimated_as_such() -> None:
+    splits = SimpleNamespace(train=[0] * 500, val=[0] * 300)
+    s = Search(
+        SimpleNamespace(epochs=10), SimpleNamespace(splits=splits), Path("."), (), None,  # type: ignore[arg-type]
+        deadline=process_seconds() + 100.0, extraction_seconds=5.0, cached_partial=True,
+    )  # fmt: skip
+    # the first partial candidate's store comes from the first pass: epochs only
+    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 5)
+    # another depth stores its own: one pass over train + val first (800/500 x 5 s)
+    assert s.estimate("partial", 4, 1) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
+    s.cached_partial = False  # on images
+    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(1.6 * 5 * 4 + 5)
 
 
 def test_selection_round_trips_and_names_its_winner() -> None:

@@ -249,9 +249,10 @@ def shared_cut(config: TrainConfig, inputs: Inputs, rows: int) -> ActivationPlan
 
 def first_pass(
     config: TrainConfig, inputs: Inputs, sel: DataSplits, features: FeatureSource
-) -> float:
+) -> tuple[float, bool]:
     """Features of train (and of val when candidates are selected on it), kept in
-    ``features``; returns the seconds the training images took (what cost estimates scale).
+    ``features``; returns the seconds the training images took (what cost estimates scale) and
+    whether partial candidates train on cached activations (the first one's then stored).
     When the first partial candidate trains on cached activations, they come from the same
     forward pass (:func:`~headstart.training.activations.features_with_activations`) and are
     stored where that candidate's run looks them up: one pass of its frozen prefix fewer."""
@@ -281,7 +282,7 @@ def first_pass(
     for key, part in zip(keys if plan else [], (sel.train, sel.val), strict=False):
         values = np.stack([rows[s][0][rows[s][1]] for s in part])
         store_activation_rows(cache_dir() / f"act-{key}.npy", values, features.lookup(part)[1])
-    return seconds
+    return seconds, bool(keys)
 
 
 @dataclass
@@ -400,6 +401,11 @@ def print_selection(selection: Selection) -> None:
 EPOCH_COST = {"partial": 1.6, "gradual": 2.2, "fine-tune": 3.2}
 #: fewest epochs a trained candidate is shortened to when ``--epochs`` do not fit the budget
 MIN_CANDIDATE_EPOCHS = 3
+#: feature-extraction passes over the training images one epoch of a partial candidate costs on
+#: cached activations (its stages forward and backward on the stored rows, the selection rows
+#: forward): measured 0.34 for partial-3 on MobileNetV2 at 224 px (3.0 s an epoch, 8.8 s a
+#: pass over 500 images), rounded up for the Lightning overhead of short epochs
+CACHED_PARTIAL_EPOCH_COST = 0.6
 
 
 def run_candidate(
@@ -447,6 +453,9 @@ class Search:
     reserve: float = 0.0
     #: no test split: the winner is retrained on all of train after the search
     retrain: bool = False
+    #: partial candidates train on cached activations; the first one's store is auto's first
+    #: pass (:func:`first_pass`)
+    cached_partial: bool = False
     candidates: list[Candidate] = field(default_factory=list)
 
     def measure(
@@ -480,23 +489,31 @@ class Search:
     def remaining(self) -> float:
         return self.deadline - process_seconds()
 
-    def estimate(self, strategy: str, epochs: int | None = None) -> float:
-        """Seconds a trained candidate of ``strategy`` would take at ``epochs`` (default:
-        ``--epochs``), from measured candidates of that strategy where there are any."""
+    def estimate(self, strategy: str, epochs: int | None = None, depth: int | None = None) -> float:
+        """Seconds a trained candidate of ``strategy`` (partial: training the last ``depth``
+        stages) would take at ``epochs`` (default: ``--epochs``), from measured candidates of
+        that strategy where there are any."""
         done = [c for c in self.candidates if c.strategy == strategy and c.epochs_run]
+        once = 0.0
         if done:
             per_epoch = max(c.seconds / c.epochs_run for c in done)
+        elif strategy == "partial" and self.cached_partial:
+            per_epoch = CACHED_PARTIAL_EPOCH_COST * self.extraction_seconds
+            if depth != FIRST_PARTIAL_STAGES:  # its store is not the first pass's: one more
+                splits = self.inputs.splits
+                once = self.extraction_seconds * (len(splits.train) + len(splits.val))
+                once /= max(1, len(splits.train))
         else:
             per_epoch = EPOCH_COST[strategy] * self.extraction_seconds
-        return per_epoch * (epochs or self.config.epochs) + 5.0
+        return per_epoch * (epochs or self.config.epochs) + once + 5.0
 
-    def fits(self, strategy: str, epochs: int | None = None) -> bool:
+    def fits(self, strategy: str, epochs: int | None = None, depth: int | None = None) -> bool:
         """Whether a trained candidate of ``strategy`` (and, without a test split, the winner's
         retraining) finishes before the deadline with the final evaluation still to come."""
-        cost = self.estimate(strategy, epochs) * retrain_factor(self.retrain)
+        cost = self.estimate(strategy, epochs, depth) * retrain_factor(self.retrain)
         return cost + self.reserve <= self.remaining()
 
-    def epochs_that_fit(self, strategy: str) -> int | None:
+    def epochs_that_fit(self, strategy: str, depth: int | None = None) -> int | None:
         """The most epochs, at most ``--epochs`` and at least :data:`MIN_CANDIDATE_EPOCHS`, a
         trained candidate of ``strategy`` can run within the budget (``None``: not even those).
         A short budget then gets a shorter candidate (its LR schedule and unfreezing steps fitted
@@ -506,7 +523,7 @@ class Search:
             (
                 e
                 for e in range(top, min(top, MIN_CANDIDATE_EPOCHS) - 1, -1)
-                if self.fits(strategy, e)
+                if self.fits(strategy, e, depth)
             ),
             None,
         )
@@ -547,7 +564,7 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         }
         if strategy == "partial":
             settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
-        fitting = search.epochs_that_fit(strategy)
+        fitting = search.epochs_that_fit(strategy, settings.get("unfreeze_last"))
         if fitting is None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             misses += 1
@@ -583,7 +600,7 @@ def choose(
         use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
         compute=compute_for(config),
     )  # fmt: skip
-    extraction = first_pass(config, inputs, sel_splits, features)
+    extraction, cached_partial = first_pass(config, inputs, sel_splits, features)
     retrain = not inputs.splits.test
     budget, budget_reason, reserve = search_budget(config, inputs.splits, extraction)
     fit_xy = features.lookup(sel_splits.train)
@@ -596,7 +613,7 @@ def choose(
         base = base.replace(image_size=inputs.backbone.preprocessing.crop)
     search = Search(
         base, Inputs(sel_splits, inputs.modality, inputs.backbone), run.path / "auto", plugins,
-        features, budget, extraction, reserve, retrain,
+        features, budget, extraction, reserve, retrain, cached_partial=cached_partial,
     )  # fmt: skip
     probe = {"few_shot_head": "logistic", "few_shot_refine": False}
     search.measure("probe", base.replace(strategy="few-shot", **probe), probe)
