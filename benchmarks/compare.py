@@ -43,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,14 +137,12 @@ def child_fastai(data: Path, seed: int, epochs: int, size: int, clock: Clock) ->
     class ScoreTest(Callback):
         order = Recorder.order + 1  # after the Recorder logged the epoch's val metrics
 
-        def before_fit(self) -> None:
-            state["fitting"] = True
-
-        def after_fit(self) -> None:
-            state["fitting"] = False
+        def after_train(self) -> None:  # the training phase of a real epoch
+            state["trained"] = True
 
         def after_epoch(self) -> None:
-            if not state.get("fitting"):  # learn.validate() fires after_epoch too
+            # learn.validate() fires before_fit/after_epoch too (no training phase)
+            if not state.pop("trained", False):
                 return
             learn = self.learn
             if "tdl" not in state:
@@ -168,7 +167,7 @@ def child_fastai(data: Path, seed: int, epochs: int, size: int, clock: Clock) ->
             clock.score(len(clock.epochs), val, scorer)
 
     out = run_fastai(data, epochs, size=size, seed=seed, callbacks=[ScoreTest()])
-    best = max(clock.epochs, key=lambda e: e["val"])
+    best = max(clock.epochs, key=lambda e: (e["val"], e["epoch"]))  # ties: the later epoch
     return {
         "test_best": best["test"], "test_last": clock.epochs[-1]["test"],
         "val_last": out["val_accuracy"], "test_final": out.get("test_accuracy"),
@@ -195,7 +194,7 @@ def child_seed_loop(
         clock.score(epoch, val, lambda: accuracy_of(model, state["loader"]))
 
     out = run(data, epochs, mode, size=size, seed=seed, on_epoch_end=on_epoch_end)
-    best = max(clock.epochs, key=lambda e: e["val"])
+    best = max(clock.epochs, key=lambda e: (e["val"], e["epoch"]))  # ties: the later epoch
     return {
         "test_best": best["test"], "test_last": clock.epochs[-1]["test"],
         "val_last": out["val_accuracy"], "epoch_seconds": out["epoch_seconds"],
@@ -262,6 +261,7 @@ def child_headstart(
                 clock.score(trainer.current_epoch - 1, val and float(val), self.scorer(pl_module))
 
     run_dir = Path(args.work) / "runs" / f"{name}-{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
     kw = headstart_kwargs(name, args)
     r = headstart.train(
         data=str(data), out=str(run_dir), seed=seed, image_size=args.size, disk_cache=False,
