@@ -167,7 +167,7 @@ def test_default_budget_covers_the_whole_command() -> None:
     )
     assert default_budget(1.0, 0.1, 1, 1.0, retrain=False)[0] == 60.0  # floor
     assert default_budget(10.0, 1000.0, 10, 1.0, retrain=False)[0] == 3600.0  # ceiling
-    assert final_seconds(8.0, 500, 1300) == pytest.approx(8.0 / 500 * 1300 + REPORT_SECONDS)
+    assert final_seconds(8.0, 500, 1300) == pytest.approx(0.6 * 8.0 / 500 * 1300 + REPORT_SECONDS)
 
 
 def test_a_trained_candidate_starts_only_when_it_and_the_final_evaluation_fit() -> None:

@@ -194,3 +194,28 @@ def test_timm_parameter_counts_are_measured_once_with_progress(
     calls.clear()
     assert list_models("test_resnet*", "timm", progress=lambda d, t: calls.append((d, t))) == first
     assert calls == [] and timm_adapter.params_cache_file().is_file()
+
+
+def test_inference_folds_batchnorm_and_follows_weight_changes() -> None:
+    """The eval-mode inference path (conv-BN folded) gives the model's outputs, is reused
+    while the weights stand still, and is rebuilt when they change."""
+    import torch
+
+    from headstart.models import create_backbone
+
+    b = create_backbone("torchvision:mobilenet_v2", 4, weights="none", image_size=32).eval()
+    with torch.no_grad():
+        for m in b.body.modules():  # non-trivial statistics, as trained weights have
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, 3, 32, 32)
+        fused = b.inference_body()
+        assert fused is not b.body and fused is b.inference_body()  # reused
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        torch.testing.assert_close(b.inference_forward(x), b(x), atol=1e-4, rtol=1e-4)
+        next(b.body.parameters()).add_(0.1)  # an optimizer step / load_state_dict
+        assert b.inference_body() is not fused
+        torch.testing.assert_close(b.inference_forward(x), b(x), atol=1e-4, rtol=1e-4)
+    b.train()
+    assert b.inference_body() is b.body  # training: the body itself

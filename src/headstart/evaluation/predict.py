@@ -33,7 +33,7 @@ def predict_logits(
     outs, ys = [], []
     with placed(backbone, compute), compute.autocast():
         for x, y in loader:
-            outs.append(backbone(channels_last(compute.to(x))).float().cpu())
+            outs.append(backbone.inference_forward(channels_last(compute.to(x))).float().cpu())
             ys.append(torch.as_tensor(y))
     if not outs:
         raise HeadstartError("no images to evaluate")

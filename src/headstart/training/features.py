@@ -55,8 +55,10 @@ def extract_features(
 def _extract(
     backbone: Backbone, loader: DataLoader, total: int, compute: Compute, description: str,  # type: ignore[type-arg]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
-    """The body's flattened float32 CPU outputs and the targets of every batch of ``loader``."""
-    body = backbone.body.to(memory_format=torch.channels_last)
+    """The body's flattened float32 CPU outputs and the targets of every batch of ``loader``
+    (through :meth:`~headstart.models.Backbone.inference_body`: BatchNorm folded)."""
+    backbone.body.to(memory_format=torch.channels_last)
+    body = backbone.inference_body()
     feats: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     columns = (
