@@ -177,6 +177,8 @@ def _for_type(tp: Any, metadata: list[Any]) -> st.SearchStrategy[Any]:
         return _text
     if origin is list and args == (str,):
         return st.lists(_text, max_size=3)
+    if origin is list and args == (float,):
+        return st.lists(st.floats(min_value=0.0, max_value=100.0), max_size=3)
     raise NotImplementedError(f"no strategy for {tp!r}: extend tests/test_properties.py")
 
 

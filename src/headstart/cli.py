@@ -273,7 +273,7 @@ def predict(
 
 
 def _segmentation_model(model: Path) -> bool:
-    from headstart.export.segmentation import is_segmentation_onnx
+    from headstart.export.predictor import is_segmentation_onnx
 
     if model.is_dir():
         from headstart.run import RunFolder

@@ -174,6 +174,19 @@ def torch_ready(array: np.ndarray) -> np.ndarray:
     return out if out.flags.writeable else out.copy()
 
 
+def is_segmentation_onnx(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX model exported by
+    :func:`headstart.export.segmentation.export_segmentation` (its metadata names the task;
+    torch-free, so the ``predict`` extra can route it)."""
+    if Path(path).suffix != ".onnx":
+        return False
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    props = sess.get_modelmeta().custom_metadata_map
+    return bool(json.loads(props.get("headstart", "{}")).get("task") == "segmentation")
+
+
 def open_export(path: str | Path) -> ExportedPredictor:
     """The predictor for an exported file, by suffix (.onnx: onnxruntime only; .pt: TorchScript);
     its metadata says which inputs it takes (images; raw strings for a text model)."""

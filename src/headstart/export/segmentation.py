@@ -170,17 +170,6 @@ def _sample_files(loaded: LoadedRun, n: int = 2) -> list[str]:
     return [str(s.path) for s in splits_for(loaded.config).val[:n]]
 
 
-def is_segmentation_onnx(path: str | Path) -> bool:
-    """Whether ``path`` is an ONNX model exported by :func:`export_segmentation`."""
-    if Path(path).suffix != ".onnx":
-        return False
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    props = sess.get_modelmeta().custom_metadata_map
-    return json.loads(props.get("headstart", "{}")).get("task") == TASK
-
-
 def predict_masks_onnx(
     model: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *, batch_size: int = 16
 ) -> list[Path]:

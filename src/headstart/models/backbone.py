@@ -88,9 +88,13 @@ class Backbone(nn.Module):
         MobileNetV2 at 224 px on 2 CPU cores: 7.2 instead of 14.1 ms an image, outputs equal
         to float rounding), kept until a parameter or buffer of the body changes (their storage
         and version counters are compared) or it moves. The body itself when it is training,
-        has no BatchNorm, or cannot be traced (text bodies)."""
+        has no BatchNorm, carries forward hooks, or cannot be traced (text bodies)."""
         body = self.body
-        if body.training or not any(isinstance(m, nn.BatchNorm2d) for m in body.modules()):
+        if (
+            body.training
+            or not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+            or any(m._forward_hooks or m._forward_pre_hooks for m in body.modules())
+        ):  # hooks (a user's, or a test's) see the modules they were registered on
             return body
         tensors = [*body.parameters(), *body.buffers()]
         key = tuple((t.data_ptr(), t._version) for t in tensors)
