@@ -13,7 +13,9 @@ import importlib.util
 import json
 import pickle
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -66,6 +68,31 @@ def _unique_picks(images: np.ndarray, order: np.ndarray, need: int, seen: set[by
     return np.asarray(picked, dtype=np.int64)
 
 
+def written_before(out: Path, marker: Path, params: dict[str, Any]) -> bool:
+    """Whether ``out`` holds what a materialise function wrote with ``params`` (its marker
+    file says so): reuse it. One it wrote with other arguments is removed; a folder with other
+    content is an error (nothing of the user's is deleted)."""
+    if marker.is_file():
+        if json.loads(marker.read_text()) == params:
+            return True
+        shutil.rmtree(out)  # ours (it has our marker), written with other arguments
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    return False
+
+
+def silhouette_pools(
+    names: Sequence[str], labels: np.ndarray, rng: np.random.Generator
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per animal: its silhouette indices shuffled and split 4:1 into ``train`` and ``val``
+    (disjoint, so composites of the two splits never share a silhouette)."""
+    pools = {}
+    for name in names:
+        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
+        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    return pools
+
+
 def materialise_animal_mnist(
     out: str | Path,
     train_per_class: int = 100,
@@ -86,12 +113,8 @@ def materialise_animal_mnist(
         "train": train_per_class, "val": val_per_class, "test": test_per_class, "seed": seed,
         "unique": True,
     }  # fmt: skip
-    if marker.is_file():
-        if json.loads(marker.read_text()) == params:
-            return out
-        shutil.rmtree(out)  # ours (it has our marker), written with other arguments
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    if written_before(out, marker, params):
+        return out
     need = train_per_class + val_per_class + test_per_class
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
@@ -150,18 +173,13 @@ def materialise_multilabel_animals(
     out = Path(out)
     marker = out / "multilabel-animals.json"
     params = {"train": train, "val": val, "seed": seed, "max_animals": max_animals}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == params:
-            return out
-        shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    if written_before(out, marker, params):
+        return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
-    pools = {}  # split -> animal -> silhouette indices (disjoint between splits)
-    for name in MULTILABEL_ANIMALS:
-        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
-        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    pools = silhouette_pools(
+        MULTILABEL_ANIMALS, labels, rng
+    )  # split -> animal -> silhouette indices (disjoint between splits)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("val", val)):
         rows = ["path,labels"]
@@ -224,18 +242,13 @@ def materialise_multitask_animals(
     out = Path(out)
     marker = out / "multitask-animals.json"
     params = {"train": train, "val": val, "seed": seed}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == params:
-            return out
-        shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    if written_before(out, marker, params):
+        return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
-    pools = {}  # animal -> split -> silhouette indices (disjoint between splits)
-    for name in MULTITASK_TASKS["animal"]:
-        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
-        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    pools = silhouette_pools(
+        MULTITASK_TASKS["animal"], labels, rng
+    )  # animal -> split -> silhouette indices (disjoint between splits)
     (out / "images").mkdir(parents=True, exist_ok=True)
     for split, n in (("train", train), ("val", val)):
         rows = ["path," + ",".join(MULTITASK_TASKS)]
@@ -294,18 +307,13 @@ def materialise_segmentation_animals(
     out = Path(out)
     marker = out / "segmentation-animals.json"
     params = {"train": train, "val": val, "seed": seed, "size": size, "max_animals": max_animals}
-    if marker.is_file():
-        if json.loads(marker.read_text()) == params:
-            return out
-        shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists with other content; remove it or choose another folder")
+    if written_before(out, marker, params):
+        return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
-    pools = {}  # split -> animal -> silhouette indices (disjoint between splits)
-    for name in SEGMENTATION_ANIMALS:
-        idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
-        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+    pools = silhouette_pools(
+        SEGMENTATION_ANIMALS, labels, rng
+    )  # split -> animal -> silhouette indices (disjoint between splits)
     for split, n in (("train", train), ("val", val)):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "masks").mkdir(parents=True, exist_ok=True)

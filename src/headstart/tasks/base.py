@@ -11,6 +11,7 @@ import torch
 from rich.console import RenderableType
 
 from headstart.config import TrainConfig
+from headstart.errors import HeadstartError
 from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.run import RunFolder
@@ -90,3 +91,11 @@ class Task(ABC):
         self, names: Sequence[str], logits: torch.Tensor, labels: list[str], top_k: int = 1
     ) -> list[Prediction]:
         """Predictions for a batch of model outputs, one per input name."""
+
+
+def refuse_unsupported(refused: dict[str, bool], message: str) -> None:
+    """Raise :class:`~headstart.errors.HeadstartError` naming every option of ``refused`` that
+    is on: ``message`` with ``{options}`` filled in (a task's ``check_config``)."""
+    bad = [name for name, on in refused.items() if on]
+    if bad:
+        raise HeadstartError(message.format(options=", ".join(bad)))

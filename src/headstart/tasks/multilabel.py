@@ -20,12 +20,11 @@ from torchmetrics.functional.classification import (
 )
 
 from headstart.config import TrainConfig
-from headstart.errors import HeadstartError
 from headstart.evaluation.multilabel_report import write_multilabel_report
 from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.run import RunFolder
-from headstart.tasks.base import Task
+from headstart.tasks.base import Task, refuse_unsupported
 
 #: the candidate thresholds of the per-label search (0.05, 0.10, ..., 0.95)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -95,12 +94,11 @@ def check_config(config: TrainConfig) -> None:
         "--head cosine/semantic": config.head in ("cosine", "semantic"),
         "--adapt (domain adaptation)": config.adapt != "none",
     }
-    bad = [name for name, on in refused.items() if on]
-    if bad:
-        raise HeadstartError(
-            f"multi-label classification does not support {', '.join(bad)} yet "
-            "(see docs/multilabel.md); drop the option(s) or use single-label data"
-        )
+    refuse_unsupported(
+        refused,
+        "multi-label classification does not support {options} yet "
+        "(see docs/multilabel.md); drop the option(s) or use single-label data",
+    )
 
 
 class MultiLabelClassification(Task):

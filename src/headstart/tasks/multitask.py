@@ -24,7 +24,7 @@ from headstart.evaluation.multitask_report import write_multitask_report
 from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.run import RunFolder
-from headstart.tasks.base import Task
+from headstart.tasks.base import Task, refuse_unsupported
 
 
 class Head:
@@ -60,12 +60,11 @@ def check_config(config: TrainConfig) -> None:
         "--adapt (domain adaptation)": config.adapt != "none",
         "text data": config.text_column is not None or config.model.startswith("text:"),
     }
-    bad = [name for name, on in refused.items() if on]
-    if bad:
-        raise HeadstartError(
-            f"multi-task classification does not support {', '.join(bad)} yet "
-            "(see docs/multitask.md); drop the option(s)"
-        )
+    refuse_unsupported(
+        refused,
+        "multi-task classification does not support {options} yet "
+        "(see docs/multitask.md); drop the option(s)",
+    )
 
 
 class MultiTaskClassification(Task):

@@ -20,12 +20,11 @@ from torchmetrics.functional.classification import (
 
 from headstart.config import TrainConfig
 from headstart.data.segmentation import IGNORE_INDEX
-from headstart.errors import HeadstartError
 from headstart.evaluation.report import ValPredictions
 from headstart.evaluation.segmentation_report import write_segmentation_report
 from headstart.files import Prediction
 from headstart.run import RunFolder
-from headstart.tasks.base import Task
+from headstart.tasks.base import Task, refuse_unsupported
 
 
 def segmentation_metrics(
@@ -73,12 +72,10 @@ def check_config(config: TrainConfig) -> None:
         "--feature-views": config.feature_views > 1,
         "--adapt (domain adaptation)": config.adapt != "none",
     }
-    bad = [name for name, on in refused.items() if on]
-    if bad:
-        raise HeadstartError(
-            f"segmentation does not support {', '.join(bad)} (see docs/segmentation.md); "
-            "drop the option(s)"
-        )
+    refuse_unsupported(
+        refused,
+        "segmentation does not support {options} (see docs/segmentation.md); drop the option(s)",
+    )
 
 
 class SemanticSegmentation(Task):
