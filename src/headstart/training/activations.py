@@ -216,6 +216,13 @@ class ActivationRows(Dataset[tuple[torch.Tensor, Any]]):
         return x, self.targets[i] if self.targets.dim() > 1 else int(self.targets[i])
 
 
+def pass_batch_size(backbone: Backbone) -> int:
+    """Images a batch for a CPU pass of the body: ``batch x crop^2`` about constant (16 at 224
+    px; CPU throughput hardly grows with larger batches, peak memory does)."""
+    crop = getattr(backbone.preprocessing, "crop", None)
+    return int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
+
+
 def extract_activations(
     backbone: Backbone, cut: int, dataset: Any, path: Path, *, num_workers: int = 0,
     description: str = "activations", compute: Compute | None = None,
@@ -224,8 +231,7 @@ def extract_activations(
     ``path`` (float16 ``.npy``, in order) and the targets beside it, computed on ``compute``
     (default ``auto``); atomic (the activations file appears last)."""
     compute = compute or resolve_compute()
-    crop = getattr(backbone.preprocessing, "crop", None)
-    batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
+    batch_size = pass_batch_size(backbone)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=compute.pin_memory
     )
@@ -267,7 +273,6 @@ def _write_activations(
     log.info("%s: %d rows in %.1fs", description, i, time.perf_counter() - t0)
 
 
-@torch.inference_mode()
 def features_with_activations(
     backbone: Backbone, cut: int, dataset: Any, *, num_workers: int = 0,
     compute: Compute | None = None, description: str = "features",
@@ -279,8 +284,7 @@ def features_with_activations(
     The frozen-backbone candidates of ``auto`` and a partial candidate cut there then share one
     forward pass per image instead of two."""
     compute = compute or resolve_compute()
-    crop = getattr(backbone.preprocessing, "crop", None)
-    batch_size = int(min(128, max(8, round(16 * (224 / crop) ** 2)))) if crop else 32
+    batch_size = pass_batch_size(backbone)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=compute.pin_memory
     )
@@ -293,7 +297,7 @@ def features_with_activations(
         backbone.eval()
         i = 0
         try:
-            with console.status(description), compute.autocast():
+            with console.status(description), compute.autocast(), torch.inference_mode():
                 for x, y in loader:
                     x = compute.to(x).contiguous(memory_format=torch.channels_last)
                     a = backbone.forward_to(cut, x)
@@ -303,7 +307,8 @@ def features_with_activations(
                     i += len(a)
         finally:
             backbone.train(was)
-    return torch.cat(feats).clone(), torch.cat(targets).clone(), acts
+    # cat outside inference mode: ordinary tensors, usable with autograd (as extract_features)
+    return torch.cat(feats), torch.cat(targets), acts
 
 
 def store_activation_rows(path: Path, values: np.ndarray, targets: torch.Tensor) -> None:
