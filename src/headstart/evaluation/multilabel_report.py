@@ -7,17 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from headstart.data.datasets import load_rgb
 from headstart.evaluation.report import (
     ValPredictions,
     curves_figure,
     figure_section,
+    image_grid,
     paired_bars,
     read_log,
+    show_image,
     write_page,
 )
 from headstart.run import RunFolder
@@ -43,17 +43,9 @@ def _examples(
     truth = (pred.targets > 0.5).numpy()
     wrong = (chosen != truth).any(1)
     order = sorted(range(len(pred.paths)), key=lambda i: (not bool(wrong[i]), i))[:k]
-    cols = 4
-    rows = (len(order) + cols - 1) // cols
-    fig = Figure(figsize=(cols * 2.6, rows * 2.8))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
-    for ax in axes:
-        ax.axis("off")
+    fig, axes = image_grid(len(order), 2.6, 2.8)
     for ax, i in zip(axes, order, strict=False):
-        try:
-            ax.imshow(load_rgb(pred.paths[i]))
-        except Exception:
-            ax.text(0.5, 0.5, "unreadable", ha="center")
+        show_image(ax, pred.paths[i])
         true = ", ".join(c for j, c in enumerate(classes) if truth[i, j]) or "-"
         said = ", ".join(c for j, c in enumerate(classes) if chosen[i, j]) or "-"
         ax.set_title(f"true {true}\npred {said}", fontsize=7, color="C3" if wrong[i] else "k")

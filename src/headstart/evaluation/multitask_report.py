@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from headstart.data.datasets import load_rgb
 from headstart.evaluation.report import (
     ValPredictions,
     confusion_figure,
     curves_figure,
     figure_section,
+    image_grid,
     paired_bars,
     read_log,
+    show_image,
     write_page,
 )
 from headstart.run import RunFolder
@@ -37,17 +38,9 @@ def _examples(
     )  # (N, T) class columns
     wrong = (said != targets).any(1)
     order = sorted(range(len(pred.paths)), key=lambda i: (not bool(wrong[i]), i))[:k]
-    cols = 4
-    rows = (len(order) + cols - 1) // cols
-    fig = Figure(figsize=(cols * 2.6, rows * (1.9 + 0.3 * len(tasks))))
-    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
-    for ax in axes:
-        ax.axis("off")
+    fig, axes = image_grid(len(order), 2.6, 1.9 + 0.3 * len(tasks))
     for ax, i in zip(axes, order, strict=False):
-        try:
-            ax.imshow(load_rgb(pred.paths[i]))
-        except Exception:
-            ax.text(0.5, 0.5, "unreadable", ha="center")
+        show_image(ax, pred.paths[i])
         lines = [
             f"{name}: {classes[int(targets[i, t]) - s]} -> {classes[int(said[i, t]) - s]}"
             for t, (name, classes, s) in enumerate(tasks)

@@ -174,27 +174,38 @@ def _per_class(per_class: dict[str, dict[str, float]]) -> Figure:
     return paired_bars(classes, scores, "per-class precision and recall (validation)")
 
 
+def image_grid(n: int, cell_width: float, cell_height: float) -> tuple[Figure, Any]:
+    """A figure of ``n`` cells, 4 a row, axes off; returns it and its axes, row by row."""
+    cols = 4
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(cols * cell_width, rows * cell_height))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).flatten()
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes
+
+
+def show_image(ax: Any, path: str) -> None:
+    """The image at ``path`` in ``ax``, or "unreadable" where it cannot be decoded."""
+    try:
+        ax.imshow(load_rgb(path))
+    except Exception:
+        ax.text(0.5, 0.5, "unreadable", ha="center")
+
+
 def _worst(pred: ValPredictions, classes: list[str], k: int = 16) -> Figure | None:
     conf, p = pred.probs.max(1)
     wrong = (p != pred.targets).nonzero().flatten()
     if len(wrong) == 0:
         return None
     order = wrong[conf[wrong].argsort(descending=True)][:k]
-    cols = 4
-    rows = (len(order) + cols - 1) // cols
-    fig = Figure(figsize=(cols * 2.4, rows * 2.6))
-    axes = fig.subplots(rows, cols)
-    for ax in np.atleast_1d(axes).flatten():
-        ax.axis("off")
-    for ax, i in zip(np.atleast_1d(axes).flatten(), order.tolist(), strict=False):
+    fig, axes = image_grid(len(order), 2.4, 2.6)
+    for ax, i in zip(axes, order.tolist(), strict=False):
         if pred.texts is not None:
             snippet = " ".join(pred.texts[i].split())[:220]
             ax.text(0, 1, textwrap.fill(snippet, 38), fontsize=5.5, va="top", family="serif")
         else:
-            try:
-                ax.imshow(load_rgb(pred.paths[i]))
-            except Exception:
-                ax.text(0.5, 0.5, "unreadable", ha="center")
+            show_image(ax, pred.paths[i])
         ax.set_title(
             f"true {classes[int(pred.targets[i])]}\npred {classes[int(p[i])]} ({float(conf[i]):.0%})",
             fontsize=8,
