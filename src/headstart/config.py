@@ -103,11 +103,16 @@ class TrainConfig(BaseModel):
         lt=1.0,
         description="Stratified validation share when the data has no val split.",
     )
+    images: Annotated[str | None, Cli("data", metavar="<dir>")] = Field(
+        None,
+        description="Detection: the folder the COCO files' image file_names are relative to "
+        "(default: each JSON file's folder).",
+    )
     strict: Annotated[bool, Cli("data", flags=("--strict/--skip-bad",))] = Field(
         False, description="Fail on unreadable images (--skip-bad: skip and count them)."
     )
     task: Annotated[
-        Literal["auto", "single-label", "multi-label", "multi-task", "segmentation"],
+        Literal["auto", "single-label", "multi-label", "multi-task", "segmentation", "detection"],
         Cli("data"),
     ] = Field(
         "auto",
@@ -116,7 +121,9 @@ class TrainConfig(BaseModel):
         "per task (multi-task: the CSV columns of --label-columns). auto: multi-task when "
         "--label-columns names several columns; multi-label when the CSV has a 'labels' column "
         "or a label cell holds the separator; segmentation when the data folder holds "
-        "train/images + train/masks (segmentation: a class per pixel, docs/segmentation.md).",
+        "train/images + train/masks (segmentation: a class per pixel, docs/segmentation.md); "
+        "detection when --data is a COCO .json file or a folder with train.json (boxes, "
+        "docs/detection.md).",
     )
     label_columns: Annotated[list[str], Cli("data", metavar="<col,col,...>")] = Field(
         default_factory=list,
@@ -522,6 +529,8 @@ class TrainConfig(BaseModel):
         few-shot brings its own (cosine prototypes, or a linear logistic probe)."""
         if self.task == "segmentation":
             return "dense"  # a per-pixel head on two stages (models/dense_heads.py)
+        if self.task == "detection":
+            return "detection"  # Faster R-CNN + FPN on the last stages (models/detection_heads.py)
         if strategy == "few-shot" and self.head in ("linear", "mlp"):
             return "cosine" if self.few_shot_head == "prototype" else "linear"
         return self.head

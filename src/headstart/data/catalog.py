@@ -332,3 +332,69 @@ def materialise_segmentation_animals(
     )
     marker.write_text(json.dumps(params))
     return out
+
+
+#: the animals of the detection demo (:func:`materialise_detection_animals`), category ids 1..4
+DETECTION_ANIMALS = SEGMENTATION_ANIMALS
+
+
+def _quadrant_boxes(mask: np.ndarray) -> list[tuple[list[int], int]]:
+    """``([x, y, w, h], class)`` of the painted pixels in each quadrant of a composite's mask
+    (:func:`_segmentation_composite` puts one silhouette per quadrant)."""
+    cell = mask.shape[0] // 2
+    out = []
+    for q in range(4):
+        y0, x0 = cell * (q // 2), cell * (q % 2)
+        part = mask[y0 : y0 + cell, x0 : x0 + cell]
+        ys, xs = np.nonzero(part)
+        if len(ys):
+            box = [int(x0 + xs.min()), int(y0 + ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]
+            out.append((box, int(part[ys[0], xs[0]])))
+    return out
+
+
+def materialise_detection_animals(
+    out: str | Path, train: int = 300, val: int = 80, test: int = 0, seed: int = 0,
+    size: int = 128, max_animals: int = 3, negatives: float = 0.05,
+) -> Path:  # fmt: skip
+    """Write a detection demo set in COCO format: ``out/images/<split>_<n>.png`` (``size`` px,
+    0 to ``max_animals`` Animal-MNIST silhouettes of :data:`DETECTION_ANIMALS` on a varied
+    background, each scaled to 40-90 % of its own quadrant; a ``negatives`` share of the
+    images holds none) and ``out/{train,val[,test]}.json`` whose boxes are exactly the painted
+    pixels' extent. The splits use disjoint silhouettes. Idempotent like
+    :func:`materialise_animal_mnist`."""
+    out = Path(out)
+    marker = out / "detection-animals.json"
+    params = {"train": train, "val": val, "test": test, "seed": seed, "size": size,
+              "max_animals": max_animals, "negatives": negatives}  # fmt: skip
+    if written_before(out, marker, params):
+        return out
+    images, labels = load_animal_mnist()
+    rng = np.random.default_rng(seed)
+    pools = silhouette_pools(DETECTION_ANIMALS, labels, rng)  # split -> animal -> indices
+    if test > 0:  # val's fifth halved into val and test (train stays as without a test split)
+        for pool in pools.values():
+            half = len(pool["val"]) // 2
+            pool["test"], pool["val"] = pool["val"][half:], pool["val"][:half]
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(DETECTION_ANIMALS)]
+    for split, n in [("train", train), ("val", val)] + ([("test", test)] if test > 0 else []):
+        doc: dict[str, Any] = {"images": [], "annotations": [], "categories": categories}
+        for i in range(n):
+            k = 0 if rng.random() < negatives else int(rng.integers(1, min(max_animals, 4) + 1))
+            chosen = rng.choice(len(DETECTION_ANIMALS), k, replace=False).tolist()
+            drawn = [
+                (images[int(rng.choice(pools[DETECTION_ANIMALS[c]][split]))], c + 1) for c in chosen
+            ]
+            image, mask = _segmentation_composite(rng, drawn, size)
+            name = f"images/{split}_{i:05d}.png"
+            Image.fromarray(image).save(out / name)
+            doc["images"].append({"id": i, "file_name": name, "width": size, "height": size})
+            for box, cls in _quadrant_boxes(mask):
+                doc["annotations"].append({
+                    "id": len(doc["annotations"]), "image_id": i, "category_id": cls,
+                    "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
+                })  # fmt: skip
+        (out / f"{split}.json").write_text(json.dumps(doc), encoding="utf-8")
+    marker.write_text(json.dumps(params))
+    return out

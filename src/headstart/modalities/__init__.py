@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from headstart.config import TrainConfig
+from headstart.data.detection import is_detection_config, load_detection_splits
 from headstart.data.folders import DataSplits, load_splits
 from headstart.data.segmentation import is_segmentation_config, load_segmentation_splits
 from headstart.modalities.base import Modality
@@ -46,6 +47,11 @@ def splits_for(config: TrainConfig) -> DataSplits:
         return load_segmentation_splits(
             config.data, config.val, config.test, val_fraction=config.val_fraction,
             seed=config.seed,
+        )  # fmt: skip
+    if is_detection_config(config):  # COCO files (docs/detection.md)
+        return load_detection_splits(
+            config.data, config.val, config.test, images=config.images,
+            val_fraction=config.val_fraction, seed=config.seed,
         )  # fmt: skip
     return load_splits(
         config.data, config.val, config.test,

@@ -14,6 +14,7 @@ from headstart.config import TrainConfig
 from headstart.console import console
 from headstart.data import build_eval_transform, build_train_transform
 from headstart.data.datasets import ImageDataset
+from headstart.data.detection import DetectionDataset, DetectionSample, is_detection_config
 from headstart.data.folders import Sample
 from headstart.data.image_size import auto_image_size
 from headstart.data.segmentation import (
@@ -59,7 +60,13 @@ class ImageModality(Modality):
         head: str | None = None,
         label_embeddings: torch.Tensor | None = None,
     ) -> Backbone:
-        default_head = "dense" if is_segmentation_config(config) else config.head
+        default_head = (
+            "dense"
+            if is_segmentation_config(config)
+            else "detection"
+            if is_detection_config(config)
+            else config.head
+        )
 
         def build(size: int | None) -> Backbone:
             return create_backbone(
@@ -98,6 +105,8 @@ class ImageModality(Modality):
         pre = backbone.preprocessing
         if samples and isinstance(samples[0], SegmentationSample):  # image + mask pairs
             return SegmentationDataset(samples, pre, augment, seed=seed, flip=flip)
+        if samples and isinstance(samples[0], DetectionSample):  # images + boxes
+            return DetectionDataset(samples, pre, augment, seed=seed, flip=flip)
         tf = (
             build_eval_transform(pre)
             if augment == "none"

@@ -149,6 +149,11 @@ def num_outputs(head: nn.Module) -> int:
     return int(classifier_layer(head).out_features)
 
 
+#: head kinds that read stage maps instead of the pooled embedding (segmentation, detection):
+#: no cached features or activations, no probe
+DENSE_HEADS = ("dense", "detection")
+
+
 def head_kind(head: nn.Module) -> str:
     """The :func:`make_head` kind that built ``head`` (stored with checkpoints)."""
     if isinstance(head, CosineClassifier):
@@ -157,4 +162,6 @@ def head_kind(head: nn.Module) -> str:
         return "semantic"
     if hasattr(head, "low_classifier"):  # models/dense_heads.py: LRASPPHead
         return "dense"
+    if hasattr(head, "roi_heads"):  # models/detection_heads.py: DetectionHead
+        return "detection"
     return "mlp" if sum(isinstance(m, nn.Linear) for m in head.modules()) > 1 else "linear"

@@ -79,6 +79,13 @@ def create_backbone(
             body.module, body.stages, body.num_features, body.preprocessing, spec,
             body.weights_label, num_classes,
         )  # fmt: skip
+    if head == "detection":  # Faster R-CNN + FPN on the last stages (models/detection_heads.py)
+        from headstart.models.detection_heads import DetectionBackbone
+
+        return DetectionBackbone(
+            body.module, body.stages, body.num_features, body.preprocessing, spec,
+            body.weights_label, num_classes,
+        )  # fmt: skip
     new_head = make_head(
         head, body.num_features, num_classes, head_hidden, head_dropout, label_embeddings
     )

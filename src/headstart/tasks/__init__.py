@@ -1,8 +1,8 @@
 """Tasks: what a run predicts. A :class:`~headstart.tasks.base.Task` owns the loss, the
 metrics (torchmetrics), decoding probabilities into predictions, and the report.
 
-Single-label, multi-label and multi-task classification and semantic segmentation are built;
-detection would be one more module here (see docs/architecture.md). Training, evaluation,
+Single-label, multi-label and multi-task classification, semantic segmentation and object
+detection are built (see docs/architecture.md). Training, evaluation,
 prediction and the report call the task's methods and never ask which task it is.
 """
 
@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from headstart.config import TrainConfig
+from headstart.data.detection import is_detection_config
 from headstart.data.segmentation import is_segmentation_config
 from headstart.errors import DataError
-from headstart.tasks import multilabel, multitask, segmentation
+from headstart.tasks import detection, multilabel, multitask, segmentation
 from headstart.tasks.base import Task
 from headstart.tasks.classification import SingleLabelClassification
+from headstart.tasks.detection import ObjectDetection
 from headstart.tasks.multilabel import MultiLabelClassification
 from headstart.tasks.multitask import MultiTaskClassification
 from headstart.tasks.segmentation import SemanticSegmentation
@@ -27,6 +29,7 @@ TASKS: dict[str, Task] = {
         MultiLabelClassification(),
         MultiTaskClassification(),
         SemanticSegmentation(),
+        ObjectDetection(),
     )
 }
 
@@ -43,6 +46,9 @@ def task_for(
     if is_segmentation_config(config):  # --task segmentation, or auto on images/ + masks/
         name = "segmentation"
         segmentation.check_config(config)
+    elif is_detection_config(config):  # --task detection, or auto on a COCO file
+        name = "detection"
+        detection.check_config(config)
     elif name == "auto":
         multi = "multi-task" if config.multi_task else "multi-label"
         name = multi if multi_label or config.multi_task else "single-label"
@@ -63,6 +69,7 @@ __all__ = [
     "TASKS",
     "MultiLabelClassification",
     "MultiTaskClassification",
+    "ObjectDetection",
     "SemanticSegmentation",
     "SingleLabelClassification",
     "Task",

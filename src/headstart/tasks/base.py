@@ -24,6 +24,9 @@ class Task(ABC):
     name: ClassVar[str]
     #: the key of :meth:`metrics` that ranks runs and checkpoints (higher is better)
     score_key: ClassVar[str]
+    #: the model takes the targets in its forward and returns what :meth:`loss` sums
+    #: (detection: torchvision's detectors compute their losses against the boxes)
+    model_takes_targets: ClassVar[bool] = False
 
     @abstractmethod
     def loss(

@@ -20,7 +20,7 @@ import lightning as L
 from headstart.config import TrainConfig
 from headstart.console import setup_logging
 from headstart.errors import RunError
-from headstart.models.heads import head_kind
+from headstart.models.heads import DENSE_HEADS, head_kind
 from headstart.run import RunFolder
 from headstart.strategies.auto import AutoDecision, is_few_shot
 from headstart.tasks import task_for
@@ -216,8 +216,8 @@ def auto_selection(
         return None
     if not inputs.splits.single_label:  # the search's probe fits one softmax over the classes
         return None  # multi-label and multi-task use the static rules
-    if head_kind(inputs.backbone.head) == "dense":
-        return None  # the search's probe reads pooled features: segmentation uses the rules
+    if head_kind(inputs.backbone.head) in DENSE_HEADS:
+        return None  # the search's probe reads pooled features: dense tasks use the rules
     if world_size(config) > 1:
         return None  # the search runs in one process; DDP runs use the static rules
     selection = load_selection(run) or choose(config, inputs, run, plugins)

@@ -82,7 +82,12 @@ class HeadstartModule(L.LightningModule):
             self._mix = mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
     # --- forward / steps -----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        if targets is not None:  # a task whose model computes its losses (detection)
+            out: torch.Tensor = self.backbone(
+                x.contiguous(memory_format=torch.channels_last), targets
+            )
+            return out
         if self.inputs_are_features:
             return self.backbone.head(x)
         if self.activations_from is not None and self._on_activations():
@@ -102,7 +107,7 @@ class HeadstartModule(L.LightningModule):
         target: torch.Tensor = y
         if stage == "train" and self._mix is not None:
             x, target = self._mix(x, y)
-        logits = self(x)
+        logits = self(x, target) if self.task.model_takes_targets else self(x)
         weights = self.class_weights if isinstance(self.class_weights, torch.Tensor) else None
         smoothing = self.config.label_smoothing if stage == "train" else 0.0
         loss = self.task.loss(logits, target, weight=weights, label_smoothing=smoothing)

@@ -20,7 +20,7 @@ from headstart.data import DataSplits
 from headstart.evaluation.probe import cross_validated_probe
 from headstart.modalities import Modality
 from headstart.models import Backbone
-from headstart.models.heads import CosineClassifier, head_kind
+from headstart.models.heads import DENSE_HEADS, CosineClassifier, head_kind
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
 from headstart.training.activations import ActivationPlan, plan_activations
@@ -177,7 +177,7 @@ def choose_strategy(
     probe_l2 = 1e-3
     if dense:  # the probe scores pooled features; a per-pixel head reads stage maps
         decision = decide(len(splits.train), len(splits.classes), None)
-        decision.reasons.append("segmentation: no probe, decided by data size alone")
+        decision.reasons.append("dense task: no probe, decided by data size alone")
     elif not splits.single_label:  # the probe is one softmax regression: the static rules decide
         decision = decide(len(splits.train), len(splits.classes), None)
         kind = "multi-label" if splits.multi_label else "multi-task"
@@ -211,7 +211,7 @@ def make_plan(
             cache["train"] = features("train", ds, splits.train)
         return cache["train"]
 
-    dense = head_kind(backbone.head) == "dense"  # segmentation (models/dense_heads.py)
+    dense = head_kind(backbone.head) in DENSE_HEADS  # segmentation, detection
     chosen, decision, probe_l2 = choose_strategy(config, splits, train_features, dense)
     head_init = prepare_head(backbone, config, chosen, splits.classes)
     strategy = make_strategy(config.replace(strategy=chosen))
@@ -245,8 +245,8 @@ def make_plan(
         head_init = start or head_init
     if dense and config.cache_features and (still or strategy.name != "fine-tune"):
         console.print(
-            "cached features/activations: off (the dense head reads the stride-8 and the last "
-            "stage's spatial maps every step; the caches hold pooled features or one cut)"
+            "cached features/activations: off (the dense head reads several stages' spatial "
+            "maps every step; the caches hold pooled features or one cut)"
         )
     activations = (
         None

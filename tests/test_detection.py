@@ -1,0 +1,196 @@
+"""Object detection (docs/detection.md): COCO JSON with its checks, a Faster R-CNN FPN head on
+the backbone's stages, mAP (torchmetrics), the report's box grid, boxes JSON from predict."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+import headstart
+from headstart.config import TrainConfig
+from headstart.data.catalog import DETECTION_ANIMALS, materialise_detection_animals
+from headstart.data.detection import DetectionDataset, load_detection_splits, read_coco
+from headstart.errors import DataError
+from headstart.models import create_backbone
+from headstart.models.preprocessing import Preprocessing
+from headstart.tasks import task_for
+from headstart.tasks.detection import ObjectDetection
+from tests.inprocess_cli import run_main
+
+DET = {
+    "model": "timm:test_efficientnet",
+    "weights": "none",
+    "image_size": 64,
+    "batch_size": 4,
+    "num_workers": 0,
+    "epochs": 2,
+    "early_stopping_patience": None,
+    "augment": "none",
+}
+
+
+def _coco(root: Path, **changes: Any) -> Path:
+    """A small COCO file: 3 images (40x30, the third without boxes), 2 categories with ids 7
+    and 3 (so id order differs from listing order), one box each on the first two."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        Image.new("RGB", (40, 30), (10 * i, 90, 160)).save(root / "img" / f"{i}.png")
+    doc: dict[str, Any] = {
+        "images": [
+            {"id": i, "file_name": f"img/{i}.png", "width": 40, "height": 30} for i in range(3)
+        ],
+        "annotations": [
+            {"id": 10, "image_id": 0, "category_id": 7, "bbox": [4, 3, 20, 12]},
+            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [10, 10, 10, 10]},
+        ],
+        "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
+    }
+    for key, fn in changes.items():
+        fn(doc)
+    path = root / "train.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_reads_coco_boxes_normalised_with_negatives(tmp_path: Path) -> None:
+    """Classes follow category id order; boxes are [x, y, w, h] pixels -> normalised x1y1x2y2;
+    an image without boxes is a negative; ``--images`` relocates the files."""
+    samples, classes = read_coco(_coco(tmp_path))
+    assert classes == ["dog", "cat"]  # ids 3, 7
+    first, second, empty = samples
+    assert first.boxes[0] == pytest.approx((0.1, 0.1, 0.6, 0.5)) and first.box_classes == (1,)
+    assert second.box_classes == (0,) and first.label == "cat"
+    assert empty.boxes == () and empty.label == "(no boxes)"
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "img").rename(tmp_path / "moved")
+    moved.mkdir()
+    (tmp_path / "moved").rename(moved / "img")
+    with pytest.raises(DataError, match="pass --images DIR"):
+        read_coco(tmp_path / "train.json")
+    assert len(read_coco(tmp_path / "train.json", images=moved)[0]) == 3
+
+
+def _ann(i: int, **kw: Any) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["annotations"][i].update(kw)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["images"][1].update(file_name="img/gone.png"), "image id 1: .*does not exist"),
+        (_ann(0, bbox=[50, 40, 5, 5]), "annotation id 10 .*wholly outside its 40x30 image"),
+        (_ann(1, bbox=[3, 3, 0, 8]), "annotation id 11 .*zero area"),
+        (_ann(1, category_id=99), "annotation id 11 .*category_id 99"),
+        (_ann(0, image_id=42), "annotation id 10 refers to image id 42"),
+        (lambda d: d.update(annotations=[]), "empty 'annotations' list"),
+        (lambda d: d["images"][0].update(width=64), "image id 0 .*is 40x30 but the JSON says 64x30"),
+        (lambda d: d.pop("categories"), "no 'categories' list"),
+        (_ann(0, bbox=[1, 2, 3]), r"'bbox' must be \[x, y, width, height\]"),
+    ],
+)
+def test_bad_input_names_the_id(tmp_path: Path, change: Any, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_coco(_coco(tmp_path, change=change))
+
+
+def test_box_partly_outside_is_clipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        samples, _ = read_coco(_coco(tmp_path, change=_ann(0, bbox=[30, 20, 20, 20])))
+    assert samples[0].boxes[0] == pytest.approx((0.75, 20 / 30, 1.0, 1.0))
+    assert "1 box(es) partly outside" in caplog.text and "annotation id 10" in caplog.text
+
+
+def test_bad_input_cli_exits_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _coco(tmp_path, change=_ann(1, bbox=[3, 3, 0, 8]))
+    res = run_main(["train", str(path), "--model", DET["model"], "--weights", "none",
+                    "--out", str(tmp_path / "run")], capsys, monkeypatch)  # fmt: skip
+    assert res.code == 2 and "zero area" in res.text and "Traceback" not in res.text
+
+
+def test_task_recognised_from_a_coco_file_and_folder(tmp_path: Path) -> None:
+    path = _coco(tmp_path)
+    for data in (path, tmp_path):
+        config = TrainConfig(data=str(data), model=DET["model"])
+        assert task_for(config).name == "detection"
+        assert config.replace(task="detection").head_for("fine-tune") == "detection"
+    splits = load_detection_splits(tmp_path, val_fraction=0.34, seed=0)
+    assert len(splits.train) == 2 and len(splits.val) == 1 and splits.classes == ["dog", "cat"]
+
+
+def test_dataset_flip_moves_the_boxes(tmp_path: Path) -> None:
+    samples, _ = read_coco(_coco(tmp_path))
+    pre = Preprocessing(crop=32, resize=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    plain = DetectionDataset(samples, pre)
+    x, y = plain[0]
+    assert x.shape == (3, 32, 32) and y.shape == (1, 5)
+    assert y[0].tolist() == pytest.approx([1, 0.1, 0.1, 0.6, 0.5])
+    flipped = DetectionDataset(samples, pre, augment="light", seed=0)
+    boxes = {tuple(round(v, 4) for v in flipped[(0, e)][1][0].tolist()) for e in range(8)}
+    assert boxes == {(1, 0.1, 0.1, 0.6, 0.5), (1, 0.4, 0.1, 0.9, 0.5)}  # both, seeded
+
+
+def test_tiny_model_forward_and_loss() -> None:
+    """The head sits on stride 8/16/32 stages; training mode returns the 4 loss terms (their
+    gradient reaches body and head), eval mode padded normalised detections."""
+    torch.manual_seed(0)
+    b = create_backbone(DET["model"], 2, weights="none", head="detection", image_size=64)
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.tensor([[[0, 0.1, 0.1, 0.5, 0.5]], [[1, 0.2, 0.3, 0.9, 0.8]]])
+    b.train()
+    losses = b(x, y)
+    assert losses.shape == (4,) and torch.isfinite(losses).all()
+    task = ObjectDetection()
+    task.loss(losses, y).backward()
+    assert b.head.roi_heads.box_predictor.cls_score.weight.grad is not None
+    assert next(b.body.parameters()).grad is not None
+    b.eval()
+    with torch.no_grad():
+        det = b(x)
+        val = b(x, y)
+    assert det.shape == (2, 100, 6) and val.shape == (5,) and 0 <= float(val[4]) <= 1
+    real = det[det[:, :, 5] >= 0]
+    assert ((real[:, :4] >= 0) & (real[:, :4] <= 1)).all()
+
+
+def test_metrics_perfect_and_missing() -> None:
+    """Exact detections give mAP 1 and F1 1; a class detected nowhere has AP 0."""
+    task = ObjectDetection()
+    targets = torch.tensor([[[0, 0.1, 0.1, 0.4, 0.4], [1, 0.5, 0.5, 0.9, 0.9]]])
+    det = torch.full((1, 100, 6), 0.0)
+    det[:, :, 5] = -1
+    det[0, 0] = torch.tensor([0.1, 0.1, 0.4, 0.4, 0.9, 0])
+    det[0, 1] = torch.tensor([0.5, 0.5, 0.9, 0.9, 0.8, 1])
+    m = task.metrics(det, targets, ["a", "b"])
+    assert m["map"] == pytest.approx(1.0) and m["map_50"] == pytest.approx(1.0)
+    assert m["f1_50"] == 1.0 and m["boxes"] == 2
+    det[0, 1, 5] = -1  # b not found
+    m = task.metrics(det, targets, ["a", "b"])
+    assert m["per_class"]["a"]["ap_50"] == pytest.approx(1.0)
+    assert m["per_class"]["b"]["ap_50"] == 0.0 and m["map_50"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_trains_reports_and_predicts_boxes(tmp_path: Path) -> None:
+    """A composite set trains end to end (fine-tune, 2 epochs): metrics.json has val.map,
+    val.map_50 and per-class AP; the report has the box grid; predict writes boxes JSON."""
+    data = materialise_detection_animals(tmp_path / "animals", train=16, val=6, size=64)
+    r = headstart.train(data=str(data), out=str(tmp_path / "run"), strategy="fine-tune", **DET)
+    assert r.config.task == "detection"
+    val = json.loads((r.run_dir / "metrics.json").read_text())["val"]
+    assert 0 <= val["map"] <= 1 and 0 <= val["map_50"] <= 1
+    assert set(val["per_class"]) == set(DETECTION_ANIMALS)
+    assert (r.run_dir / "report" / "boxes.png").is_file()
