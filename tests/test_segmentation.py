@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw
 import headstart
 from headstart.data.catalog import SEGMENTATION_ANIMALS, materialise_segmentation_animals
 from headstart.data.segmentation import load_segmentation_splits
-from headstart.errors import DataError
-from headstart.export.segmentation import export_segmentation, predict_masks, predict_masks_onnx
+from headstart.errors import DataError, HeadstartError
+from headstart.export.segmentation import predict_masks, predict_masks_onnx
 from headstart.models import create_backbone
 from tests.conftest import crash_and_resume
 from tests.inprocess_cli import run_main
@@ -61,7 +61,8 @@ def test_composite_masks_are_exact(animals: Path) -> None:
 def test_feature_extract_trains_only_the_head(animals: Path, tmp_path: Path) -> None:
     """feature-extract: the body's weights stay as they were, the plan turns the cached path
     off with a reason, metrics.json has val.miou / per-class IoU / pixel accuracy and the
-    report shows overlays; the task is recognised from the layout."""
+    report shows overlays; the task is recognised from the layout; Python ``predict`` gives
+    the masks (see below)."""
     r = train_seg(
         animals, tmp_path / "fe", strategy="feature-extract", cache_features=True, epochs=1
     )
@@ -87,6 +88,27 @@ def test_feature_extract_trains_only_the_head(animals: Path, tmp_path: Path) -> 
     )
     html = (r.run_dir / "report.html").read_text()
     assert "true vs predicted masks" in html and (r.run_dir / "report" / "overlays.png").is_file()
+    _python_predict_gives_the_cli_masks(r.run_dir, animals, tmp_path)
+
+
+def _python_predict_gives_the_cli_masks(run: Path, animals: Path, tmp_path: Path) -> None:
+    """``headstart.predict`` on a segmentation run returns each image's mask at the image's
+    own size (the PNG ``predict --masks`` writes), in memory too; ``export_model`` refuses
+    TorchScript with a message instead of exporting a classifier graph."""
+    classes = (animals / "classes.txt").read_text().split()
+    images = sorted((animals / "val" / "images").iterdir())[:3]
+    preds = headstart.predict(run, images)
+    written = predict_masks(run, images, tmp_path / "masks")
+    for p, png, image in zip(preds, written, images, strict=True):
+        assert p.mask is not None and p.mask.shape == np.asarray(Image.open(image)).shape[:2]
+        assert np.array_equal(p.mask, np.asarray(Image.open(png)))
+        share = {c: float((p.mask == i).mean()) for i, c in enumerate(classes)}
+        assert dict(p.top) == pytest.approx({c: v for c, v in share.items() if c in dict(p.top)})
+        assert p.top[0][1] == max(share.values()) and p.labels is None
+    [again] = headstart.predict(run, [np.asarray(Image.open(images[0]))])
+    assert again.mask is not None and np.array_equal(again.mask, preds[0].mask)
+    with pytest.raises(HeadstartError, match="ONNX only"):
+        headstart.export_model(run, "torchscript")
 
 
 @pytest.mark.slow
@@ -213,8 +235,9 @@ def test_round_trip_predict_and_onnx_parity(
         written = Image.open(out / f"{image.stem}.png")
         assert written.mode == "L" and written.size == Image.open(image).size
         assert set(np.unique(np.asarray(written))) <= {0, 1, 2}
-    exported = export_segmentation(r.run_dir)
-    assert exported.max_abs_diff < 1e-3
+    exported = headstart.export_model(r.run_dir)  # the Python API exports as the CLI does
+    assert exported.max_abs_diff < 1e-3 and exported.metadata["task"] == "segmentation"
+    assert "mIoU" in exported.model_card.read_text()
     eager = predict_masks(r.run_dir, [root / "val/images"], tmp_path / "eager")
     onnx = predict_masks_onnx(exported.path, [root / "val/images"], tmp_path / "onnx")
     a = np.concatenate([np.asarray(Image.open(p)).ravel() for p in eager])

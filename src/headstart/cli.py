@@ -361,16 +361,7 @@ def export(
     """Export a run as one file with preprocessing, labels and metadata inside (+ MODEL_CARD.md)."""
     from headstart.export.exporter import export_model
 
-    if _segmentation_model(run):
-        from headstart.export.segmentation import export_segmentation
-
-        if format != "onnx":
-            raise HeadstartError("segmentation models export to ONNX only (--format onnx)")
-        seg = export_segmentation(run, out)
-        console.print(f"exported {seg.path}; export check: max |export - eager| = "
-                      f"{seg.max_abs_diff:.1e}")  # fmt: skip
-        return
-    res = export_model(run, format, out)
+    res = export_model(run, format, out)  # a segmentation run: ONNX only, masks out
     console.print(
         f"exported {res.path} ({res.path.stat().st_size / 1e6:.1f} MB); export check: max |export - eager| = {res.max_abs_diff:.1e}"
     )

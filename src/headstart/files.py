@@ -12,7 +12,7 @@ torch; ``tests/test_export_parity.py`` checks that it equals evaluation's
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,10 @@ class Prediction:
     give ``labels``: every label at or above its threshold, most probable first (``None`` for
     single-label models). Multi-task models give ``tasks``: per task (in training order) its
     top-k ``[(class, probability), ...]``; ``label``/``probability``/``top`` are then the first
-    task's."""
+    task's. Segmentation models give ``mask``: the predicted class index per pixel, uint8
+    ``(height, width)`` at the input image's own size (what ``predict --masks`` writes);
+    ``top`` then lists the classes by share of the mask's pixels and ``label`` is the largest
+    class other than index 0 (the background) when one is predicted."""
 
     path: str
     label: str
@@ -137,6 +140,7 @@ class Prediction:
     top: list[tuple[str, float]]
     labels: list[tuple[str, float]] | None = None
     tasks: dict[str, list[tuple[str, float]]] | None = None
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_task_probabilities(

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from headstart.data.scan import labels_of
+from headstart.data.segmentation import model_input, to_original_size
 from headstart.devices import Compute, placed, resolve_compute
 from headstart.errors import DataError
 from headstart.evaluation.loading import LoadedRun, load_run
@@ -23,7 +24,9 @@ from headstart.evaluation.predict import predict_logits
 from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.modalities import splits_for
+from headstart.modalities.image import pixels_to_input
 from headstart.tasks import task_for
+from headstart.tasks.segmentation import mask_prediction
 
 
 def _loaded(run: str | Path | LoadedRun) -> LoadedRun:
@@ -158,13 +161,16 @@ def predict(
     numpy arrays ``HxWx3``, torch tensors ``3xHxW``; uint8, or floats in [0, 1]) for an image
     run; for a text run, each input is a text (an existing ``.txt`` file is read). Computed on
     ``accelerator``. ``Prediction.to_json()`` gives the shape ``predict --json`` and ``serve``
-    print."""
+    print. For a segmentation run, ``Prediction.mask`` is each image's predicted class-index
+    mask at the image's own size (the PNG ``predict --masks`` writes)."""
     loaded = _loaded(run)
     task = task_for(loaded.config).for_run(loaded.run)  # multi-label: the run's thresholds
     modality = loaded.modality
     items = prediction_items(loaded, inputs)
     compute = run_compute(loaded, accelerator)
     loaded.model.eval()
+    if loaded.config.task == "segmentation":  # masks at each image's own size
+        return _mask_predictions(loaded, items, compute, top_k, batch_size)
     out: list[Prediction] = []
     with placed(loaded.model, compute):
         for start in range(0, len(items), batch_size):
@@ -173,6 +179,30 @@ def predict(
                 logits = loaded.model(compute.to(modality.encode(loaded.model, chunk)))
             logits = logits.float().cpu()
             out.extend(task.decode([name for name, _ in chunk], logits, loaded.classes, top_k))
+    return out
+
+
+def _mask_predictions(
+    loaded: LoadedRun, items: list[tuple[str, Any]], compute: Compute, top_k: int,
+    batch_size: int,
+) -> list[Prediction]:  # fmt: skip
+    """Segmentation: each image resized to the input size (no crop, as in training), the
+    per-pixel argmax brought back to the image's size (nearest), see :func:`mask_prediction`."""
+    pre = loaded.model.preprocessing
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+    out: list[Prediction] = []
+    with placed(loaded.model, compute):
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            read = [model_input(src, pre.crop, pre.interpolation, name) for name, src in chunk]
+            x = pixels_to_input(torch.from_numpy(np.stack([p for p, _ in read])), mean, std)
+            with compute.autocast():
+                logits = loaded.model(compute.to(x))
+            classes = logits.float().argmax(1).cpu().numpy()
+            for (name, _), (_, size), c in zip(chunk, read, classes, strict=True):
+                mask = to_original_size(c, size)
+                out.append(mask_prediction(name, mask, loaded.classes, top_k))
     return out
 
 

@@ -189,6 +189,28 @@ def resize_pair(
     return img, np.array(m, dtype=np.uint8)
 
 
+def model_input(
+    source: str | Path | Any, crop: int, interpolation: str, name: str | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(uint8 (crop, crop, 3) input, (width, height) of the original)`` of one image (a path
+    or a file-like object, called ``name`` in errors): every prediction path of a segmentation
+    model reads images so."""
+    try:
+        image = open_rgb(source)
+    except Exception as err:
+        raise DataError(
+            f"cannot read image {name or source}: {err}. Replace the file or leave it out."
+        ) from None
+    pixels, _ = resize_pair(image, None, crop, interpolation)
+    return pixels, image.size
+
+
+def to_original_size(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ``(crop, crop)`` class map brought to ``size`` (width, height), nearest-neighbour."""
+    img = Image.fromarray(classes.astype(np.uint8), mode="L")
+    return np.asarray(img.resize(size, Image.Resampling.NEAREST), dtype=np.uint8)
+
+
 def train_pair_transform(pre: Preprocessing, augment: str, flip: bool) -> v2.Compose:
     """The paired training augmentation (RandomResizedCrop + flip, colour jitter on the image
     only for ``standard``/``strong``) on ``(Image, Mask)`` tv_tensors."""

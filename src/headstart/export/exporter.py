@@ -97,11 +97,17 @@ def export_model(
     equal the eager model's within 1e-4. Side files a modality needs (a text model's
     ``<name>.tokenizer.json``) are written beside the model and checked.
 
+    A segmentation run exports to ONNX only, as
+    :func:`~headstart.export.segmentation.export_segmentation` does (``predict --masks`` reads
+    it).
+
     Example::
 
         res = headstart.export_model("runs/x", "onnx")     # runs/x/model.onnx + MODEL_CARD.md
     """
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    if loaded.config.task == "segmentation":  # a class per pixel: its own graph and card
+        return _export_segmentation(loaded, fmt, out)
     signature = signature_for(loaded.model.modality)
     if fmt not in signature.formats:
         raise HeadstartError(signature.format_error(fmt))
@@ -120,6 +126,19 @@ def export_model(
     card = write_model_card(loaded, signature, path, fmt, meta)
     log.debug("exported %s (max |export - eager| = %.2e on sample inputs)", path, diff)
     return ExportResult(path, card, diff, meta)
+
+
+def _export_segmentation(loaded: LoadedRun, fmt: str, out: str | Path | None) -> ExportResult:
+    """A segmentation run's ONNX export (:func:`headstart.export.segmentation.export_segmentation`)
+    as an :class:`ExportResult`."""
+    from headstart.export.segmentation import export_segmentation  # it imports this module
+
+    if fmt != "onnx":
+        raise HeadstartError(
+            f"segmentation models export to ONNX only (got {fmt!r}): use --format onnx"
+        )
+    seg = export_segmentation(loaded, out)
+    return ExportResult(seg.path, seg.model_card, seg.max_abs_diff, seg.metadata)
 
 
 def onnx_export(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from headstart.data.segmentation import resize_pair
+from headstart import version
+from headstart.data.segmentation import model_input, to_original_size
 from headstart.errors import DataError, HeadstartError
 from headstart.evaluation.loading import LoadedRun, load_run
-from headstart.export.exporter import onnx_export
-from headstart.files import collect_images, open_rgb
+from headstart.export.exporter import card_path, onnx_export
+from headstart.files import collect_images
+from headstart.inference import predict
 
 #: the ``task`` an exported segmentation model's metadata names
 TASK = "segmentation"
@@ -58,26 +61,7 @@ class SegmentationExport:
     path: Path
     max_abs_diff: float
     metadata: dict[str, Any]
-
-
-def model_input(
-    path: str | Path, crop: int, interpolation: str
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(uint8 (crop, crop, 3) input, (width, height) of the original)`` of one image file."""
-    try:
-        image = open_rgb(path)
-    except Exception as err:
-        raise DataError(
-            f"cannot read image {path}: {err}. Replace the file or leave it out."
-        ) from None
-    pixels, _ = resize_pair(image, None, crop, interpolation)
-    return pixels, image.size
-
-
-def to_original_size(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A ``(crop, crop)`` class map brought to ``size`` (width, height), nearest-neighbour."""
-    img = Image.fromarray(classes.astype(np.uint8), mode="L")
-    return np.asarray(img.resize(size, Image.Resampling.NEAREST), dtype=np.uint8)
+    model_card: Path
 
 
 def mask_paths(files: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -108,13 +92,13 @@ def _write_masks(
     return targets
 
 
-@torch.inference_mode()
 def predict_masks(
     run: str | Path | LoadedRun, inputs: Sequence[str | Path], out_dir: str | Path,
     *, batch_size: int = 16,
 ) -> list[Path]:  # fmt: skip
     """Write one index-mask PNG (the input's size; pixel = class index of classes.json) per
     image file or image in a folder of ``inputs`` into ``out_dir``; returns the PNG paths.
+    The masks are :func:`headstart.predict`'s ``Prediction.mask``.
 
     Example::
 
@@ -126,13 +110,13 @@ def predict_masks(
     files = collect_images(list(inputs))
     if not files:
         raise DataError(f"no images in {', '.join(map(str, inputs))}")
-    wrapper = SegmentationWrapper(loaded).eval()
-    pre = loaded.preprocessing
-
-    def logits_of(batch: np.ndarray) -> np.ndarray:
-        return wrapper(torch.from_numpy(batch))[1].numpy()
-
-    return _write_masks(files, out_dir, pre.crop, pre.interpolation, logits_of, batch_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = mask_paths(files, out)
+    for p, target in zip(predict(loaded, files, batch_size=batch_size), targets, strict=True):
+        assert p.mask is not None  # a segmentation run's predictions carry masks
+        Image.fromarray(p.mask, mode="L").save(target)
+    return targets
 
 
 def export_segmentation(
@@ -154,6 +138,8 @@ def export_segmentation(
         "task": TASK, "labels": loaded.classes, "model": loaded.config.model,
         "preprocessing": pre.to_dict(), "input": f"uint8 (N, {pre.crop}, {pre.crop}, 3) RGB: "
         "the image resized to the input size (no crop)", "ignore_index": 255,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "headstart_version": version.__version__,
     }  # fmt: skip
     with torch.inference_mode():
         expected = np.concatenate([t.numpy() for t in wrapper(sample)], axis=1)
@@ -161,7 +147,51 @@ def export_segmentation(
     diff = float(np.abs(got - expected).max())
     if diff > 1e-3:
         raise HeadstartError(f"ONNX export of {loaded.run.path} differs from PyTorch by {diff:.2e}")
-    return SegmentationExport(path, diff, meta)
+    return SegmentationExport(path, diff, meta, _write_card(loaded, path, meta, diff))
+
+
+def _write_card(loaded: LoadedRun, path: Path, meta: dict[str, Any], diff: float) -> Path:
+    """MODEL_CARD.md of a segmentation export: model, input, classes, validation mIoU and
+    per-class IoU, the export check, usage and limits."""
+    metrics = loaded.run.load_metrics()
+    val = metrics.get("val", {})
+    rows = "\n".join(
+        f"| {c} | {_iou(v.get('iou'))} | {v.get('pixels', '?')} |"
+        for c, v in val.get("per_class", {}).items()
+    )
+    card = f"""# Model card: {loaded.run.path.name} (semantic segmentation)
+
+- `{path.name}` (ONNX); exported {meta["date"]} with headstart {meta["headstart_version"]}
+- **Model**: `{meta["model"]}`, weights `{metrics.get("run", {}).get("weights", "?")}`, dense head
+- **Input**: {meta["input"]}. **Output**: `probabilities` and `logits` (N, K, crop, crop);
+  the mask is the per-pixel argmax, brought back to the image's size (nearest)
+- **Classes** (index order; 0 is the background): {", ".join(meta["labels"])}
+- **Validation**: mIoU {val.get("miou", float("nan")):.3f}, pixel accuracy
+  {100 * val.get("pixel_accuracy", float("nan")):.2f} % on {val.get("samples", "?")} images
+- **Export check**: max |export - eager| = {diff:.1e} on validation images (tolerance 1e-3)
+
+| class | IoU | true pixels |
+|---|---|---|
+{rows}
+
+## Use
+
+```
+headstart predict {path.name} IMAGES --masks masks/
+```
+
+## Limits
+
+Trained on the run's data only; performance on other data is unknown. `serve` does not answer
+with masks yet.
+"""
+    out = card_path(path)
+    out.write_text(card, encoding="utf-8")
+    return out
+
+
+def _iou(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _sample_files(loaded: LoadedRun, n: int = 2) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.markup import escape
@@ -130,15 +131,25 @@ class SemanticSegmentation(Task):
     def decode(
         self, names: Sequence[str], logits: torch.Tensor, labels: list[str], top_k: int = 1
     ) -> list[Prediction]:
-        """Per image, the classes by share of predicted pixels (``label``: the largest class
-        other than index 0 when one is predicted); the masks themselves come from
-        :func:`headstart.export.segmentation.predict_masks`."""
-        out = []
-        for name, mask in zip(names, logits.argmax(1), strict=True):
-            share = torch.bincount(mask.flatten(), minlength=len(labels)).float() / mask.numel()
-            p = Prediction.from_probabilities(name, share.numpy(), labels, len(labels))
-            top = [(c, v) for c, v in p.top if v > 0]
-            fg = [(c, v) for c, v in top if c != labels[0]]
-            best = fg[0] if fg else top[0]
-            out.append(Prediction(name, best[0], best[1], top[: max(1, top_k)], top))
-        return out
+        """Per image, its mask at the model's input size and the classes by share of its
+        pixels (see :func:`mask_prediction`); :func:`headstart.predict` gives the masks at
+        each image's own size."""
+        masks = logits.argmax(1).numpy().astype(np.uint8)
+        return [
+            mask_prediction(name, mask, labels, top_k)
+            for name, mask in zip(names, masks, strict=True)
+        ]
+
+
+def mask_prediction(
+    name: str, mask: np.ndarray, labels: Sequence[str], top_k: int = 1
+) -> Prediction:
+    """The prediction of one predicted mask (class index per pixel): ``mask`` itself, ``top``
+    the ``top_k`` classes by share of its pixels (classes with no pixel left out), ``label`` /
+    ``probability`` the largest class other than index 0 (the background) and its share, or
+    the background when nothing else is predicted."""
+    share = np.bincount(mask.ravel(), minlength=len(labels)) / max(mask.size, 1)
+    top = [(labels[j], float(share[j])) for j in np.argsort(-share, kind="stable") if share[j] > 0]
+    foreground = [(c, v) for c, v in top if c != labels[0]]
+    best = foreground[0] if foreground else top[0]
+    return Prediction(name, best[0], best[1], top[: max(1, top_k)], mask=mask)
