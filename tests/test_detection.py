@@ -18,6 +18,7 @@ from headstart.config import TrainConfig
 from headstart.data.catalog import DETECTION_ANIMALS, materialise_detection_animals
 from headstart.data.detection import DetectionDataset, load_detection_splits, read_coco
 from headstart.errors import DataError
+from headstart.export.detection import predict_boxes, predict_boxes_onnx
 from headstart.models import create_backbone
 from headstart.models.preprocessing import Preprocessing
 from headstart.tasks import task_for
@@ -52,7 +53,7 @@ def _coco(root: Path, **changes: Any) -> Path:
         ],
         "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}],
     }
-    for key, fn in changes.items():
+    for fn in changes.values():
         fn(doc)
     path = root / "train.json"
     path.write_text(json.dumps(doc))
@@ -67,7 +68,7 @@ def test_reads_coco_boxes_normalised_with_negatives(tmp_path: Path) -> None:
     first, second, empty = samples
     assert first.boxes[0] == pytest.approx((0.1, 0.1, 0.6, 0.5)) and first.box_classes == (1,)
     assert second.box_classes == (0,) and first.label == "cat"
-    assert empty.boxes == () and empty.label == "(no boxes)"
+    assert empty.boxes == () and empty.labels == ()
     moved = tmp_path / "elsewhere"
     (tmp_path / "img").rename(tmp_path / "moved")
     moved.mkdir()
@@ -93,7 +94,10 @@ def _ann(i: int, **kw: Any) -> Callable[[dict[str, Any]], None]:
         (_ann(1, category_id=99), "annotation id 11 .*category_id 99"),
         (_ann(0, image_id=42), "annotation id 10 refers to image id 42"),
         (lambda d: d.update(annotations=[]), "empty 'annotations' list"),
-        (lambda d: d["images"][0].update(width=64), "image id 0 .*is 40x30 but the JSON says 64x30"),
+        (
+            lambda d: d["images"][0].update(width=64),
+            "image id 0 .*is 40x30 but the JSON says 64x30",
+        ),
         (lambda d: d.pop("categories"), "no 'categories' list"),
         (_ann(0, bbox=[1, 2, 3]), r"'bbox' must be \[x, y, width, height\]"),
     ],
@@ -184,9 +188,13 @@ def test_metrics_perfect_and_missing() -> None:
 
 
 @pytest.mark.slow
-def test_trains_reports_and_predicts_boxes(tmp_path: Path) -> None:
+def test_trains_reports_and_predicts_boxes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A composite set trains end to end (fine-tune, 2 epochs): metrics.json has val.map,
-    val.map_50 and per-class AP; the report has the box grid; predict writes boxes JSON."""
+    val.map_50 and per-class AP; the report has the box grid; predicted boxes are in the
+    image's pixels; the ONNX export gives the eager boxes; evaluate on the val COCO file gives
+    the training summary's mAP."""
     data = materialise_detection_animals(tmp_path / "animals", train=16, val=6, size=64)
     r = headstart.train(data=str(data), out=str(tmp_path / "run"), strategy="fine-tune", **DET)
     assert r.config.task == "detection"
@@ -194,3 +202,29 @@ def test_trains_reports_and_predicts_boxes(tmp_path: Path) -> None:
     assert 0 <= val["map"] <= 1 and 0 <= val["map_50"] <= 1
     assert set(val["per_class"]) == set(DETECTION_ANIMALS)
     assert (r.run_dir / "report" / "boxes.png").is_file()
+    images = sorted((data / "images").glob("val_*.png"))[:3]
+    eager = predict_boxes(r.run_dir, images, threshold=0.0)
+    assert [e["path"] for e in eager] == [str(p) for p in images]
+    for e in eager:
+        assert e["width"] == e["height"] == 64
+        for b in e["boxes"]:
+            assert b["label"] in DETECTION_ANIMALS and 0 <= b["score"] <= 1
+            assert -0.01 <= b["x"] <= b["x"] + b["w"] <= 64.01 and b["w"] > 0 and b["h"] > 0
+    exported = headstart.export_model(r.run_dir, "onnx")
+    assert exported.max_abs_diff < 1e-3 and "AP@0.5" in exported.model_card.read_text()
+    onnx = predict_boxes_onnx(exported.path, images, threshold=0.0)
+    for a, b in zip(eager, onnx, strict=True):
+        assert len(a["boxes"]) == len(b["boxes"])
+        for x, y in zip(a["boxes"], b["boxes"], strict=True):
+            assert x["label"] == y["label"] and x["score"] == pytest.approx(y["score"], abs=1e-3)
+            assert x["x"] == pytest.approx(y["x"], abs=0.05)
+    for model in (r.run_dir, exported.path):  # the CLI writes predict_boxes' JSON
+        out = tmp_path / f"{model.name}.json"
+        args = ["predict", str(model), *map(str, images), "--boxes", str(out), "--min-score", "0"]
+        assert run_main(args, capsys, monkeypatch).code == 0
+        written = json.loads(out.read_text())
+        assert [len(w["boxes"]) for w in written] == [len(e["boxes"]) for e in eager]
+    res = run_main(["predict", str(r.run_dir), str(images[0])], capsys, monkeypatch)
+    assert res.code == 2 and "pass --boxes" in res.text
+    again = headstart.evaluate(r.run_dir, data / "val.json")
+    assert again["map_50"] == pytest.approx(val["map_50"], abs=1e-6)

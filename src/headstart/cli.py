@@ -182,6 +182,18 @@ def predict(
             "pixel = class index) into this folder.",
         ),
     ] = None,
+    boxes: Annotated[
+        Path | None,
+        Opt(
+            "--boxes",
+            help="Detection models: write the boxes of every image to this JSON file "
+            '([{"path", "width", "height", "boxes": [{"label", "score", "x", "y", "w", "h"}]}], '
+            "pixels of the image; --json prints one such object a line instead).",
+        ),
+    ] = None,
+    min_score: Annotated[
+        float, Opt("--min-score", help="Detection models: the score a box needs to be listed.")
+    ] = 0.5,
     json_out: Annotated[
         bool,
         Opt(
@@ -212,6 +224,9 @@ def predict(
 
     if _segmentation_model(model):
         _predict_masks(model, inputs, masks, json_out)
+        return
+    if _run_task(model) == "detection":
+        _predict_boxes(model, inputs, boxes, min_score, json_out)
         return
     if model.is_file() and model.suffix in (".onnx", ".pt"):
         from headstart.export.predictor import open_export
@@ -280,6 +295,38 @@ def _segmentation_model(model: Path) -> bool:
 
         return RunFolder.open(model).load_config().task == "segmentation"
     return is_segmentation_onnx(model)
+
+
+def _run_task(model: Path) -> str | None:
+    """The task of a run folder or of an exported .onnx file (``None``: not named)."""
+    if not model.is_dir():
+        from headstart.export.predictor import exported_task
+
+        return exported_task(model) if model.is_file() else None
+    from headstart.run import RunFolder
+
+    return RunFolder.open(model).load_config().task
+
+
+def _predict_boxes(
+    model: Path, inputs: list[str], boxes: Path | None, min_score: float, json_out: bool
+) -> None:
+    """``predict`` for a detection run or its model.onnx: boxes JSON into ``--boxes`` (or
+    JSON lines)."""
+    from headstart.export.detection import predict_boxes, predict_boxes_onnx, write_boxes
+
+    if boxes is None and not json_out:
+        raise HeadstartError(f"{model} is a detection model: pass --boxes FILE.json to write "
+                             "the boxes of every image there, or --json to print them")  # fmt: skip
+    predict = predict_boxes_onnx if model.is_file() else predict_boxes
+    results = predict(model, inputs, threshold=min_score)
+    if json_out:
+        for r in results:
+            print(json.dumps(r))
+    if boxes is not None:
+        write_boxes(results, boxes)
+        n = sum(len(r["boxes"]) for r in results)
+        err_console.print(f"{n} box(es) in {len(results)} image(s) written to {boxes}")
 
 
 def _predict_masks(model: Path, inputs: list[str], masks: Path | None, json_out: bool) -> None:
@@ -394,6 +441,9 @@ def serve(
     if _segmentation_model(model):
         raise HeadstartError(f"{model} is a segmentation model: serve does not answer with "
                              "masks yet; use headstart predict MODEL IMAGES --masks DIR")  # fmt: skip
+    if _run_task(model) == "detection":
+        raise HeadstartError(f"{model} is a detection model: serve does not answer with boxes "
+                             "yet; use headstart predict MODEL IMAGES --boxes boxes.json")  # fmt: skip
     run_server(
         model,
         host=host,

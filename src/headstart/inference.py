@@ -58,6 +58,13 @@ def evaluate(
         compute = run_compute(loaded, accelerator)
         logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size, compute=compute)
         return task.metrics(logits, targets, loaded.classes)
+    if config.task == "detection":  # data: a COCO file (images relative to its folder)
+        from headstart.data.detection import read_coco
+
+        ds = modality.dataset(loaded.model, read_coco(data, classes=loaded.classes)[0], {})
+        compute = run_compute(loaded, accelerator)
+        logits, targets = predict_logits(loaded.model, ds, batch_size=batch_size, compute=compute)
+        return task.metrics(logits, targets, loaded.classes)
     read = modality.reader(config) or partial(
         load_source, task=config.task, label_sep=config.label_sep,
         label_columns=config.label_columns,

@@ -40,8 +40,6 @@ from headstart.models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-#: the ``label`` of an image without boxes (a negative)
-NO_BOXES = "(no boxes)"
 #: the COCO file a detection data folder's split holds: ``<folder>/<split>.json``
 SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 
@@ -50,7 +48,8 @@ SPLIT_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 class DetectionSample(Sample):
     """An image and its boxes: ``boxes`` ``(x1, y1, x2, y2)`` normalised to ``[0, 1]`` by the
     image's width and height, ``box_classes`` their class indices, ``labels`` the classes
-    present (sorted); ``label`` is the most frequent class, or :data:`NO_BOXES`."""
+    present (sorted); ``label`` is the most frequent class (an image without boxes: the first
+    class; ``label`` only feeds the class table and the sampler's counts)."""
 
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_classes: tuple[int, ...] = ()
@@ -259,7 +258,7 @@ def _sample(
     norm = tuple((x1 / w, y1 / h, x2 / w, y2 / h) for (x1, y1, x2, y2), _ in boxes)
     cls = tuple(c for _, c in boxes)
     counts = Counter(cls)
-    label = names[max(counts, key=lambda c: (counts[c], -c))] if cls else NO_BOXES
+    label = names[max(counts, key=lambda c: (counts[c], -c))] if cls else names[0]
     present = tuple(names[c] for c in sorted(counts))
     return DetectionSample(file, label, norm, cls, present, image_id, (w, h))
 
@@ -313,6 +312,13 @@ def box_rows(sample: DetectionSample, rows: int) -> torch.Tensor:
     return out
 
 
+def square_pixels(image: Image.Image, size: int, interpolation: str) -> np.ndarray:
+    """The model input's pixels: ``image`` resized to ``size x size`` (uint8 ``(H, W, 3)``;
+    no crop, so every box stays in view), with the weights' interpolation."""
+    resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
+    return np.array(image.convert("RGB").resize((size, size), resample), dtype=np.uint8)
+
+
 class DetectionDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """``(normalised image (3, crop, crop), boxes (M, 5))`` pairs (see :func:`box_rows`; ``M``:
     the most boxes of any image in ``samples``); accepts the ``(index, epoch)`` keys of the
@@ -343,14 +349,8 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             image = open_rgb(s.path)
         except Exception as err:
             raise DataError(f"cannot decode image {s.path}: {err}. Replace the file.") from None
-        size = self.pre.crop
-        resample = (
-            Image.Resampling.BICUBIC
-            if self.pre.interpolation == "bicubic"
-            else Image.Resampling.BILINEAR
-        )
-        img = np.array(image.convert("RGB").resize((size, size), resample), dtype=np.uint8)
-        x = torch.from_numpy(img).permute(2, 0, 1)
+        x = torch.from_numpy(square_pixels(image, self.pre.crop, self.pre.interpolation))
+        x = x.permute(2, 0, 1)
         y = box_rows(s, self.rows)
         if self.flip or self.jitter is not None:
             with torch.random.fork_rng(devices=[]):

@@ -108,6 +108,8 @@ def export_model(
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if loaded.config.task == "segmentation":  # a class per pixel: its own graph and card
         return _export_segmentation(loaded, fmt, out)
+    if loaded.config.task == "detection":  # boxes: its own graph (post-processing inside)
+        return _export_detection(loaded, fmt, out)
     signature = signature_for(loaded.model.modality)
     if fmt not in signature.formats:
         raise HeadstartError(signature.format_error(fmt))
@@ -139,6 +141,18 @@ def _export_segmentation(loaded: LoadedRun, fmt: str, out: str | Path | None) ->
         )
     seg = export_segmentation(loaded, out)
     return ExportResult(seg.path, seg.model_card, seg.max_abs_diff, seg.metadata)
+
+
+def _export_detection(loaded: LoadedRun, fmt: str, out: str | Path | None) -> ExportResult:
+    """A detection run's ONNX export (:func:`headstart.export.detection.export_detection`)."""
+    from headstart.export.detection import export_detection  # it imports this module
+
+    if fmt != "onnx":
+        raise HeadstartError(
+            f"detection models export to ONNX only (got {fmt!r}): use --format onnx"
+        )
+    det = export_detection(loaded, out)
+    return ExportResult(det.path, det.model_card, det.max_abs_diff, det.metadata)
 
 
 def onnx_export(

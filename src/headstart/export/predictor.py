@@ -174,6 +174,18 @@ def torch_ready(array: np.ndarray) -> np.ndarray:
     return out if out.flags.writeable else out.copy()
 
 
+def exported_task(path: str | Path) -> str | None:
+    """The ``task`` an exported ``.onnx`` file's headstart metadata names (``None``: not an
+    ONNX file, or no task named; torch-free)."""
+    if Path(path).suffix != ".onnx":
+        return None
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    task = json.loads(sess.get_modelmeta().custom_metadata_map.get("headstart", "{}")).get("task")
+    return str(task) if task else None
+
+
 def is_segmentation_onnx(path: str | Path) -> bool:
     """Whether ``path`` is an ONNX model exported by
     :func:`headstart.export.segmentation.export_segmentation` (its metadata names the task;
