@@ -209,3 +209,104 @@ def test_animal_silhouette_demo_set_has_exact_label_sets(tmp_path: Path) -> None
     with Image.open(splits.train[0].path) as im:
         assert im.size == (64, 64) and im.mode == "RGB"
     assert materialise_multilabel_animals(out, train=24, val=8, seed=3) == out  # reused
+    # with a test split: a third CSV; its silhouettes are disjoint from train's and val's
+    out = materialise_multilabel_animals(tmp_path / "mlt", train=8, val=4, test=6, seed=3)
+    splits = load_splits(out / "train.csv", val=out / "val.csv", test=out / "test.csv")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 6)
+
+
+def test_silhouette_pools_split_off_a_disjoint_test_pool() -> None:
+    from headstart.data.catalog import silhouette_pools
+
+    labels = np.repeat(np.arange(10), 50)  # 50 silhouettes per Animal-MNIST class
+    plain = silhouette_pools(["cat", "dog"], labels, np.random.default_rng(0))
+    three = silhouette_pools(["cat", "dog"], labels, np.random.default_rng(0), test=True)
+    for name in ("cat", "dog"):
+        assert np.array_equal(plain[name]["train"], three[name]["train"])  # train unchanged
+        parts = [set(three[name][k].tolist()) for k in ("train", "val", "test")]
+        assert [len(x) for x in parts] == [40, 5, 5] and len(set().union(*parts)) == 50
+        assert set(plain[name]["val"].tolist()) == parts[1] | parts[2]
+
+
+#: a hand-written multi-label CSV in the documented format: spaces around labels, a row with
+#: one label, JPEG photos of different sizes in a subfolder
+HAND_CSV = """path,labels
+photos/a.jpg,red | blue
+photos/b.jpg,green
+photos/c.jpg,blue|green|yellow
+photos/d.jpg,red|yellow
+photos/e.jpg,yellow | green
+photos/f.jpg,red|blue|green
+photos/g.jpg,blue
+photos/h.jpg,red
+"""
+HAND_VAL = """path,labels
+photos/v1.jpg,red|green
+photos/v2.jpg,blue|yellow
+photos/v3.jpg,green|yellow|red
+photos/v4.jpg,blue
+"""
+
+
+def _hand_photos(root: Path) -> None:
+    rng = np.random.default_rng(7)
+    (root / "photos").mkdir(parents=True)
+    for text in (HAND_CSV, HAND_VAL):
+        for line in text.splitlines()[1:]:
+            path, labels = line.split(",")
+            w, h = (int(v) for v in rng.integers(40, 90, 2))
+            a = rng.integers(90, 160, (h, w, 3)).astype(np.uint8)
+            for k, c in enumerate(x.strip() for x in labels.split("|")):
+                a[4 + 9 * k : 12 + 9 * k, 4:20] = COLOURS[c]
+            Image.fromarray(a).save(root / path, quality=92)
+    (root / "train.csv").write_text(HAND_CSV)
+    (root / "val.csv").write_text(HAND_VAL)
+
+
+@pytest.mark.slow  # a CLI train, export, two predicts and serve (~20 s on 2 loaded cores)
+def test_hand_written_csv_round_trip_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``headstart train`` on a hand-written CSV, ``export``, ``predict`` on the run and on
+    model.onnx, and ``serve``: each answer lists exactly the labels at or above their
+    thresholds (the run's val.thresholds), most probable first, and all of them agree."""
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from headstart.export.serve import create_app
+    from tests.inprocess_cli import run_main
+
+    _hand_photos(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "data/train.csv"), "--val", str(tmp_path / "data/val.csv"),
+            "-m", "torchvision:resnet18", "--weights", "none", "--image-size", "32",
+            "--strategy", "feature-extract", "--epochs", "2", "--num-workers", "0", "-o", str(run)]  # fmt: skip
+    res = run_main(args, capsys, monkeypatch)
+    assert res.code == 0, res.text
+    thresholds = json.loads((run / "metrics.json").read_text())["val"]["thresholds"]
+    assert sorted(thresholds) == sorted(COLOURS)
+    assert run_main(["export", str(run)], capsys, monkeypatch).code == 0
+    photos = sorted(str(p) for p in (tmp_path / "data/photos").iterdir())
+
+    def predicted(model: Path) -> list[dict]:
+        out = run_main(["predict", str(model), *photos, "--json", "--top-k", "4"], capsys,
+                       monkeypatch)  # fmt: skip
+        assert out.code == 0, out.text
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    eager, onnx = predicted(run), predicted(run / "model.onnx")
+    client = TestClient(create_app(run / "model.onnx"))
+    files = [("files", (Path(p).name, Path(p).read_bytes())) for p in photos]
+    served = client.post("/predict?top_k=4", files=files).json()["predictions"]
+    for rows in (eager, onnx, served):
+        assert len(rows) == len(photos)
+        for row in rows:
+            probs = {x["label"]: x["probability"] for x in row["top"]}  # all 4 labels
+            above = sorted(
+                (c for c, v in probs.items() if v >= thresholds[c]), key=lambda c: -probs[c]
+            )
+            assert [x["label"] for x in row["labels"]] == above, row
+    for a, b, c in zip(eager, onnx, served, strict=True):
+        assert [x["label"] for x in a["labels"]] == [x["label"] for x in b["labels"]]
+        assert [x["label"] for x in b["labels"]] == [x["label"] for x in c["labels"]]
+        assert b["probability"] == pytest.approx(a["probability"], abs=1e-4)

@@ -220,3 +220,93 @@ def test_animal_demo_set_has_exact_labels_per_task(tmp_path: Path) -> None:
         out / "train.csv", val=out / "val.csv", label_columns=list(MULTITASK_TASKS)
     )
     assert splits.tasks == list(MULTITASK_TASKS)
+    out = materialise_multitask_animals(tmp_path / "mtt", train=8, val=4, test=4)
+    splits = load_splits(out / "train.csv", val=out / "val.csv", test=out / "test.csv",
+                         label_columns=list(MULTITASK_TASKS))  # fmt: skip
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 4)
+
+
+#: a hand-written multi-task CSV in the documented format: an extra column that is ignored,
+#: JPEG photos of different sizes in a subfolder
+HAND_CSV = """path,colour,size,notes
+photos/a.jpg,red,small,first
+photos/b.jpg,green,large,
+photos/c.jpg,blue,small,
+photos/d.jpg,red,large,blurry
+photos/e.jpg,green,small,
+photos/f.jpg,blue,large,
+photos/g.jpg,red,small,
+photos/h.jpg,blue,large,
+"""
+HAND_VAL = """path,colour,size,notes
+photos/v1.jpg,green,large,
+photos/v2.jpg,red,small,
+photos/v3.jpg,blue,small,
+"""
+
+
+def _hand_photos(root: Path) -> None:
+    rng = np.random.default_rng(7)
+    (root / "photos").mkdir(parents=True)
+    for text in (HAND_CSV, HAND_VAL):
+        for line in text.splitlines()[1:]:
+            path, colour, size, _ = line.split(",")
+            w, h = (int(v) for v in rng.integers(40, 90, 2))
+            a = rng.integers(90, 160, (h, w, 3)).astype(np.uint8)
+            side = SIZES[size]
+            a[4 : 4 + side, 4 : 4 + side] = COLOURS[colour]
+            Image.fromarray(a).save(root / path, quality=92)
+    (root / "train.csv").write_text(HAND_CSV)
+    (root / "val.csv").write_text(HAND_VAL)
+
+
+@pytest.mark.slow  # a CLI train, export, two predicts and serve (~20 s on 2 loaded cores)
+def test_hand_written_csv_round_trip_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``headstart train --label-columns`` on a hand-written CSV, ``export``, ``predict`` on
+    the run and on model.onnx, and ``serve``: every answer has every task (in training order)
+    with a softmax over that task's classes, and all of them agree."""
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from headstart.export.serve import create_app
+    from tests.inprocess_cli import run_main
+
+    _hand_photos(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "data/train.csv"), "--val", str(tmp_path / "data/val.csv"),
+            "--label-columns", "colour,size", "-m", "torchvision:resnet18", "--weights", "none",
+            "--image-size", "32", "--strategy", "feature-extract", "--epochs", "2",
+            "--num-workers", "0", "-o", str(run)]  # fmt: skip
+    res = run_main(args, capsys, monkeypatch)
+    assert res.code == 0, res.text
+    assert run_main(["export", str(run)], capsys, monkeypatch).code == 0
+    photos = sorted(str(p) for p in (tmp_path / "data/photos").iterdir())
+
+    def predicted(model: Path) -> list[dict]:
+        out = run_main(["predict", str(model), *photos, "--json", "--top-k", "3"], capsys,
+                       monkeypatch)  # fmt: skip
+        assert out.code == 0, out.text
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    eager, onnx = predicted(run), predicted(run / "model.onnx")
+    client = TestClient(create_app(run / "model.onnx"))
+    files = [("files", (Path(p).name, Path(p).read_bytes())) for p in photos]
+    served = client.post("/predict?top_k=3", files=files).json()["predictions"]
+    classes = {"colour": sorted(COLOURS), "size": sorted(SIZES)}
+    for rows in (eager, onnx, served):
+        assert len(rows) == len(photos)
+        for row in rows:
+            assert list(row["tasks"]) == ["colour", "size"]
+            for t, answer in row["tasks"].items():
+                assert sorted(x["label"] for x in answer["top"]) == classes[t]  # all classes
+                assert sum(x["probability"] for x in answer["top"]) == pytest.approx(1, abs=1e-4)
+                assert answer["label"] == answer["top"][0]["label"]
+            assert row["label"] == row["tasks"]["colour"]["label"]
+    for a, b, c in zip(eager, onnx, served, strict=True):
+        for t in ("colour", "size"):
+            assert a["tasks"][t]["label"] == b["tasks"][t]["label"] == c["tasks"][t]["label"]
+            assert b["tasks"][t]["probability"] == pytest.approx(
+                a["tasks"][t]["probability"], abs=1e-4
+            )

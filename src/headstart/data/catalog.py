@@ -82,15 +82,25 @@ def written_before(out: Path, marker: Path, params: dict[str, Any]) -> bool:
 
 
 def silhouette_pools(
-    names: Sequence[str], labels: np.ndarray, rng: np.random.Generator
+    names: Sequence[str], labels: np.ndarray, rng: np.random.Generator, test: bool = False
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per animal: its silhouette indices shuffled and split 4:1 into ``train`` and ``val``
-    (disjoint, so composites of the two splits never share a silhouette)."""
+    (disjoint, so composites of the splits never share a silhouette); with ``test`` the fifth
+    is halved into ``val`` and ``test`` (``train`` stays the same)."""
     pools = {}
     for name in names:
         idx = rng.permutation(np.flatnonzero(labels == ANIMAL_CLASSES.index(name)))
-        pools[name] = {"train": idx[: len(idx) * 4 // 5], "val": idx[len(idx) * 4 // 5 :]}
+        cut = len(idx) * 4 // 5
+        pools[name] = {"train": idx[:cut], "val": idx[cut:]}
+        if test:
+            half = cut + (len(idx) - cut) // 2
+            pools[name].update(val=idx[cut:half], test=idx[half:])
     return pools
+
+
+def _split_sizes(train: int, val: int, test: int) -> list[tuple[str, int]]:
+    """The ``(split, count)`` pairs a composite demo set writes (``test`` only when > 0)."""
+    return [("train", train), ("val", val)] + ([("test", test)] if test > 0 else [])
 
 
 def materialise_animal_mnist(
@@ -163,25 +173,28 @@ def _composite(
 
 
 def materialise_multilabel_animals(
-    out: str | Path, train: int = 400, val: int = 100, seed: int = 0, max_animals: int = 3
-) -> Path:
+    out: str | Path, train: int = 400, val: int = 100, seed: int = 0, max_animals: int = 3,
+    test: int = 0,
+) -> Path:  # fmt: skip
     """Write a multi-label demo set: ``out/images/<split>_<n>.png`` (64 px) each showing 1 to
     ``max_animals`` (at most 4) different Animal-MNIST silhouettes of :data:`MULTILABEL_ANIMALS`
-    on a varied background, and ``out/train.csv`` / ``out/val.csv`` (``path,labels``) naming
-    exactly the animals drawn. Train and val use disjoint silhouettes. Idempotent like
-    :func:`materialise_animal_mnist`."""
+    on a varied background, and ``out/train.csv`` / ``out/val.csv`` (and ``out/test.csv`` when
+    ``test`` > 0) with ``path,labels`` naming exactly the animals drawn. The splits use
+    disjoint silhouettes. Idempotent like :func:`materialise_animal_mnist`."""
     out = Path(out)
     marker = out / "multilabel-animals.json"
     params = {"train": train, "val": val, "seed": seed, "max_animals": max_animals}
+    if test > 0:  # the marker of a set without a test split stays as it was
+        params["test"] = test
     if written_before(out, marker, params):
         return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
     pools = silhouette_pools(
-        MULTILABEL_ANIMALS, labels, rng
+        MULTILABEL_ANIMALS, labels, rng, test=test > 0
     )  # split -> animal -> silhouette indices (disjoint between splits)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", train), ("val", val)):
+    for split, n in _split_sizes(train, val, test):
         rows = ["path,labels"]
         for i in range(n):
             k = int(rng.integers(1, min(max_animals, 4) + 1))
@@ -230,27 +243,29 @@ def _tinted(
 
 
 def materialise_multitask_animals(
-    out: str | Path, train: int = 300, val: int = 100, seed: int = 0
+    out: str | Path, train: int = 300, val: int = 100, seed: int = 0, test: int = 0
 ) -> Path:
     """Write a multi-task demo set: ``out/images/<split>_<n>.png`` (64 px), each one
-    Animal-MNIST silhouette, and ``out/train.csv`` / ``out/val.csv`` with columns
-    ``path,animal,colour,size`` (:data:`MULTITASK_TASKS`): which animal, the colour it is drawn
-    in, and whether it is drawn large (48 px) or small (24 px) — exact labels per task. Each
-    task's classes come equally often in each split (an independent shuffle per task), so
-    every class reaches training and validation. Train and val use disjoint silhouettes.
-    Idempotent like :func:`materialise_animal_mnist`."""
+    Animal-MNIST silhouette, and ``out/train.csv`` / ``out/val.csv`` (and ``out/test.csv`` when
+    ``test`` > 0) with columns ``path,animal,colour,size`` (:data:`MULTITASK_TASKS`): which
+    animal, the colour it is drawn in, and whether it is drawn large (48 px) or small (24 px) —
+    exact labels per task. Each task's classes come equally often in each split (an
+    independent shuffle per task), so every class reaches every split. The splits use disjoint
+    silhouettes. Idempotent like :func:`materialise_animal_mnist`."""
     out = Path(out)
     marker = out / "multitask-animals.json"
     params = {"train": train, "val": val, "seed": seed}
+    if test > 0:  # the marker of a set without a test split stays as it was
+        params["test"] = test
     if written_before(out, marker, params):
         return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
     pools = silhouette_pools(
-        MULTITASK_TASKS["animal"], labels, rng
+        MULTITASK_TASKS["animal"], labels, rng, test=test > 0
     )  # animal -> split -> silhouette indices (disjoint between splits)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", train), ("val", val)):
+    for split, n in _split_sizes(train, val, test):
         rows = ["path," + ",".join(MULTITASK_TASKS)]
         columns = [rng.permutation(np.resize(v, n)) for v in MULTITASK_TASKS.values()]
         for i in range(n):
