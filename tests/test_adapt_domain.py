@@ -197,6 +197,7 @@ def test_adaptation_changes_the_model(shifted: tuple[Path, Path, Path], tmp_path
     assert not torch.equal(a[key], b["state_dict"][key])
 
 
+@pytest.mark.slow  # ~15 s: the default suite keeps under 10 minutes on 2 cores
 def test_adapted_partial_run_trains_backbone_stages(
     shifted: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -209,6 +210,7 @@ def test_adapted_partial_run_trains_backbone_stages(
     assert len(log) == 2 and log[1].split(",")[1] not in ("", "nan")
 
 
+@pytest.mark.slow  # ~15 s: the default suite keeps under 10 minutes on 2 cores
 def test_dann_on_cached_activations_gives_the_image_paths_weights(
     shifted: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
