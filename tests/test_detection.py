@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import headstart
 from headstart.config import TrainConfig
@@ -23,6 +23,7 @@ from headstart.models import create_backbone
 from headstart.models.preprocessing import Preprocessing
 from headstart.tasks import task_for
 from headstart.tasks.detection import ObjectDetection
+from tests.conftest import crash_and_resume
 from tests.inprocess_cli import run_main
 
 DET = {
@@ -228,3 +229,42 @@ def test_trains_reports_and_predicts_boxes(
     assert res.code == 2 and "pass --boxes" in res.text
     again = headstart.evaluate(r.run_dir, data / "val.json")
     assert again["map_50"] == pytest.approx(val["map_50"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_gradual_resume_matches_on_a_hand_made_coco_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COCO file made by hand (JPEG images of different sizes, not square, ids not 0-based,
+    a negative image): gradual unfreezing trains, and a run interrupted after epoch 0 and
+    resumed ends with the uninterrupted run's weights and mAP."""
+    root = tmp_path / "hand"
+    (root / "pics").mkdir(parents=True)
+    doc: dict[str, Any] = {"images": [], "annotations": [],
+                           "categories": [{"id": 5, "name": "square"}, {"id": 9, "name": "disc"}]}  # fmt: skip
+    for i in range(10):
+        w, h = 60 + 7 * i, 48 + 3 * i
+        img = Image.new("RGB", (w, h), (30 + 10 * i, 60, 90))
+        draw = ImageDraw.Draw(img)
+        if i != 4:  # image 104: a negative
+            box = [5 + i, 6, 20 + i % 5, 18]
+            shape = draw.rectangle if i % 2 else draw.ellipse
+            shape([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=(250, 240, 40))
+            doc["annotations"].append({"id": 500 + i, "image_id": 100 + i,
+                                       "category_id": 5 if i % 2 else 9, "bbox": box})  # fmt: skip
+        img.save(root / "pics" / f"p{i}.jpg")
+        doc["images"].append(
+            {"id": 100 + i, "file_name": f"pics/p{i}.jpg", "width": w, "height": h}
+        )
+    (root / "all.json").write_text(json.dumps(doc))
+    kw = {**DET, "strategy": "gradual", "epochs": 2}
+    straight = headstart.train(data=str(root / "all.json"), out=str(tmp_path / "a"), **kw)
+    # crash_and_resume trains through train_tiny, whose settings kw overrides entirely
+    resumed = crash_and_resume(root / "all.json", tmp_path / "b", monkeypatch, 0, **kw)
+    sa = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+    assert resumed.metrics["val"]["map"] == pytest.approx(straight.metrics["val"]["map"])
+    assert straight.metrics["run"]["unfreeze_events"]  # gradual unfroze a stage at epoch 1
