@@ -21,6 +21,7 @@ import headstart
 from tests.conftest import write_class_folders
 
 
+@pytest.mark.slow  # two processes, ~25 s: the default suite keeps under 10 minutes on 2 cores
 def test_ranks_identical_after_unfreeze_steps(tmp_path: Path) -> None:
     data = write_class_folders(tmp_path / "data", 16)
     dumps = tmp_path / "dumps"
