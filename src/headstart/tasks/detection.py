@@ -63,11 +63,12 @@ def detection_metrics(
     from torchmetrics.detection import MeanAveragePrecision
 
     preds, truth = coco_lists(detections, targets)
-    coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
+    # every process holds all the outputs (under DDP too): no syncing between processes
+    kw: dict[str, Any] = {"box_format": "xyxy", "iou_type": "bbox", "class_metrics": True,
+                          "sync_on_compute": False}  # fmt: skip
+    coco = MeanAveragePrecision(**kw)
     coco.update(preds, truth)
-    at_50 = MeanAveragePrecision(
-        box_format="xyxy", iou_type="bbox", class_metrics=True, iou_thresholds=[0.5]
-    )
+    at_50 = MeanAveragePrecision(iou_thresholds=[0.5], **kw)
     at_50.update(preds, truth)
     r, r50 = coco.compute(), at_50.compute()
     n = len(classes)
