@@ -13,6 +13,7 @@ from lightning.pytorch.tuner import Tuner
 from headstart.config import TrainConfig
 from headstart.console import console, setup_logging
 from headstart.errors import HeadstartError
+from headstart.tasks import task_for
 from headstart.training.fit import load_inputs, prepare
 from headstart.training.plugins import PluginFactory
 from headstart.training.trainer import make_trainer
@@ -49,7 +50,10 @@ def lr_find(
     """
     setup_logging()
     config = config.replace(**overrides) if config is not None else TrainConfig.create(**overrides)
-    p = prepare(config, load_inputs(config), plugins)
+    inputs = load_inputs(config)
+    # the task resolved as train() does (auto: from the data), so prepare builds its head
+    config = config.replace(task=task_for(config, inputs.splits.multi_label).name)
+    p = prepare(config, inputs, plugins)
     with tempfile.TemporaryDirectory(prefix="headstart-lrfind-") as tmp:
         trainer = make_trainer(
             config, Path(tmp), steps_per_epoch=len(p.loaders.train), max_epochs=num_training,
