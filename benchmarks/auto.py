@@ -45,7 +45,7 @@ def rows(epochs: int, long: bool, peers: bool = False) -> list[tuple[str, list[s
     out = [
         ("probe (logistic, no training)", ["-s", "few-shot", "--few-shot-head", "logistic", "--no-few-shot-refine"]),
         (f"feature-extract, {e} epochs", ["-s", "feature-extract", "-e", e]),
-        (f"partial (last 2), {e} epochs", ["-s", "partial", "--unfreeze-last", "2", "-e", e]),
+        (f"partial (last 3), {e} epochs", ["-s", "partial", "--unfreeze-last", "3", "-e", e]),
         (f"gradual, {e} epochs", ["-s", "gradual", "-e", e]),
         (f"fine-tune, {e} epochs", ["-s", "fine-tune", "-e", e]),
         (f"auto, {e} epochs, default budget", ["-s", "auto", "-e", e]),
@@ -56,7 +56,7 @@ def rows(epochs: int, long: bool, peers: bool = False) -> list[tuple[str, list[s
         out.append((FASTAI_ROW, []))
     if long:
         out += [
-            ("partial (last 2), 10 epochs", ["-s", "partial", "--unfreeze-last", "2", "-e", "10"]),
+            ("partial (last 3), 10 epochs", ["-s", "partial", "--unfreeze-last", "3", "-e", "10"]),
             ("gradual, 10 epochs", ["-s", "gradual", "-e", "10"]),
             ("fine-tune, 10 epochs", ["-s", "fine-tune", "-e", "10"]),
         ]
