@@ -386,14 +386,10 @@ def materialise_detection_animals(
         return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
-    pools = silhouette_pools(DETECTION_ANIMALS, labels, rng)  # split -> animal -> indices
-    if test > 0:  # val's fifth halved into val and test (train stays as without a test split)
-        for pool in pools.values():
-            half = len(pool["val"]) // 2
-            pool["test"], pool["val"] = pool["val"][half:], pool["val"][:half]
+    pools = silhouette_pools(DETECTION_ANIMALS, labels, rng, test=test > 0)
     (out / "images").mkdir(parents=True, exist_ok=True)
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(DETECTION_ANIMALS)]
-    for split, n in [("train", train), ("val", val)] + ([("test", test)] if test > 0 else []):
+    for split, n in _split_sizes(train, val, test):
         doc: dict[str, Any] = {"images": [], "annotations": [], "categories": categories}
         for i in range(n):
             k = 0 if rng.random() < negatives else int(rng.integers(1, min(max_animals, 4) + 1))
