@@ -189,3 +189,14 @@ def test_timm_model_trains_end_to_end(image_folder: Path, tmp_path: Path) -> Non
         epochs=1,
     )
     assert r.metrics["run"]["trainable_params_start"] == r.metrics["run"]["total_params"]
+
+
+def test_val_accuracy_of_a_task_without_one_names_the_metrics_it_has(tmp_path: Path) -> None:
+    from headstart.config import TrainConfig
+    from headstart.training.fit import TrainResult
+
+    config = TrainConfig(data=str(tmp_path))
+    assert TrainResult(tmp_path, config, {"val": {"accuracy": 0.75}}).val_accuracy == 0.75
+    detection = TrainResult(tmp_path, config, {"val": {"map": 0.4, "map_50": 0.8, "per_class": {}}})
+    with pytest.raises(AttributeError, match=r"val\.map, val\.map_50 \(in TrainResult\.metrics\)"):
+        _ = detection.val_accuracy

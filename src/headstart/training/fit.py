@@ -69,7 +69,16 @@ class TrainResult:
 
     @property
     def val_accuracy(self) -> float:
-        return float(self.metrics["val"]["accuracy"])
+        """Val accuracy of a run whose task reports one (single-label and multi-task runs);
+        other tasks' numbers are in :attr:`metrics` (``val.map``, ``val.miou``, ...)."""
+        val = self.metrics.get("val", {})
+        if "accuracy" not in val:
+            keys = ", ".join(f"val.{k}" for k in val if not isinstance(val[k], dict | list))
+            raise AttributeError(
+                "this run's task reports no val accuracy; its val metrics are "
+                f"{keys or 'not written'} (in TrainResult.metrics)"
+            )
+        return float(val["accuracy"])
 
     @property
     def best_checkpoint(self) -> Path:
