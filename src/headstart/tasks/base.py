@@ -102,3 +102,22 @@ def refuse_unsupported(refused: dict[str, bool], message: str) -> None:
     bad = [name for name, on in refused.items() if on]
     if bad:
         raise HeadstartError(message.format(options=", ".join(bad)))
+
+
+def refuse_dense_unsupported(config: TrainConfig, task: str) -> None:
+    """What a dense task (segmentation, detection) refuses: options that act on one label per
+    image, few-shot/LoRA, other heads, feature views and domain adaptation; the message names
+    ``docs/<task>.md``."""
+    refused = {
+        "--label-smoothing": config.label_smoothing > 0,
+        "--mixup/--cutmix": config.mixup > 0 or config.cutmix > 0,
+        "--sampler balanced": config.sampler == "balanced",
+        "--class-weights auto": config.class_weights == "auto",
+        "--strategy few-shot/lora": config.strategy in ("few-shot", "lora"),
+        "--head cosine/semantic/mlp": config.head in ("cosine", "semantic", "mlp"),
+        "--feature-views": config.feature_views > 1,
+        "--adapt (domain adaptation)": config.adapt != "none",
+    }
+    refuse_unsupported(
+        refused, f"{task} does not support {{options}} (see docs/{task}.md); drop the option(s)"
+    )

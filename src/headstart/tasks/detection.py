@@ -25,7 +25,7 @@ from headstart.evaluation.report import ValPredictions
 from headstart.files import Prediction
 from headstart.models.detection_heads import SCORE_THRESHOLD, detection_f1
 from headstart.run import RunFolder
-from headstart.tasks.base import Task, refuse_unsupported
+from headstart.tasks.base import Task, refuse_dense_unsupported
 
 
 def coco_lists(
@@ -98,19 +98,7 @@ def detection_metrics(
 
 def check_config(config: TrainConfig) -> None:
     """Refuse settings detection training does not support, naming each."""
-    refused = {
-        "--label-smoothing": config.label_smoothing > 0,
-        "--mixup/--cutmix": config.mixup > 0 or config.cutmix > 0,
-        "--sampler balanced": config.sampler == "balanced",
-        "--class-weights auto": config.class_weights == "auto",
-        "--strategy few-shot/lora": config.strategy in ("few-shot", "lora"),
-        "--head cosine/semantic/mlp": config.head in ("cosine", "semantic", "mlp"),
-        "--feature-views": config.feature_views > 1,
-        "--adapt (domain adaptation)": config.adapt != "none",
-    }
-    refuse_unsupported(
-        refused, "detection does not support {options} (see docs/detection.md); drop the option(s)"
-    )
+    refuse_dense_unsupported(config, "detection")
 
 
 def _fmt(v: float | None) -> str:

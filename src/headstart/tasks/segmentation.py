@@ -25,7 +25,7 @@ from headstart.evaluation.report import ValPredictions
 from headstart.evaluation.segmentation_report import write_segmentation_report
 from headstart.files import Prediction
 from headstart.run import RunFolder
-from headstart.tasks.base import Task, refuse_unsupported
+from headstart.tasks.base import Task, refuse_dense_unsupported
 
 
 def segmentation_metrics(
@@ -63,20 +63,7 @@ def segmentation_metrics(
 
 def check_config(config: TrainConfig) -> None:
     """Refuse settings segmentation training does not support, naming each."""
-    refused = {
-        "--label-smoothing": config.label_smoothing > 0,
-        "--mixup/--cutmix": config.mixup > 0 or config.cutmix > 0,
-        "--sampler balanced": config.sampler == "balanced",
-        "--class-weights auto": config.class_weights == "auto",
-        "--strategy few-shot/lora": config.strategy in ("few-shot", "lora"),
-        "--head cosine/semantic/mlp": config.head in ("cosine", "semantic", "mlp"),
-        "--feature-views": config.feature_views > 1,
-        "--adapt (domain adaptation)": config.adapt != "none",
-    }
-    refuse_unsupported(
-        refused,
-        "segmentation does not support {options} (see docs/segmentation.md); drop the option(s)",
-    )
+    refuse_dense_unsupported(config, "segmentation")
 
 
 class SemanticSegmentation(Task):
