@@ -298,3 +298,18 @@ def test_trains_under_ddp(tmp_path: Path) -> None:
     assert not b["frozen"][-1]  # gradual unfroze the last stage
     val = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val"]
     assert val["samples"] == 6 and 0.0 <= val["map_50"] <= 1.0
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_dense_tasks_refuse_per_image_options_by_name(task: str) -> None:
+    from headstart.errors import HeadstartError
+    from headstart.tasks import detection, segmentation
+
+    check = {"detection": detection, "segmentation": segmentation}[task].check_config
+    check(TrainConfig(data="d"))  # the defaults are accepted
+    with pytest.raises(HeadstartError) as err:
+        check(TrainConfig(data="d", mixup=0.2, head="cosine", feature_views=2))
+    message = str(err.value)
+    for option in ("--mixup/--cutmix", "--head cosine/semantic/mlp", "--feature-views"):
+        assert option in message
+    assert f"docs/{task}.md" in message and "--label-smoothing" not in message
