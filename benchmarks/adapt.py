@@ -3,6 +3,7 @@ vs MMD vs DANN on labelled target data) and rotation pretraining before a 10-ima
 
     .venv/bin/python benchmarks/adapt.py                 # both parts (~30 min on a shared 2-core box)
     .venv/bin/python benchmarks/adapt.py --part domain   # one part; --part pretext [--pretext-start none]
+    .venv/bin/python benchmarks/adapt.py --part domain-mnist-m --work /tmp/h19   # Animal-MNIST-M
 
 Data (written under runs/adapt-bench/data, reused when present):
 
@@ -10,6 +11,11 @@ Data (written under runs/adapt-bench/data, reused when present):
 * target   = other Animal-MNIST images, colour-inverted, rotated by 25-45 degrees (random sign)
              and with Gaussian pixel noise (sigma 25 of 255): ``target-unlabeled`` (labels unused)
              and a disjoint labelled ``target-eval``.
+
+``--part domain-mnist-m`` uses another target domain instead, built like Ganin et al.'s MNIST-M
+(``headstart.data.catalog.materialise_animal_mnist_m``, under ``<work>/data-mnist-m``): other
+Animal-MNIST silhouettes blended over random crops of scikit-image's colour photos as
+``|crop - silhouette|``; it compares source-only, DANN and MMD with trainable upper stages.
 
 Results: benchmarks/results/adapt.json and adapt.md.
 """
@@ -138,9 +144,14 @@ def run_domain(args: argparse.Namespace, data: dict[str, Path]) -> list[dict[str
 
 
 def run_domain_partial(
-    args: argparse.Namespace, data: dict[str, Path], before: dict[str, Any] | None = None
+    args: argparse.Namespace,
+    data: dict[str, Path],
+    before: dict[str, Any] | None = None,
+    prefix: str = "partial",
+    mmd: bool = False,
 ) -> dict[str, Any]:
-    """Source-only vs DANN with the last ``--partial-stages`` backbone stages trained (cached
+    """Source-only vs DANN (and MMD with ``mmd``: one row per ``--mmd-weights``) with the last
+    ``--partial-stages`` backbone stages trained (cached
     activations: the frozen prefix runs once for source, target and eval images), the same
     settings and budget for both, over ``--seeds``. The settings are fixed before measuring: the
     benchmark has no labelled held-out target split to select on, and the target-eval labels are
@@ -170,6 +181,8 @@ def run_domain_partial(
     settings: list[tuple[str, dict[str, Any]]] = [("source-only", {})]
     for w in args.dann_weights:
         settings.append((f"dann w={w:g}", {"adapt": "dann", "adapt_weight": w}))
+    for w in args.mmd_weights if mmd else []:
+        settings.append((f"mmd w={w:g}", {"adapt": "mmd", "adapt_weight": w}))
     kept = {}
     if before and before.get("settings") == {
         k: v for k, v in common.items() if k not in ("data", "target_eval")
@@ -184,7 +197,7 @@ def run_domain_partial(
             if extra:
                 extra = {**extra, "target_unlabeled": str(data["target_unlabeled"])}
             tag = name.replace(" ", "-").replace("=", "")
-            out = WORK / "runs" / f"partial{args.partial_stages}-{tag}-seed{seed}"
+            out = args.work / "runs" / f"{prefix}{args.partial_stages}-{tag}-seed{seed}"
             shutil.rmtree(out, ignore_errors=True)
             r = headstart.train(out=str(out), seed=seed, **common, **extra)
             assert r.metrics["run"]["cached_activations"] is not None, "expected cached activations"
@@ -196,7 +209,7 @@ def run_domain_partial(
                     "source_val_accuracy": r.metrics["val"]["accuracy"],
                 }
             )
-            print(rows[-1], flush=True)
+            print(json.dumps(rows[-1]), flush=True)
     return {
         "settings": {k: v for k, v in common.items() if k not in ("data", "target_eval")},
         "seeds": list(args.seeds),
@@ -322,9 +335,12 @@ def run_pretext(args: argparse.Namespace, data: dict[str, Path]) -> dict[str, An
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
-        "--part", choices=["domain", "domain-partial", "pretext", "all"], default="all",
-        help="all = domain + pretext; domain-partial (DANN with trainable stages) runs alone",
+        "--part", choices=["domain", "domain-partial", "domain-mnist-m", "pretext", "all"],
+        default="all", help="all = domain + pretext; domain-partial (DANN with trainable stages) "
+        "and domain-mnist-m (source-only/DANN/MMD on Animal-MNIST-M) run alone",
     )  # fmt: skip
+    ap.add_argument("--work", type=Path, default=WORK, help="domain-partial, domain-mnist-m: "
+                    "where the data (data-mnist-m) and the runs go")  # fmt: skip
     ap.add_argument("--partial-stages", type=int, default=3, help="domain-partial: stages trained")
     ap.add_argument("--backbone-lr-mult", type=float, default=0.1, help="domain-partial")
     ap.add_argument("--bn", default="train", help="domain-partial: BatchNorm of trained stages")
@@ -345,7 +361,12 @@ def main() -> None:
     from headstart.console import console
 
     console.quiet = True
-    data = build_data(WORK / "data", args.source_train, 30, args.target_unlabeled, args.target_eval)
+    if args.part == "domain-mnist-m":
+        data = mnist_m_data(args)
+    else:
+        data = build_data(
+            WORK / "data", args.source_train, 30, args.target_unlabeled, args.target_eval
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json = RESULTS / "adapt.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
@@ -365,11 +386,40 @@ def main() -> None:
         result[key] = run_domain_partial(args, data, result.get(key))
         result[key]["command"] = "benchmarks/adapt.py " + " ".join(sys.argv[1:])
         result[key]["commit"] = git_commit()
+    if args.part == "domain-mnist-m":
+        key = f"mnist_m_partial{args.partial_stages}"
+        result[key] = run_domain_partial(args, data, result.get(key), prefix="mnistm", mmd=True)
+        result[key]["command"] = "benchmarks/adapt.py " + " ".join(sys.argv[1:])
+        result[key]["commit"] = git_commit()
+        result[key]["data"] = MNIST_M_NOTE.format(a=args)
     if args.part in ("pretext", "all"):
         key = "pretext_scratch" if args.pretext_start.lower() == "none" else "pretext"
         result[key] = run_pretext(args, data)
     out_json.write_text(json.dumps(result, indent=2))
     write_markdown(result)
+
+
+MNIST_M_NOTE = (
+    "source: Animal-MNIST as it is, {a.source_train} train + 30 val per class; target "
+    "(Animal-MNIST-M): other silhouettes blended over random 28 px crops of scikit-image's colour "
+    "photos as |crop - silhouette| (Ganin et al.'s MNIST-M recipe), {a.target_unlabeled} "
+    "unlabeled + {a.target_eval} labelled per class (disjoint silhouettes)"
+)
+
+
+def mnist_m_data(args: argparse.Namespace) -> dict[str, Path]:
+    """The Animal-MNIST-M folders under ``<work>/data-mnist-m`` (written once, seed 0)."""
+    from headstart.data.catalog import materialise_animal_mnist_m
+
+    root = materialise_animal_mnist_m(
+        args.work / "data-mnist-m", source_train=args.source_train, source_val=30,
+        target_unlabeled=args.target_unlabeled, target_eval=args.target_eval, seed=0,
+    )  # fmt: skip
+    return {
+        "source": root / "source",
+        "target_unlabeled": root / "target-unlabeled",
+        "target_eval": root / "target-eval",
+    }
 
 
 def git_commit() -> str:
@@ -407,6 +457,8 @@ def write_markdown(result: dict[str, Any]) -> None:
         lines.append("")
     for key in sorted(k for k in result if k.startswith("domain_partial")):
         lines += partial_markdown(result[key])
+    for key in sorted(k for k in result if k.startswith("mnist_m_partial")):
+        lines += partial_markdown(result[key], mnist_m=True)
     for key in ("pretext", "pretext_scratch"):
         if key not in result:
             continue
@@ -433,22 +485,29 @@ def write_markdown(result: dict[str, Any]) -> None:
     (RESULTS / "adapt.md").write_text("\n".join(lines) + "\n")
 
 
-def partial_markdown(d: dict[str, Any]) -> list[str]:
-    """The domain-partial section: per setting mean +- std over seeds, and every run."""
+def partial_markdown(d: dict[str, Any], mnist_m: bool = False) -> list[str]:
+    """The domain-partial (or domain-mnist-m) section: per setting mean +- std over seeds."""
     s = d["settings"]
+    title = (
+        "## Animal-MNIST -> Animal-MNIST-M (Ganin et al.'s MNIST-M recipe): source-only vs DANN "
+        "vs MMD"
+        if mnist_m
+        else "## Domain adaptation with trainable upper stages: source-only vs DANN"
+    )
     lines = [
-        f"## Domain adaptation with trainable upper stages: source-only vs DANN "
-        f"(last {s['unfreeze_last']} stages)",
+        f"{title} (last {s['unfreeze_last']} stages)",
         "",
+        *([f"Data: {d['data']}.", ""] if mnist_m else []),
         f"MobileNetV2 (ImageNet weights) at {s['image_size']} px, `--strategy partial "
         f"--unfreeze-last {s['unfreeze_last']}` (frozen prefix on cached activations, source and "
         f"target), mlp head ({s['head_hidden']} hidden), {s['epochs']} epochs, batch "
         f"{s['batch_size']} source + {s['batch_size']} target, lr {s['lr']:g} (head, "
         f"discriminator), backbone x{s['backbone_lr_mult']:g}, `--bn {s['bn']}` (mixed "
-        f"source+target batches), augment {s['augment']}; same data as above. Settings fixed "
+        f"source+target batches), augment {s['augment']}"
+        f"{'' if mnist_m else '; same data as above'}. Settings fixed "
         f"before measuring (no labelled held-out target split to select on); checkpoint chosen "
-        f"by source val loss. Seeds {', '.join(map(str, d['seeds']))}; gain = DANN minus the "
-        f"same seed's source-only run.",
+        f"by source val loss. Seeds {', '.join(map(str, d['seeds']))}; gain = the adapted run "
+        f"minus the same seed's source-only run.",
         "",
         f"Command: `.venv/bin/python {d.get('command', 'benchmarks/adapt.py --part domain-partial')}`"
         + (f" at commit {d['commit']}" if d.get("commit") else ""),

@@ -409,3 +409,102 @@ def materialise_detection_animals(
         (out / f"{split}.json").write_text(json.dumps(doc), encoding="utf-8")
     marker.write_text(json.dumps(params))
     return out
+
+
+#: the colour photos of ``skimage.data`` (scikit-image's package data, read as files: skimage
+#: itself is not imported) that the Animal-MNIST-M target domain crops its backgrounds from
+MNIST_M_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "ihc.png",
+)
+
+
+def load_mnist_m_photos() -> list[np.ndarray]:
+    """The :data:`MNIST_M_PHOTOS` as RGB uint8 arrays, read from the installed scikit-image."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "Animal-MNIST-M needs the photos of the 'scikit-image' package: pip install --no-deps "
+            "scikit-image==0.26.0 (make install does it)"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "data"
+    photos = []
+    for name in MNIST_M_PHOTOS:
+        try:
+            with Image.open(root / name) as im:
+                photos.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        except OSError as err:
+            raise DataError(f"cannot read the scikit-image photo {root / name}: {err}") from None
+    return photos
+
+
+def mnist_m_blend(silhouette: np.ndarray, patch: np.ndarray) -> np.ndarray:
+    """Ganin et al.'s MNIST-M blend: ``|patch - silhouette|`` per colour channel (uint8 RGB), the
+    grayscale ``silhouette`` (h, w) repeated over the channels of the ``patch`` (h, w, 3)."""
+    if patch.shape != (*silhouette.shape, 3):
+        raise ValueError(f"patch {patch.shape} does not fit silhouette {silhouette.shape} x 3")
+    diff = patch.astype(np.int16) - silhouette.astype(np.int16)[:, :, None]
+    return np.abs(diff).astype(np.uint8)
+
+
+def _random_patch(rng: np.random.Generator, photos: list[np.ndarray], side: int) -> np.ndarray:
+    """A ``side`` x ``side`` crop at a random place of a randomly chosen photo."""
+    photo = photos[int(rng.integers(len(photos)))]
+    y0 = int(rng.integers(0, photo.shape[0] - side + 1))
+    x0 = int(rng.integers(0, photo.shape[1] - side + 1))
+    return photo[y0 : y0 + side, x0 : x0 + side]
+
+
+def materialise_animal_mnist_m(
+    out: str | Path, source_train: int = 100, source_val: int = 30, target_unlabeled: int = 100,
+    target_eval: int = 50, seed: int = 0,
+) -> Path:  # fmt: skip
+    """Write a domain-adaptation set after Ganin et al.'s MNIST -> MNIST-M (JMLR 2016), made
+    from Animal-MNIST and the colour photos of scikit-image (:data:`MNIST_M_PHOTOS`):
+
+    * ``out/source/{train,val}/<class>/<n>.png``: Animal-MNIST silhouettes as they are (28 px,
+      grayscale, white on black);
+    * ``out/target-unlabeled/<class>/<n>.png`` and ``out/target-eval/<class>/<n>.png``
+      ("Animal-MNIST-M"): other silhouettes blended over a random 28 x 28 crop of a random
+      photo as ``|crop - silhouette|`` per channel (RGB; :func:`mnist_m_blend`). The unlabeled
+      folder is for ``--target-unlabeled`` (its class folders are ignored there), the labelled
+      one for ``--target-eval``.
+
+    Per class, the four parts use disjoint, distinct silhouettes (``<n>`` is the Animal-MNIST
+    index); every draw comes from one generator seeded by ``seed``, so the files are the same on
+    every machine. Idempotent like :func:`materialise_animal_mnist`.
+    """
+    out = Path(out)
+    marker = out / "animal-mnist-m.json"
+    sizes = {"source/train": source_train, "source/val": source_val,
+             "target-unlabeled": target_unlabeled, "target-eval": target_eval}  # fmt: skip
+    if min(sizes.values()) < 1:
+        raise DataError(f"Animal-MNIST-M: every part needs at least one image per class: {sizes}")
+    params = {**sizes, "seed": seed, "photos": list(MNIST_M_PHOTOS)}
+    if written_before(out, marker, params):
+        return out
+    images, labels = load_animal_mnist()
+    photos = load_mnist_m_photos()
+    rng = np.random.default_rng(seed)
+    need = sum(sizes.values())
+    seen: set[bytes] = set()
+    for c, name in enumerate(ANIMAL_CLASSES):
+        idx = _unique_picks(images, rng.permutation(np.flatnonzero(labels == c)), need, seen)
+        if len(idx) < need:
+            raise DataError(f"Animal-MNIST has {len(idx)} distinct {name} images; asked for {need}")
+        start = 0
+        for part, n in sizes.items():
+            d = out / part / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in idx[start : start + n]:
+                pixels = images[i]
+                if part.startswith("target"):
+                    pixels = mnist_m_blend(pixels, _random_patch(rng, photos, pixels.shape[0]))
+                Image.fromarray(pixels).save(d / f"{int(i):05d}.png")
+            start += n
+    marker.write_text(json.dumps(params))
+    return out
