@@ -152,15 +152,15 @@ def test_dataset_flip_moves_the_boxes(tmp_path: Path) -> None:
 
 
 def test_tiny_model_forward_and_loss() -> None:
-    """The head sits on stride 8/16/32 stages; training mode returns the 4 loss terms (their
-    gradient reaches body and head), eval mode padded normalised detections."""
+    """The head sits on stride 8/16/32 stages; training mode returns the 4 loss terms + NaN
+    (their gradient reaches body and head), eval mode padded normalised detections."""
     torch.manual_seed(0)
     b = create_backbone(DET["model"], 2, weights="none", head="detection", image_size=64)
     x = torch.randn(2, 3, 64, 64)
     y = torch.tensor([[[0, 0.1, 0.1, 0.5, 0.5]], [[1, 0.2, 0.3, 0.9, 0.8]]])
     b.train()
     losses = b(x, y)
-    assert losses.shape == (4,) and torch.isfinite(losses).all()
+    assert losses.shape == (5,) and torch.isfinite(losses[:4]).all() and losses[4].isnan()
     task = ObjectDetection()
     task.loss(losses, y).backward()
     assert b.head.roi_heads.box_predictor.cls_score.weight.grad is not None

@@ -37,6 +37,7 @@ SchedulerName = Literal["cosine", "step", "onecycle", "none"]
 AugmentName = Literal["none", "light", "standard", "strong"]
 HeadName = Literal["linear", "mlp", "cosine", "semantic"]
 BNPolicy = Literal["auto", "frozen", "train"]
+DetectorName = Literal["faster-rcnn", "retinanet", "ssdlite"]
 #: the experiment trackers ``--logger`` accepts (Lightning loggers, headstart.training.trackers)
 TRACKER_NAMES: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")
 
@@ -196,6 +197,13 @@ class TrainConfig(BaseModel):
         None,
         description="--head semantic: text model mapping class names to vectors (minilm: the "
         "offline all-MiniLM-L6-v2).",
+    )
+    detector: Annotated[DetectorName, Cli("model")] = Field(
+        "faster-rcnn",
+        description="Detection: the torchvision detector on the backbone's stages: faster-rcnn "
+        "(feature pyramid, region proposals, RoI heads), retinanet (feature pyramid, one stage, "
+        "focal loss) or ssdlite (SSDlite head on the last two stages + 4 extra blocks); "
+        "docs/detection.md.",
     )
     image_size: Annotated[int | Literal["auto"] | None, Cli("model")] = Field(
         None,

@@ -7,9 +7,9 @@ The model's normalised detections are scaled back to the image's own pixels and 
 ``x, y, w, h`` (top-left corner, width, height: COCO's ``bbox`` convention) with the class
 name and the score.
 
-The ONNX graph (opset 17, traced) holds the scaling, the normalisation and the whole
-post-processing (proposals, RoI heads, per-class NMS, the score threshold of 0.05 and the cap of
-100 detections): uint8 ``(1, crop, crop, 3)`` in, one image per call; ``boxes`` ``(K, 4)``
+The ONNX graph (opset 17, traced) holds the scaling, the normalisation and the detector's whole
+post-processing (Faster R-CNN: proposals and RoI heads; RetinaNet and SSDlite: box decoding per
+anchor; then per-class NMS, the score threshold of 0.05 and the cap of 100 detections): uint8 ``(1, crop, crop, 3)`` in, one image per call; ``boxes`` ``(K, 4)``
 normalised ``x1, y1, x2, y2``, ``scores`` ``(K,)`` and ``labels`` ``(K,)`` (class indices) out,
 ``K`` varying with the image. Its metadata holds the classes, the input size and the
 interpolation. The export is checked against eager PyTorch on validation images (same boxes,
@@ -41,6 +41,9 @@ from headstart.models.detection_heads import DetectionBackbone
 
 #: the ``task`` of a detection run's config
 TASK = "detection"
+#: the model card's name of each ``--detector``
+DETECTOR_NAMES = {"faster-rcnn": "Faster R-CNN + FPN", "retinanet": "RetinaNet (FPN, focal loss)",
+                  "ssdlite": "SSDlite (+ 4 extra blocks)"}  # fmt: skip
 
 
 def image_boxes(
@@ -148,14 +151,11 @@ class DetectionWrapper(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         head = self.model.detector
-        maps = head.fpn(self.model.stage_maps(x))
+        feats = head.features(self.model.stage_maps(x))
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        image_list = ImageList(x, [(h, w)])
-        proposals, _ = head.rpn(image_list, maps)
-        found, _ = head.roi_heads(maps, proposals, image_list.image_sizes)
+        d = head.found(ImageList(x, [(h, w)]), feats)[0]
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        d = found[0]
-        return d["boxes"] / scale, d["scores"], d["labels"] - 1
+        return d["boxes"] / scale, d["scores"], d["labels"]
 
 
 @dataclass
@@ -190,6 +190,7 @@ def export_detection(run: str | Path | LoadedRun, out: str | Path | None = None)
     samples = [model_pixels(f, pre.crop, pre.interpolation)[0][None] for f in _val_files(loaded)]
     meta: dict[str, Any] = {
         "task": TASK, "labels": loaded.classes, "model": loaded.config.model,
+        "detector": loaded.config.detector,
         "preprocessing": pre.to_dict(), "input": f"uint8 (1, {pre.crop}, {pre.crop}, 3) RGB: "
         "the image resized to the input size (no crop), one image per call",
         "outputs": "boxes (K, 4) x1, y1, x2, y2 normalised to [0, 1]; scores (K,); labels (K,) "
@@ -269,7 +270,7 @@ def _write_card(loaded: LoadedRun, path: Path, meta: dict[str, Any], diff: float
 
 - `{path.name}` (ONNX); exported {meta["date"]} with headstart {meta["headstart_version"]}
 - **Model**: `{meta["model"]}`, weights `{metrics.get("run", {}).get("weights", "?")}`,
-  Faster R-CNN + FPN head
+  {DETECTOR_NAMES[loaded.config.detector]} head
 - **Input**: {meta["input"]}. **Output**: {meta["outputs"]}; post-processing (NMS, score
   threshold 0.05, at most 100 boxes) inside the graph
 - **Classes** (index order): {", ".join(meta["labels"])}

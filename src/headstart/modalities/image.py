@@ -74,7 +74,7 @@ class ImageModality(Modality):
                 weights=config.weights if weights is None else weights,
                 head=default_head if head is None else head,
                 head_hidden=config.head_hidden, head_dropout=config.head_dropout,
-                image_size=size, label_embeddings=label_embeddings,
+                image_size=size, label_embeddings=label_embeddings, detector=config.detector,
             )  # fmt: skip
 
         if config.image_size != "auto":

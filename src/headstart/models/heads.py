@@ -162,6 +162,6 @@ def head_kind(head: nn.Module) -> str:
         return "semantic"
     if hasattr(head, "low_classifier"):  # models/dense_heads.py: LRASPPHead
         return "dense"
-    if hasattr(head, "roi_heads"):  # models/detection_heads.py: DetectionHead
+    if hasattr(head, "loss_terms"):  # models/detection_heads.py: Detector
         return "detection"
     return "mlp" if sum(isinstance(m, nn.Linear) for m in head.modules()) > 1 else "linear"

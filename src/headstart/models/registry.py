@@ -40,6 +40,7 @@ def create_backbone(
     pooling: str = "mean",
     max_length: int | None = None,
     label_embeddings: torch.Tensor | None = None,
+    detector: str = "faster-rcnn",
 ) -> Backbone:
     """Build the model for ``spec`` with a new head for ``num_classes``.
 
@@ -50,6 +51,8 @@ def create_backbone(
 
     Text models (``text:<repo-or-folder>``, ``text:minilm``, or ``hf:`` of a text model) take
     ``pooling`` (mean or cls) and ``max_length`` (tokens); image models ignore them.
+    ``head="detection"`` builds the ``detector`` head (faster-rcnn, retinanet or ssdlite,
+    :mod:`headstart.models.detection_heads`) on the stages.
     """
     source, name = parse_spec(spec)
     from headstart.models import text_adapter
@@ -79,12 +82,12 @@ def create_backbone(
             body.module, body.stages, body.num_features, body.preprocessing, spec,
             body.weights_label, num_classes,
         )  # fmt: skip
-    if head == "detection":  # Faster R-CNN + FPN on the last stages (models/detection_heads.py)
+    if head == "detection":  # a torchvision detector on the last stages (detection_heads.py)
         from headstart.models.detection_heads import DetectionBackbone
 
         return DetectionBackbone(
             body.module, body.stages, body.num_features, body.preprocessing, spec,
-            body.weights_label, num_classes,
+            body.weights_label, num_classes, detector,
         )  # fmt: skip
     new_head = make_head(
         head, body.num_features, num_classes, head_hidden, head_dropout, label_embeddings

@@ -1,4 +1,5 @@
-"""Object detection: Faster R-CNN losses on the backbone's stages; mAP (torchmetrics
+"""Object detection: a torchvision detector's losses on the backbone's stages (Faster R-CNN,
+RetinaNet or SSDlite, ``--detector``); mAP (torchmetrics
 ``MeanAveragePrecision``, COCO evaluation) overall, at IoU 0.5 and 0.75, and per class; report
 grids of validation images with true and predicted boxes (docs/detection.md).
 
@@ -108,9 +109,9 @@ def _fmt(v: float | None) -> str:
 class ObjectDetection(Task):
     """Detections ``(N, D, 6)`` ``[x1, y1, x2, y2, score, class]`` and box rows ``(N, M, 5)``
     ``[class, x1, y1, x2, y2]``, both normalised to ``[0, 1]`` and padded (class ``-1``). In
-    training the model's "logits" are its loss terms (``(4,)``; in validation followed by the
-    batch's F1 at IoU 0.5, logged as ``val_acc``; ``train_acc`` is not computed: NaN). The
-    task's score (``score_key``) is mAP@[.5:.95]."""
+    training the model's "logits" are its detector's loss terms followed by the batch's F1 at
+    IoU 0.5 (in validation, logged as ``val_acc``; NaN in training: ``train_acc`` is not
+    computed). The task's score (``score_key``) is mAP@[.5:.95]."""
 
     name: ClassVar[str] = "detection"
     score_key: ClassVar[str] = "map"
@@ -124,10 +125,10 @@ class ObjectDetection(Task):
         weight: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> torch.Tensor:
-        return logits[:4].sum()
+        return logits[:-1].sum()  # the last entry is the batch's F1
 
     def batch_score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return logits[4] if len(logits) > 4 else torch.tensor(float("nan"))
+        return logits[-1]
 
     def metrics(
         self, logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
