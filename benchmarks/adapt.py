@@ -169,7 +169,8 @@ def run_domain_partial(
         "head_hidden": 256,
         "epochs": args.epochs,
         "batch_size": 64,
-        "lr": 1e-3,
+        "lr": args.lr,
+        **({"optimizer": args.optimizer} if args.optimizer != "adamw" else {}),
         "backbone_lr_mult": args.backbone_lr_mult,
         "bn": args.bn,
         "augment": "none",
@@ -344,6 +345,8 @@ def main() -> None:
     ap.add_argument("--partial-stages", type=int, default=3, help="domain-partial: stages trained")
     ap.add_argument("--backbone-lr-mult", type=float, default=0.1, help="domain-partial")
     ap.add_argument("--bn", default="train", help="domain-partial: BatchNorm of trained stages")
+    ap.add_argument("--optimizer", default="adamw", help="domain-partial, domain-mnist-m")
+    ap.add_argument("--lr", type=float, default=1e-3, help="domain-partial, domain-mnist-m")
     ap.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44], help="domain-partial")
     ap.add_argument("--pretext-epochs", type=int, default=3)
     ap.add_argument("--pretext-stages", type=int, default=4, help="stages rotation trains")
@@ -387,8 +390,11 @@ def main() -> None:
         result[key]["command"] = "benchmarks/adapt.py " + " ".join(sys.argv[1:])
         result[key]["commit"] = git_commit()
     if args.part == "domain-mnist-m":
-        key = f"mnist_m_partial{args.partial_stages}"
-        result[key] = run_domain_partial(args, data, result.get(key), prefix="mnistm", mmd=True)
+        opt = "" if args.optimizer == "adamw" else f"-{args.optimizer}"
+        key = f"mnist_m_partial{args.partial_stages}{opt}"
+        result[key] = run_domain_partial(
+            args, data, result.get(key), prefix=f"mnistm{opt}-", mmd=True
+        )
         result[key]["command"] = "benchmarks/adapt.py " + " ".join(sys.argv[1:])
         result[key]["commit"] = git_commit()
         result[key]["data"] = MNIST_M_NOTE.format(a=args)
@@ -501,7 +507,8 @@ def partial_markdown(d: dict[str, Any], mnist_m: bool = False) -> list[str]:
         f"MobileNetV2 (ImageNet weights) at {s['image_size']} px, `--strategy partial "
         f"--unfreeze-last {s['unfreeze_last']}` (frozen prefix on cached activations, source and "
         f"target), mlp head ({s['head_hidden']} hidden), {s['epochs']} epochs, batch "
-        f"{s['batch_size']} source + {s['batch_size']} target, lr {s['lr']:g} (head, "
+        f"{s['batch_size']} source + {s['batch_size']} target, {s.get('optimizer', 'adamw')} "
+        f"(cosine annealing) lr {s['lr']:g} (head, "
         f"discriminator), backbone x{s['backbone_lr_mult']:g}, `--bn {s['bn']}` (mixed "
         f"source+target batches), augment {s['augment']}"
         f"{'' if mnist_m else '; same data as above'}. Settings fixed "
