@@ -246,6 +246,8 @@ class RetinaNetDetector(Detector):
     name: ClassVar[str] = "retinanet"
     loss_terms: ClassVar[tuple[str, ...]] = ("classification", "bbox_regression")
     label_offset: ClassVar[int] = 0
+    #: the smallest anchor of a level, in strides
+    ANCHOR_STRIDES: ClassVar[float] = 2.0
 
     def __init__(
         self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int,
@@ -253,7 +255,9 @@ class RetinaNetDetector(Detector):
     ) -> None:  # fmt: skip
         super().__init__(num_classes)
         levels = [*strides, 2 * strides[-1]]
-        sizes = tuple(tuple(2.0 * s * 2 ** (k / 3) for k in range(3)) for s in levels)
+        sizes = tuple(
+            tuple(self.ANCHOR_STRIDES * s * 2 ** (k / 3) for k in range(3)) for s in levels
+        )
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))  # type: ignore[arg-type]
         head = RetinaNetHead(
             fpn_channels, anchors.num_anchors_per_location()[0], num_classes,
