@@ -576,7 +576,7 @@ def test_image_broken_after_the_scan_names_the_file(tmp_path: Path) -> None:
     victim.write_bytes(victim.read_bytes()[:40])  # replaced mid-run (sync tool, editor...)
     ds = ImageDataset(s.train, s.class_to_idx)
     with pytest.raises(
-        DataError, match=f"cannot decode image {re.escape(str(victim))}.*Remove or replace"
+        DataError, match=f"cannot read image {re.escape(str(victim))}.*Remove or replace"
     ):
         ds[0]
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1)
@@ -787,3 +787,19 @@ def test_exit_codes_are_the_documented_ones() -> None:
     ):  # fmt: skip
         assert issubclass(cls, HeadstartError)
         assert f"| {cls.exit_code} |" in doc and cls.__name__ in doc
+
+
+def test_one_message_for_an_unreadable_image_whoever_reads_it(tmp_path: Path) -> None:
+    """files.reading_image: any decoder error names the image and says what to do; an error
+    that already does (a HeadstartError) passes through unchanged."""
+    from headstart.errors import HeadstartError
+    from headstart.files import open_rgb, reading_image
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png: .*Replace the file"):
+        with reading_image(broken):
+            open_rgb(broken)
+    with pytest.raises(HeadstartError, match="^already clear$"):
+        with reading_image(broken, "never shown"):
+            raise HeadstartError("already clear")

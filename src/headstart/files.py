@@ -11,7 +11,8 @@ torch; ``tests/test_export_parity.py`` checks that it equals evaluation's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from headstart.errors import DataError
+from headstart.errors import DataError, HeadstartError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -44,6 +45,23 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise DataError("no image files to predict")
     return files
+
+
+#: what a bad image file's error tells the user to do, unless a caller says otherwise
+REPLACE_OR_LEAVE_OUT = "Replace the file or leave it out."
+
+
+@contextmanager
+def reading_image(name: object, advice: str = REPLACE_OR_LEAVE_OUT) -> Iterator[None]:
+    """Turn anything reading the image ``name`` raises into one :class:`DataError`: "cannot
+    read image NAME: CAUSE. ADVICE" (a :class:`HeadstartError` already says what to do and
+    passes through)."""
+    try:
+        yield
+    except HeadstartError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read image {name}: {err}. {advice}") from None
 
 
 def open_rgb(source: str | Path | Any, draft_size: int | None = None) -> Image.Image:

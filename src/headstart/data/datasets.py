@@ -12,8 +12,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from headstart.data.samplers import item_seed
 from headstart.data.scan import MultiLabelSample, MultiTaskSample, Sample
-from headstart.errors import DataError
-from headstart.files import open_rgb
+from headstart.files import open_rgb, reading_image
 
 load_rgb = open_rgb  # the one decoder, shared with the torch-free export predictor
 
@@ -56,12 +55,8 @@ class ImageDataset(Dataset[tuple[Any, Any]]):
         which case the random augmentation is seeded from ``(seed, epoch, index)``."""
         i, epoch = (key, None) if isinstance(key, int) else key
         path = self.samples[i].path
-        try:
+        with reading_image(path, "Remove or replace the file."):
             img = load_rgb(path, self.draft_size)
-        except Exception as err:
-            raise DataError(
-                f"cannot decode image {path}: {err}. Remove or replace the file."
-            ) from err
         if self.transform is None:
             return img, self.targets[i]
         if epoch is None:

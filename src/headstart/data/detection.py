@@ -35,7 +35,7 @@ from headstart.data.folders import DataSplits
 from headstart.data.samplers import item_seed
 from headstart.data.scan import Sample
 from headstart.errors import DataError
-from headstart.files import open_rgb
+from headstart.files import open_rgb, reading_image
 from headstart.models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -345,10 +345,8 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, epoch = (key, None) if isinstance(key, int) else key
         s = self.samples[i]
-        try:
+        with reading_image(s.path):
             image = open_rgb(s.path)
-        except Exception as err:
-            raise DataError(f"cannot decode image {s.path}: {err}. Replace the file.") from None
         x = torch.from_numpy(square_pixels(image, self.pre.crop, self.pre.interpolation))
         x = x.permute(2, 0, 1)
         y = box_rows(s, self.rows)

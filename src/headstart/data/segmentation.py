@@ -28,7 +28,7 @@ from headstart.data.folders import DataSplits
 from headstart.data.samplers import item_seed
 from headstart.data.scan import Sample, is_hidden
 from headstart.errors import DataError
-from headstart.files import is_image_file, open_rgb
+from headstart.files import is_image_file, open_rgb, reading_image
 from headstart.models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,8 @@ def read_mask(path: Path) -> np.ndarray:
 def check_pair(image: Path, mask: Path, classes: list[str]) -> SegmentationSample:
     """The sample of ``image`` + ``mask``, checked: readable, same size, known class indices."""
     m = read_mask(mask)
-    try:
-        with Image.open(image) as img:
-            size = img.size
-    except Exception as err:
-        raise DataError(f"cannot read image {image}: {err}. Replace or remove the file.") from None
+    with reading_image(image), Image.open(image) as img:
+        size = img.size
     if (m.shape[1], m.shape[0]) != size:
         raise DataError(
             f"mask {mask} is {m.shape[1]}x{m.shape[0]} but its image {image} is "
@@ -195,12 +192,8 @@ def model_input(
     """``(uint8 (crop, crop, 3) input, (width, height) of the original)`` of one image (a path
     or a file-like object, called ``name`` in errors): every prediction path of a segmentation
     model reads images so."""
-    try:
+    with reading_image(name or source):
         image = open_rgb(source)
-    except Exception as err:
-        raise DataError(
-            f"cannot read image {name or source}: {err}. Replace the file or leave it out."
-        ) from None
     pixels, _ = resize_pair(image, None, crop, interpolation)
     return pixels, image.size
 
@@ -245,10 +238,8 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, epoch = (key, None) if isinstance(key, int) else key
         s = self.samples[i]
-        try:
+        with reading_image(s.path):
             image = open_rgb(s.path)
-        except Exception as err:
-            raise DataError(f"cannot decode image {s.path}: {err}. Replace the file.") from None
         mask = read_mask(s.mask)
         if self.augment is None:
             img, m = resize_pair(image, mask, self.pre.crop, self.pre.interpolation)

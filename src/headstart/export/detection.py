@@ -35,7 +35,7 @@ from headstart.data.detection import square_pixels
 from headstart.errors import DataError, HeadstartError
 from headstart.evaluation.loading import LoadedRun, load_run
 from headstart.export.exporter import card_path
-from headstart.files import collect_images, open_rgb
+from headstart.files import collect_images, open_rgb, reading_image
 from headstart.inference import run_compute
 from headstart.models.detection_heads import DetectionBackbone
 
@@ -126,10 +126,8 @@ def _checked_files(inputs: Sequence[str | Path], threshold: float) -> list[Path]
 
 def model_pixels(path: Path, crop: int, interpolation: str) -> tuple[np.ndarray, tuple[int, int]]:
     """``(uint8 (crop, crop, 3) input pixels, (width, height) of the image)``."""
-    try:
+    with reading_image(path):
         image = open_rgb(path)
-    except Exception as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
     return square_pixels(image, crop, interpolation), image.size
 
 

@@ -25,8 +25,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from headstart.errors import DataError, HeadstartError
-from headstart.files import RESAMPLING, collect_images, load_model_image, open_rgb
+from headstart.errors import HeadstartError
+from headstart.files import (
+    RESAMPLING,
+    collect_images,
+    load_model_image,
+    open_rgb,
+    reading_image,
+)
 from headstart.text_files import snippet, texts_from_inputs
 
 #: the modality of an export whose metadata names none (image exports never stored one)
@@ -151,14 +157,8 @@ class ImageInputs(ModelInputs):
     def load(self, inputs: Sequence[Any]) -> tuple[list[str], list[Any]]:
         arrays = []
         for f in inputs:
-            try:
+            with reading_image(f, "Replace the file or leave it out of the inputs."):
                 arrays.append(self.decode(f))
-            except HeadstartError:
-                raise
-            except Exception as err:
-                raise DataError(
-                    f"cannot read image {f}: {err}. Replace the file or leave it out of the inputs."
-                ) from None
         return [str(f) for f in inputs], arrays
 
     def batches(self, items: Sequence[Any]) -> Batches:

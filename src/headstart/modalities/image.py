@@ -22,8 +22,7 @@ from headstart.data.segmentation import (
     SegmentationSample,
     is_segmentation_config,
 )
-from headstart.errors import DataError
-from headstart.files import collect_images, load_model_image
+from headstart.files import collect_images, load_model_image, reading_image
 from headstart.modalities.base import Modality, SourceReader
 from headstart.models import Backbone, Preprocessing, create_backbone
 
@@ -126,13 +125,8 @@ class ImageModality(Modality):
         pre = backbone.preprocessing
         batch = []
         for name, path in items:
-            try:
+            with reading_image(name, "Replace the file or leave it out of the inputs."):
                 batch.append(load_model_image(path, pre.resize, pre.crop, pre.interpolation))
-            except Exception as err:
-                raise DataError(
-                    f"cannot read image {name}: {err}. Replace the file or leave it out of the "
-                    "inputs."
-                ) from None
         mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
         return pixels_to_input(torch.from_numpy(np.stack(batch)), mean, std)
