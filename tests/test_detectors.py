@@ -24,6 +24,7 @@ from headstart.models.detection_heads import (
     target_dicts,
 )
 from headstart.tasks.detection import ObjectDetection
+from tests.conftest import crash_and_resume
 from tests.inprocess_cli import run_main
 from tests.test_detection import DET
 
@@ -170,3 +171,23 @@ def test_detector_trains_predicts_and_exports(
     ]
     again = headstart.evaluate(r.run_dir, data / "val.json")
     assert again["map_50"] == pytest.approx(val["map_50"], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("detector", ["retinanet", "ssdlite"])
+def test_detector_resumes_exactly(
+    tmp_path: Path, detector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gradual unfreezing interrupted after epoch 0 and resumed ends with the uninterrupted
+    run's weights and mAP, and the resumed run keeps its detector."""
+    data = materialise_detection_animals(tmp_path / "animals", train=12, val=4, size=64)
+    kw = {**DET, "strategy": "gradual", "epochs": 2, "detector": detector}
+    straight = headstart.train(data=str(data), out=str(tmp_path / "a"), **kw)
+    resumed = crash_and_resume(data, tmp_path / "b", monkeypatch, 0, **kw)
+    assert resumed.config.detector == detector
+    sa = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys() and any(".head.model." in k for k in sa)
+    for k in sa:
+        assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
+    assert resumed.metrics["val"]["map"] == pytest.approx(straight.metrics["val"]["map"])
