@@ -9,11 +9,12 @@ name and the score.
 
 The ONNX graph (opset 17, traced) holds the scaling, the normalisation and the detector's whole
 post-processing (Faster R-CNN: proposals and RoI heads; RetinaNet and SSDlite: box decoding per
-anchor; then per-class NMS, the score threshold of 0.05 and the cap of 100 detections): uint8 ``(1, crop, crop, 3)`` in, one image per call; ``boxes`` ``(K, 4)``
-normalised ``x1, y1, x2, y2``, ``scores`` ``(K,)`` and ``labels`` ``(K,)`` (class indices) out,
-``K`` varying with the image. Its metadata holds the classes, the input size and the
-interpolation. The export is checked against eager PyTorch on validation images (same boxes,
-classes and scores within 1e-3).
+anchor; then per-class NMS, the score threshold of 0.05 and the cap of 100 detections): uint8
+``(1, crop, crop, 3)`` in, one image per call; ``boxes`` ``(K, 4)`` normalised ``x1, y1, x2,
+y2``, ``scores`` ``(K,)`` and ``labels`` ``(K,)`` (class indices) out, ``K`` varying with the
+image. Its metadata holds the classes, the detector, the input size and the interpolation. The
+export is checked against eager PyTorch on validation images (same boxes, classes and scores
+within 1e-3).
 """
 
 from __future__ import annotations
