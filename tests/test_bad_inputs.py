@@ -797,9 +797,8 @@ def test_one_message_for_an_unreadable_image_whoever_reads_it(tmp_path: Path) ->
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    with pytest.raises(DataError, match=r"cannot read image .*broken\.png: .*Replace the file"):
-        with reading_image(broken):
-            open_rgb(broken)
-    with pytest.raises(HeadstartError, match="^already clear$"):
-        with reading_image(broken, "never shown"):
-            raise HeadstartError("already clear")
+    unreadable = r"cannot read image .*broken\.png: .*Replace the file"
+    with pytest.raises(DataError, match=unreadable), reading_image(broken):
+        open_rgb(broken)
+    with pytest.raises(HeadstartError, match=r"^already clear$"), reading_image(broken, "no"):
+        raise HeadstartError("already clear")
