@@ -356,10 +356,11 @@ class TrainConfig(BaseModel):
     augment: Annotated[AugmentName, Cli("augmentation")] = Field(
         "light", description="Training augmentation preset."
     )
-    hflip: Annotated[bool, Cli("augmentation")] = Field(
-        True,
-        description="Random horizontal flips in the augmentation presets (off for data whose "
-        "meaning flips: text, digits, oriented objects; auto measures it).",
+    hflip: Annotated[bool | None, Cli("augmentation")] = Field(
+        None,
+        description="Random horizontal flips in the augmentation presets (unset: measured "
+        "with a probe on mirror images, off where they change the class: text, digits, "
+        "oriented objects).",
     )
     early_stopping_patience: Annotated[int | None, Cli("optimisation", flags=("--patience",))] = (
         Field(
@@ -500,6 +501,12 @@ class TrainConfig(BaseModel):
     def multi_task(self) -> bool:
         """Whether this run trains one head per --label-columns entry."""
         return self.task == "multi-task" or (self.task == "auto" and len(self.label_columns) > 1)
+
+    @property
+    def random_flips(self) -> bool:
+        """Whether the augmentation presets flip: ``hflip`` unset (not measured, e.g. outside
+        ``headstart train``) means on."""
+        return self.hflip is not False
 
     @field_validator("model")
     @classmethod

@@ -354,7 +354,7 @@ def setup_adaptation(
         dataset = target_activations(config, backbone, activations, samples, num_workers)
         where += f" (stages from {backbone.stages[activations.cut].name} on cached activations)"
     else:
-        tf = build_train_transform(backbone.preprocessing, config.augment, config.hflip)
+        tf = build_train_transform(backbone.preprocessing, config.augment, config.random_flips)
         dataset = ImageDataset(samples, idx, tf, draft, seed=config.seed + 1)
     loader: DataLoader[Any] = DataLoader(
         dataset,

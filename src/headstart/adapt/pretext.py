@@ -225,7 +225,7 @@ def _loaders(
     train_set = ImageDataset(
         train,
         idx,
-        build_train_transform(pre, config.augment, config.hflip),
+        build_train_transform(pre, config.augment, config.random_flips),
         pre.resize,
         seed=config.seed,
     )

@@ -408,7 +408,7 @@ def activation_sets(
 
     def dataset(samples: list[Any], augment: str = "none") -> Any:
         return modality.dataset(
-            backbone, samples, idx, augment=augment, seed=seed, flip=config.hflip
+            backbone, samples, idx, augment=augment, seed=seed, flip=config.random_flips
         )
 
     train: Any = dataset(splits.train)

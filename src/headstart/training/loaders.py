@@ -70,7 +70,7 @@ def cached_feature_sets(
 
     def dataset(samples: list[Any], augment: str = "none") -> Any:
         return modality.dataset(
-            backbone, samples, idx, augment=augment, seed=seed, flip=config.hflip
+            backbone, samples, idx, augment=augment, seed=seed, flip=config.random_flips
         )
 
     def timed(split: str, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +137,7 @@ def image_sets(
         backbone.body.compile()  # in place: state_dict keys unchanged
     idx, seed = splits.class_to_idx, config.seed
     train_set = modality.dataset(
-        backbone, splits.train, idx, augment=config.augment, seed=seed, flip=config.hflip
+        backbone, splits.train, idx, augment=config.augment, seed=seed, flip=config.random_flips
     )
     workers = plan.num_workers
     loader_kw: dict[str, Any] = {

@@ -24,6 +24,7 @@ from headstart.models.heads import DENSE_HEADS, CosineClassifier, head_kind
 from headstart.strategies import Strategy, make_strategy
 from headstart.strategies.auto import AutoDecision, decide, decide_few_shot, is_few_shot
 from headstart.training.activations import ActivationPlan, plan_activations
+from headstart.training.augment_check import augmented_images, flip_decision
 from headstart.training.features import FeatureSource
 from headstart.training.head_init import init_head_from_features, prepare_head
 
@@ -47,6 +48,9 @@ class Plan:
     train_features: tuple[torch.Tensor, torch.Tensor] | None = None
     #: stages ``cut..`` train on cached activations at the cut (frozen prefix), or ``None``
     activations: ActivationPlan | None = None
+    #: random horizontal flips in the training augmentation, and why
+    hflip: bool = True
+    flip_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,7 @@ class Plan:
                 self.class_weights.tolist() if self.class_weights is not None else None
             ),
             "cached_activations": self.activations.to_dict() if self.activations else None,
+            "augmentation": {"hflip": self.hflip, "reason": self.flip_reason},
         }
 
 
@@ -253,7 +258,11 @@ def make_plan(
         if fast or dense
         else plan_activations(config, backbone, strategy, len(splits.train), len(splits.val))
     )
+    flipped = augmented_images(config, fast, activations)
+    hflip, flip_reason = flip_decision(config, splits, backbone, modality, features, flipped, dense)
+    console.print(f"augmentation {config.augment}: {flip_reason}")
     return Plan(
         strategy, decision, head_init, bn_frozen, bn_reason, fast, still, class_weights,
         trainable, total, features.num_workers, cache.get("train"), activations,
+        hflip, flip_reason,
     )  # fmt: skip

@@ -68,7 +68,7 @@ def load_inputs(config: TrainConfig) -> Inputs:
 
 def augment_key(config: TrainConfig) -> str:
     """The augmentation as the feature cache keys augmented views."""
-    return config.augment if config.hflip else f"{config.augment}-noflip"
+    return config.augment if config.random_flips else f"{config.augment}-noflip"
 
 
 def prepare(
@@ -90,6 +90,9 @@ def prepare(
         features.backbone, features.augment = backbone, augment_key(config)
         features.cache_hits = []
     plan = make_plan(config, splits, backbone, modality, features)
+    if config.hflip is None:  # measured by the plan: the loaders and checkpoints get the answer
+        config = config.replace(hflip=plan.hflip)
+        features.augment = augment_key(config)
     loaders = make_loaders(config, splits, backbone, plan, modality, features)
     active = [p for p in (factory(config) for factory in plugins) if p is not None]
     ctx = SetupContext(

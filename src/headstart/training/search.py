@@ -38,7 +38,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from headstart.config import TrainConfig
 from headstart.console import console
@@ -46,7 +45,6 @@ from headstart.data import DataSplits
 from headstart.data.splits import stratified_split
 from headstart.devices import compute_for
 from headstart.errors import TrainingDiverged
-from headstart.evaluation.probe import fit_logistic
 from headstart.models.split import SplitError
 from headstart.models.weights_spec import is_random_init
 from headstart.run import RunFolder, atomic_write_text
@@ -59,6 +57,7 @@ from headstart.training.activations import (
     store_activation_rows,
     unavailable_reason,
 )
+from headstart.training.augment_check import AugmentationCheck, augmentation_check
 from headstart.training.callbacks import NonFiniteLossGuard
 from headstart.training.feature_cache import cache_dir
 from headstart.training.features import FeatureSource
@@ -72,9 +71,6 @@ log = logging.getLogger(__name__)
 _IMPORTED = time.perf_counter()
 #: fraction of the training images held out for selection when the data has no test split
 SELECTION_FRACTION = 0.2
-#: a probe this many points less accurate on mirror images than on the plain images: flips
-#: change what the images mean
-VIEW_DROP_POINTS = 3.0
 
 
 def process_seconds() -> float:
@@ -289,57 +285,6 @@ def first_pass(
         values = np.stack([rows[s][0][rows[s][1]] for s in part])
         store_activation_rows(cache_dir() / f"act-{key}.npy", values, features.lookup(part)[1])
     return seconds, bool(keys)
-
-
-@dataclass
-class AugmentationCheck:
-    """What the probe says about the augmentations auto would use (see module doc)."""
-
-    hflip: bool = True
-    reasons: list[str] = field(default_factory=list)
-
-
-def augmentation_check(
-    features: FeatureSource,
-    modality: Any,
-    backbone: Any,
-    sel: DataSplits,
-    seed: int,
-    fit_xy: tuple[torch.Tensor, torch.Tensor],
-) -> AugmentationCheck:
-    """Probe accuracy on the selection images, plain vs mirrored vs randomly cropped (the
-    mirrored: mirror images that cost more than ``VIEW_DROP_POINTS`` mean another class, and
-    random flips are turned off (see the module doc for why crops are not judged this way)."""
-    if not modality.augmentable:
-        return AugmentationCheck()
-    from torchvision.transforms import v2
-
-    from headstart.data.datasets import ImageDataset
-    from headstart.data.transforms import build_eval_transform
-
-    idx, pre = sel.class_to_idx, backbone.preprocessing
-    probe = fit_logistic(*fit_xy, len(sel.classes))
-    x_plain, y = features(
-        "auto-select", modality.dataset(backbone, sel.val, idx, seed=seed), sel.val
-    )
-    acc = float((probe.logits(x_plain).argmax(1) == y).float().mean())
-
-    def view_accuracy(name: str, transform: Any) -> float:
-        ds = ImageDataset(sel.val, idx, transform, pre.resize, seed=seed)
-        x, _ = features(f"auto-select-{name}", ds, sel.val, plain=False)
-        return float((probe.logits(x).argmax(1) == y).float().mean())
-
-    mirrored = view_accuracy(
-        "flipped", v2.Compose([v2.RandomHorizontalFlip(1.0), build_eval_transform(pre)])
-    )
-    check = AugmentationCheck(hflip=100 * (acc - mirrored) <= VIEW_DROP_POINTS)
-    verdict = "keep" if check.hflip else "change"
-    check.reasons.append(
-        f"mirror images {verdict} the predictions (probe {acc:.1%} on selection images, "
-        f"{mirrored:.1%} on their mirror images: {100 * (mirrored - acc):+.1f} points)"
-        + ("" if check.hflip else ": random horizontal flips are turned off")
-    )
-    return check
 
 
 class ScoreRecorder(L.Callback):
@@ -609,12 +554,16 @@ def choose(
     extraction, cached_partial = first_pass(config, inputs, sel_splits, features)
     retrain = not inputs.splits.test
     budget, budget_reason, reserve = search_budget(config, inputs.splits, extraction)
-    fit_xy = features.lookup(sel_splits.train)
-    check = augmentation_check(
-        features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
-    )
+    if config.hflip is None:
+        fit_xy = features.lookup(sel_splits.train)
+        check = augmentation_check(
+            features, inputs.modality, inputs.backbone, sel_splits, config.seed, fit_xy
+        )
+    else:
+        given = f"--{'' if config.hflip else 'no-'}hflip given: flips not measured"
+        check = AugmentationCheck(config.hflip, [given])
     augment_reasons = check.reasons
-    base = config.replace(hflip=check.hflip and config.hflip)
+    base = config.replace(hflip=check.hflip)
     if config.image_size == "auto":
         base = base.replace(image_size=inputs.backbone.preprocessing.crop)
     search = Search(
@@ -649,7 +598,7 @@ def choose(
         f"{frozen.score:.1%}); ties go to the cheaper candidate",
     ]
     selection = Selection(
-        protocol, select_on, report_on, round(budget, 1), budget_reason, base.hflip,
+        protocol, select_on, report_on, round(budget, 1), budget_reason, check.hflip,
         augment_reasons, search.candidates, reasons, reusable=reusable,
     )  # fmt: skip
     save_selection(run, selection)
