@@ -33,6 +33,7 @@ Boxes outside the model are ``[class, x1, y1, x2, y2]`` rows normalised to ``[0,
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -102,7 +103,7 @@ class Pyramid(FeaturePyramidNetwork):
         self.out_channels = out_channels
 
 
-class Detector(nn.Module):
+class Detector(nn.Module, ABC):
     """A detection head on stage maps. Subclasses build torchvision's modules and say how to
     get the feature maps (:meth:`features`), the loss terms (:meth:`loss_dict`, named in
     :attr:`loss_terms`) and torchvision's per-image detections (:meth:`found_raw`)."""
@@ -121,22 +122,22 @@ class Detector(nn.Module):
         self.num_classes = num_classes
         self.out_features = num_classes
 
+    @abstractmethod
     def features(self, maps: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         """The maps the head predicts on, from the picked stages' maps."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss_dict(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor],
         targets: list[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         """torchvision's loss dict (keys :attr:`loss_terms`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def found_raw(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
     ) -> list[dict[str, torch.Tensor]]:
         """torchvision's post-processed detections (pixel boxes, torchvision labels)."""
-        raise NotImplementedError
 
     def losses(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor],
@@ -237,7 +238,25 @@ class FasterRCNNDetector(Detector):
         return list(found)
 
 
-class RetinaNetDetector(Detector):
+class OneStageDetector(Detector):
+    """A torchvision one-stage detector in ``self.model`` (RetinaNet, SSD) whose "backbone"
+    maps the picked stages' maps to the levels its head predicts on."""
+
+    model: RetinaNet | SSD
+
+    def features(self, maps: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        out: OrderedDict[str, torch.Tensor] = self.model.backbone(maps)
+        return out
+
+    def outputs(
+        self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor]]:
+        """``(levels, head outputs, anchors per image)``."""
+        levels = list(feats.values())
+        return levels, self.model.head(levels), self.model.anchor_generator(images, levels)
+
+
+class RetinaNetDetector(OneStageDetector):
     """FPN + torchvision's ``RetinaNetHead`` with the focal loss (see module doc). Anchors
     ``2 x stride`` at octave scales ``2^0, 2^(1/3), 2^(2/3)`` and ratios 0.5/1/2 on each level
     (the paper's ``4 x stride`` base is for 800 px images; here boxes of 16-100 px on 96 px
@@ -270,28 +289,18 @@ class RetinaNetDetector(Detector):
             detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=1000,
         )  # fmt: skip
 
-    def features(self, maps: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-        out: OrderedDict[str, torch.Tensor] = self.model.backbone(maps)
-        return out
-
-    def _outputs(
-        self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
-    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor]]:
-        levels = list(feats.values())
-        return levels, self.model.head(levels), self.model.anchor_generator(images, levels)
-
     def loss_dict(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor],
         targets: list[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        _, outputs, anchors = self._outputs(images, feats)
+        _, outputs, anchors = self.outputs(images, feats)
         losses: dict[str, torch.Tensor] = self.model.compute_loss(targets, outputs, anchors)
         return losses
 
     def found_raw(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
     ) -> list[dict[str, torch.Tensor]]:
-        levels, outputs, anchors = self._outputs(images, feats)
+        levels, outputs, anchors = self.outputs(images, feats)
         # split per level, as torchvision's RetinaNet.forward does before post-processing
         per_location = self.model.anchor_generator.num_anchors_per_location()[0]
         counts = [f.size(2) * f.size(3) * per_location for f in levels]
@@ -341,7 +350,7 @@ class SSDliteExtras(nn.Module):
         return out
 
 
-class SSDliteDetector(Detector):
+class SSDliteDetector(OneStageDetector):
     """SSDlite on the last two picked stages + four extra blocks (see module doc):
     torchvision's ``SSDLiteHead`` (GroupNorm), ``DefaultBoxGenerator`` (6 boxes a location),
     ``SSD``'s matcher, hard-negative-mined loss and post-processing."""
@@ -368,21 +377,11 @@ class SSDliteDetector(Detector):
             topk_candidates=300,
         )  # fmt: skip
 
-    def features(self, maps: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-        out: OrderedDict[str, torch.Tensor] = self.model.backbone(maps)
-        return out
-
-    def _outputs(
-        self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        levels = list(feats.values())
-        return self.model.head(levels), self.model.anchor_generator(images, levels)
-
     def loss_dict(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor],
         targets: list[dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        outputs, anchors = self._outputs(images, feats)
+        _, outputs, anchors = self.outputs(images, feats)
         matched = []  # each default box's true box (-1: none), as torchvision's SSD.forward
         for boxes, t in zip(anchors, targets, strict=True):
             if t["boxes"].numel() == 0:
@@ -398,7 +397,7 @@ class SSDliteDetector(Detector):
     def found_raw(
         self, images: ImageList, feats: OrderedDict[str, torch.Tensor]
     ) -> list[dict[str, torch.Tensor]]:
-        outputs, anchors = self._outputs(images, feats)
+        _, outputs, anchors = self.outputs(images, feats)
         found: list[dict[str, torch.Tensor]] = self.model.postprocess_detections(
             outputs, anchors, images.image_sizes
         )
