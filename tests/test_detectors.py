@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import headstart
+from headstart.cli_options import config_from
 from headstart.config import TrainConfig
 from headstart.data.catalog import DETECTION_ANIMALS, materialise_detection_animals
 from headstart.errors import HeadstartError, ModelError
@@ -102,6 +103,37 @@ def test_the_run_config_rebuilds_the_chosen_detector(tmp_path: Path) -> None:
     assert again.detector == "ssdlite" and TrainConfig(data="d").detector == "faster-rcnn"
     built = modality_for(again).build_backbone(again, 3)
     assert isinstance(built.head, SSDliteDetector) and built.head.num_classes == 3
+
+
+def test_each_detector_starts_from_its_own_optimiser_settings(tmp_path: Path) -> None:
+    """Unless given, retinanet trains with SGD 1e-2 and a warm-up epoch, ssdlite with AdamW
+    1e-2, faster-rcnn with the general defaults; a given setting wins; config.yaml (and so
+    --resume) reloads the values; switching --detector on a saved config moves the settings
+    that were the old detector's defaults to the new one's, and keeps the given ones."""
+    given = {"data": str(tmp_path)}
+    opt = ("optimizer", "lr", "warmup_epochs")
+
+    def settings(c: TrainConfig) -> tuple[str, float, float]:
+        return c.optimizer, c.lr, c.warmup_epochs
+
+    retina = config_from(None, {**given, "detector": "retinanet"}, missing_data="")
+    assert settings(retina) == ("sgd", 1e-2, 1.0)
+    assert "retinanet default" in retina.optimisation_reason()
+    assert settings(TrainConfig(**given, detector="ssdlite")) == ("adamw", 1e-2, 0.0)
+    assert settings(TrainConfig(**given)) == ("adamw", 3e-3, 0.0)
+    mine = TrainConfig(**given, detector="retinanet", optimizer="adamw", lr=5e-3)
+    assert settings(mine) == ("adamw", 5e-3, 1.0) and "as given" in mine.optimisation_reason()
+    retina.save_yaml(tmp_path / "config.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "config.yaml") == retina
+    switched = TrainConfig.from_yaml(tmp_path / "config.yaml", detector="faster-rcnn")
+    assert settings(switched) == ("adamw", 3e-3, 0.0)
+    assert settings(retina.replace(detector="ssdlite")) == ("adamw", 1e-2, 0.0)
+    assert settings(mine.replace(detector="ssdlite")) == ("adamw", 5e-3, 0.0)  # warm-up not given
+    assert {k: getattr(switched.replace(detector="retinanet"), k) for k in opt} == {
+        k: getattr(retina, k) for k in opt
+    }
+    with pytest.raises(HeadstartError, match="detector=ssdlite is for task=detection"):
+        TrainConfig.create(**given, task="segmentation", detector="ssdlite")
 
 
 def test_an_unknown_detector_names_the_option_and_the_choices(

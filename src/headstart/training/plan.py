@@ -243,6 +243,8 @@ def make_plan(
         f"{bn_line(backbone, still, bn_frozen, bn_reason)}"
         f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
     )
+    if head_kind(backbone.head) == "detection":  # its step depends on the detector
+        console.print(f"optimiser {config.optimisation_reason()}")
     class_weights = class_weights_for(config, splits)
     if probe:
         x, y = train_features()
