@@ -14,6 +14,7 @@ from PIL import Image
 
 import headstart
 from headstart.training.search import (
+    AUTO_BACKBONES,
     FIRST_PARTIAL_STAGES,
     MIN_CANDIDATE_EPOCHS,
     REPORT_SECONDS,
@@ -114,7 +115,37 @@ def test_without_a_test_split_selection_uses_a_split_carved_from_train(
     assert info["report_on"] == "val" and "of train" in info["select_on"]
     assert not info["reusable"]  # retrained on all of train
     assert [c["name"] for c in info["candidates"]] == ["probe", "feature-extract"]
+    assert info["model"] is None  # --model given: no backbones compared
     assert r.metrics["run"]["train_images"] == 42  # the final model saw all training images
+
+
+@pytest.mark.slow
+def test_without_model_auto_compares_the_offline_backbones_and_keeps_the_best(
+    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from headstart.evaluation import transferability
+
+    scored: list[int] = []  # LogME of the first backbone 0, of the second 1: the second wins
+
+    def logme(features: np.ndarray, labels: np.ndarray) -> float:
+        scored.append(features.shape[0])
+        return float(len(scored) - 1)
+
+    monkeypatch.setattr(transferability, "logme", logme)
+    kw = {k: v for k, v in REAL.items() if k != "model"}  # --model not given
+    r = headstart.train(
+        data=str(split_folder), out=str(tmp_path / "run"), strategy="auto", trials=0, **kw
+    )
+    info = r.metrics["run"]["auto"]
+    assert scored == [42, 42]  # both scored on the 3 x 14 training images
+    assert info["model"] == AUTO_BACKBONES[1]
+    assert any("highest LogME" in reason for reason in info["reasons"])
+    saved = yaml.safe_load((r.run_dir / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["model"] == AUTO_BACKBONES[1]  # predict and --resume rebuild the kept one
+    m = headstart.evaluate(r.run_dir, split_folder / "test")
+    assert m["accuracy"] == pytest.approx(r.metrics["test"]["accuracy"], abs=1e-6)
 
 
 def test_selection_splits_are_disjoint_stratified_and_seeded(image_folder: Path) -> None:
@@ -234,6 +265,8 @@ def test_selection_round_trips_and_names_its_winner() -> None:
         "lr": 1e-3,
         "unfreeze_last": 2,
     }
+    kept = Selection("p", "val", "test", 60.0, "b", True, [], cands, ["r"], model="m:x")
+    assert Selection.from_dict(json.loads(json.dumps(kept.to_dict()))).overrides()["model"] == "m:x"
 
 
 def test_a_class_with_few_images_still_goes_to_few_shot(tmp_path: Path) -> None:

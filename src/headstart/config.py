@@ -629,8 +629,11 @@ class TrainConfig(BaseModel):
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied and validated."""
-        return TrainConfig.create(**_follow_detector(self.model_dump(), changes))
+        """A copy with ``changes`` applied and validated; the fields counted as given
+        (``model_fields_set``) are this config's and the changed ones."""
+        copy = TrainConfig.create(**_follow_detector(self.model_dump(), changes))
+        copy.__pydantic_fields_set__ = set(self.model_fields_set) | set(changes)
+        return copy
 
 
 def _follow_detector(saved: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

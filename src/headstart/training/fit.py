@@ -33,7 +33,15 @@ from headstart.training.distributed import (
     world_size,
 )
 from headstart.training.plugins import PluginFactory, ResultContext
-from headstart.training.prepare import Inputs, Prepared, class_table, fit, load_inputs, prepare
+from headstart.training.prepare import (
+    Inputs,
+    Prepared,
+    class_table,
+    fit,
+    load_inputs,
+    prepare,
+    with_backbone,
+)
 from headstart.training.search import (
     Selection,
     adopt_checkpoints,
@@ -177,6 +185,9 @@ def train(
     run = open_run_folder(config, resumed, inputs.splits.classes)
     selection = auto_selection(config, inputs, run, plugins)
     trained = config.replace(**selection.overrides()) if selection else config
+    if trained.model != config.model:  # auto compared backbones and kept another one
+        config, inputs = config.replace(model=trained.model), with_backbone(inputs, trained)
+        run.save_config(config)  # predict, export and --resume rebuild the kept backbone
     p = prepare(trained, inputs, plugins)
     if selection is not None:
         probe = selection.candidates[0].score

@@ -66,6 +66,15 @@ def load_inputs(config: TrainConfig) -> Inputs:
     return Inputs(splits, modality, backbone)
 
 
+def with_backbone(inputs: Inputs, config: TrainConfig) -> Inputs:
+    """``inputs`` with the backbone ``config`` describes, seeded as :func:`load_inputs` seeds
+    (the same head initialisation a run of that model gets)."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    n = len(inputs.splits.classes)
+    backbone = inputs.modality.build_backbone(config, n, train=inputs.splits.train)
+    return Inputs(inputs.splits, inputs.modality, backbone)
+
+
 def augment_key(config: TrainConfig) -> str:
     """The augmentation as the feature cache keys augmented views."""
     return config.augment if config.random_flips else f"{config.augment}-noflip"

@@ -44,7 +44,8 @@ from headstart.console import console
 from headstart.data import DataSplits
 from headstart.data.splits import stratified_split
 from headstart.devices import compute_for
-from headstart.errors import TrainingDiverged
+from headstart.errors import HeadstartError, TrainingDiverged
+from headstart.models.backbone import Backbone
 from headstart.models.split import SplitError
 from headstart.models.weights_spec import is_random_init
 from headstart.run import RunFolder, atomic_write_text
@@ -119,6 +120,8 @@ class Selection:
     reasons: list[str] = field(default_factory=list)
     #: the winner trained on exactly the run's train/val splits: its checkpoints are the run's
     reusable: bool = False
+    #: the backbone auto kept after comparing :data:`AUTO_BACKBONES` (None: the run's own)
+    model: str | None = None
 
     @property
     def chosen(self) -> Candidate:
@@ -127,7 +130,8 @@ class Selection:
     def overrides(self) -> dict[str, Any]:
         """The config fields the final model is trained with."""
         c = self.chosen
-        return {"strategy": c.strategy, "hflip": self.hflip, **c.settings}
+        model = {"model": self.model} if self.model else {}
+        return {"strategy": c.strategy, "hflip": self.hflip, **model, **c.settings}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -250,41 +254,134 @@ def shared_cut(config: TrainConfig, inputs: Inputs, rows: int) -> ActivationPlan
 
 
 def first_pass(
-    config: TrainConfig, inputs: Inputs, sel: DataSplits, features: FeatureSource
+    config: TrainConfig,
+    inputs: Inputs,
+    sel: DataSplits,
+    features: FeatureSource,
+    names: Sequence[str] = ("train", "val"),
 ) -> tuple[float, bool]:
-    """Features of train (and of val when candidates are selected on it), kept in
-    ``features``; returns the seconds the training images took (what cost estimates scale) and
-    whether partial candidates train on cached activations (the first one's then stored).
+    """Features of the run's ``names`` splits (val only when candidates are selected on it),
+    kept in ``features``; returns the seconds the training images took (what cost estimates
+    scale; 0 without a train pass) and whether partial candidates train on cached activations.
     When the first partial candidate trains on cached activations, they come from the same
     forward pass (:func:`~headstart.training.activations.features_with_activations`) and are
-    stored where that candidate's run looks them up: one pass of its frozen prefix fewer."""
+    stored where that candidate's run looks them up: one pass of its frozen prefix fewer.
+    Backbone ranking passes over train first and over val only for the backbone it keeps."""
     splits, backbone, idx = inputs.splits, inputs.backbone, inputs.splits.class_to_idx
-    passes = [("train", splits.train)] + ([("val", splits.val)] if sel.val is splits.val else [])
+    passes = [
+        (name, samples)
+        for name, samples in (("train", splits.train), ("val", splits.val))
+        if name in names and (name == "train" or sel.val is splits.val)
+    ]
+    passed = {s for _, samples in passes for s in samples}
     plan = shared_cut(config, inputs, sum(len(s) for _, s in passes))
-    keys = [
-        activation_key(backbone, plan, part, idx, name, config.seed, config.augment, 1)
+    stores = [
+        (activation_key(backbone, plan, part, idx, name, config.seed, config.augment, 1), part)
         for name, part in (("train", sel.train), ("val", sel.val))
+        if part and passed.issuperset(part)
     ] if plan else []  # fmt: skip
-    if any((cache_dir() / f"act-{k}.npy").is_file() for k in keys):
-        plan = None  # stored by an earlier run: the plain pass may hit the feature cache too
+    # stored by an earlier run: the plain pass may hit the feature cache too
+    stores = [(k, part) for k, part in stores if not (cache_dir() / f"act-{k}.npy").is_file()]
     seconds, rows = 0.0, {}
     for name, samples in passes:
         ds = inputs.modality.dataset(backbone, samples, idx)
         t0 = time.perf_counter()
-        if plan is None:
+        if not stores:
             features.remember(samples, *features(name, ds, samples))
         else:
             x, y, acts = features_with_activations(
-                backbone, plan.cut, ds, num_workers=features.num_workers,
+                backbone, plan.cut, ds, num_workers=features.num_workers,  # type: ignore[union-attr]
                 compute=features.compute, description=f"{name} features + activations",
             )  # fmt: skip
             features.store(name, samples, x, y)
             rows.update({s: (acts, i) for i, s in enumerate(samples)})
-        seconds = seconds or time.perf_counter() - t0
-    for key, part in zip(keys if plan else [], (sel.train, sel.val), strict=False):
+        if name == "train":
+            seconds = time.perf_counter() - t0
+    for key, part in stores:
         values = np.stack([rows[s][0][rows[s][1]] for s in part])
         store_activation_rows(cache_dir() / f"act-{key}.npy", values, features.lookup(part)[1])
-    return seconds, bool(keys)
+    return seconds, plan is not None
+
+
+#: pretrained ImageNet backbones ``auto`` compares when ``--model``/``--weights`` are not
+#: given (image data): the first is the default model, the others are tried when their weights
+#: are on this machine
+AUTO_BACKBONES = ("torchvision:mobilenet_v2", "efficientnet-lite:efficientnet-lite0")
+
+
+@dataclass
+class Ranked:
+    """A backbone auto compared: its features of the training images and their LogME."""
+
+    spec: str
+    backbone: Backbone
+    features: FeatureSource
+    extraction: float
+    cached_partial: bool
+    logme: float
+
+
+def ranks_backbones(config: TrainConfig, inputs: Inputs) -> bool:
+    """Whether auto compares :data:`AUTO_BACKBONES`: image data, pretrained weights, and
+    neither ``--model`` nor ``--weights`` given (a saved config.yaml gives both)."""
+    given = config.model_fields_set
+    return (
+        "model" not in given and "weights" not in given and config.model == AUTO_BACKBONES[0]
+        and inputs.modality.name == "image" and inputs.modality.augmentable
+        and not is_random_init(inputs.backbone.weights_label)
+    )  # fmt: skip
+
+
+def feature_source(config: TrainConfig, inputs: Inputs, backbone: Backbone) -> FeatureSource:
+    """Un-augmented features of ``backbone`` as the search shares them between candidates."""
+    return FeatureSource(
+        backbone, inputs.splits.class_to_idx, seed=config.seed, augment="none",
+        use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
+        compute=compute_for(config),
+    )  # fmt: skip
+
+
+def rank_backbones(
+    config: TrainConfig, inputs: Inputs, sel: DataSplits
+) -> tuple[Ranked, list[str]]:
+    """The backbone the search continues with and why: each of :data:`AUTO_BACKBONES` (the
+    run's own when ``--model`` was given, or the others' weights are missing) extracts the
+    training images once and is scored by LogME (You et al., ICML 2021) on the selection
+    split's training part; the highest is kept (ties: the default). Its val features follow."""
+    from headstart.evaluation.transferability import logme
+
+    specs = list(AUTO_BACKBONES) if ranks_backbones(config, inputs) else [config.model]
+    ranked: list[Ranked] = []
+    skipped: list[str] = []
+    for spec in specs:
+        if spec == config.model:
+            backbone = inputs.backbone
+        else:
+            try:
+                L.seed_everything(config.seed, workers=True, verbose=False)
+                backbone = inputs.modality.build_backbone(
+                    config.replace(model=spec), len(inputs.splits.classes),
+                    train=inputs.splits.train,
+                )  # fmt: skip
+            except HeadstartError as err:
+                skipped.append(f"{spec} not compared: {err}")
+                continue
+        source = feature_source(config, inputs, backbone)
+        here = Inputs(inputs.splits, inputs.modality, backbone)
+        seconds, cached = first_pass(config.replace(model=spec), here, sel, source, ("train",))
+        score = logme(*(t.numpy() for t in source.lookup(sel.train))) if len(specs) > 1 else 0.0
+        ranked.append(Ranked(spec, backbone, source, seconds, cached, score))
+    best = max(ranked, key=lambda r: (r.logme, -ranked.index(r)))
+    keep = config.replace(model=best.spec)
+    first_pass(keep, Inputs(inputs.splits, inputs.modality, best.backbone), sel, best.features,
+               ("val",))  # fmt: skip
+    if len(ranked) < 2:
+        return best, skipped
+    scores = ", ".join(f"{r.spec} {r.logme:.3f}" for r in ranked)
+    return best, [
+        f"backbone {best.spec}: highest LogME on the training features ({scores}); no --model "
+        "given, so auto compared the offline ImageNet backbones", *skipped,
+    ]  # fmt: skip
 
 
 class ScoreRecorder(L.Callback):
@@ -546,12 +643,11 @@ def choose(
     """Measure candidates within the time budget and choose (see module doc); saved as
     ``auto.json`` in ``run``."""
     sel_splits, protocol, select_on, report_on = selection_splits(inputs.splits, config.seed)
-    features = FeatureSource(
-        inputs.backbone, inputs.splits.class_to_idx, seed=config.seed, augment="none",
-        use_disk_cache=config.disk_cache, num_workers=num_workers_for(config),
-        compute=compute_for(config),
-    )  # fmt: skip
-    extraction, cached_partial = first_pass(config, inputs, sel_splits, features)
+    kept, backbone_reasons = rank_backbones(config, inputs, sel_splits)
+    if kept.spec != config.model:
+        config = config.replace(model=kept.spec)
+        inputs = Inputs(inputs.splits, inputs.modality, kept.backbone)
+    features, extraction, cached_partial = kept.features, kept.extraction, kept.cached_partial
     retrain = not inputs.splits.test
     budget, budget_reason, reserve = search_budget(config, inputs.splits, extraction)
     if config.hflip is None:
@@ -592,6 +688,7 @@ def choose(
     reasons = [
         protocol,
         budget_reason,
+        *backbone_reasons,
         *augment_reasons,
         f"measured {len(search.candidates)} candidates; {winner.name} scored "
         f"{winner.score:.1%} on {select_on} (best frozen-backbone candidate: {frozen.name} "
@@ -600,6 +697,7 @@ def choose(
     selection = Selection(
         protocol, select_on, report_on, round(budget, 1), budget_reason, check.hflip,
         augment_reasons, search.candidates, reasons, reusable=reusable,
+        model=config.model if backbone_reasons else None,
     )  # fmt: skip
     save_selection(run, selection)
     return selection
