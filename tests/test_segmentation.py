@@ -14,11 +14,21 @@ import torch
 from PIL import Image, ImageDraw
 
 import headstart
+from headstart.config import TrainConfig
 from headstart.data.catalog import SEGMENTATION_ANIMALS, materialise_segmentation_animals
 from headstart.data.segmentation import load_segmentation_splits
 from headstart.errors import DataError, HeadstartError
+from headstart.evaluation.loading import load_run
 from headstart.export.segmentation import predict_masks, predict_masks_onnx
+from headstart.modalities import modality_for
 from headstart.models import create_backbone
+from headstart.models.dense_heads import (
+    DeepLabV3Head,
+    DenseBackbone,
+    LRASPPHead,
+    SemanticFPNHead,
+)
+from headstart.models.heads import head_kind
 from tests.conftest import crash_and_resume
 from tests.inprocess_cli import run_main
 
@@ -37,7 +47,7 @@ SEG = {
 @pytest.fixture(scope="module")
 def animals(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return materialise_segmentation_animals(
-        tmp_path_factory.mktemp("seg") / "animals", train=10, val=4, size=48
+        tmp_path_factory.mktemp("seg") / "animals", train=10, val=4, size=48, test=2
     )
 
 
@@ -72,6 +82,9 @@ def test_feature_extract_trains_only_the_head(animals: Path, tmp_path: Path) -> 
     assert 0.0 <= val["miou"] <= 1.0 and 0.0 <= val["pixel_accuracy"] <= 1.0
     assert set(val["per_class"]) == {"background", *SEGMENTATION_ANIMALS}
     assert val["pixels"] == 4 * 32 * 32
+    test = m["test"]  # data/test/images + test/masks: scored like val
+    assert test["samples"] == 2 and test["pixels"] == 2 * 32 * 32 and 0.0 <= test["miou"] <= 1.0
+    assert set(test["per_class"]) == set(val["per_class"])
     assert m["run"]["cached_features"] is False and m["run"]["head"] == "dense"
     ckpt = torch.load(r.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     lightning.seed_everything(r.config.seed, verbose=False)  # as training built it
@@ -112,13 +125,15 @@ def _python_predict_gives_the_cli_masks(run: Path, animals: Path, tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seg_head", ["lraspp", "deeplabv3", "fpn"])
 def test_fine_tune_learns_and_resume_matches(
-    animals: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    animals: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seg_head: str
 ) -> None:
     """fine-tune moves every stage; a run interrupted after epoch 0 and resumed ends with the
-    uninterrupted run's weights."""
-    straight = train_seg(animals, tmp_path / "a", strategy="fine-tune")
-    resumed = crash_and_resume(animals, tmp_path / "b", monkeypatch, 0, strategy="fine-tune", **{
+    uninterrupted run's weights, for each --seg-head."""
+    straight = train_seg(animals, tmp_path / "a", strategy="fine-tune", seg_head=seg_head)
+    resumed = crash_and_resume(animals, tmp_path / "b", monkeypatch, 0, strategy="fine-tune",
+                               seg_head=seg_head, **{
         k: v for k, v in SEG.items() if k not in ("epochs",)
     })  # fmt: skip
     sa = torch.load(straight.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
@@ -127,6 +142,65 @@ def test_fine_tune_learns_and_resume_matches(
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
     assert resumed.metrics["val"]["miou"] == pytest.approx(straight.metrics["val"]["miou"])
+
+
+#: each --seg-head, the stages it reads on timm:test_efficientnet (output strides 2, 2, 4, 8,
+#: 16, 32) and its module
+HEADS = {
+    "lraspp": ([3, 5], LRASPPHead),
+    "deeplabv3": ([5], DeepLabV3Head),
+    "fpn": ([2, 3, 4, 5], SemanticFPNHead),
+}
+
+
+def test_each_seg_head_reads_its_stages_and_trains(tmp_path: Path) -> None:
+    """lraspp, deeplabv3 and fpn on one body: the stages each reads, logits at the input size,
+    gradients into the head and the body; the choice is a config field that config.yaml keeps
+    and the modality rebuilds from (as load_run does for predict, evaluate, export, resume)."""
+    body = create_backbone(SEG["model"], 5, weights="none", image_size=32)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name, (stages, kind) in HEADS.items():
+        dense = DenseBackbone(body.body, body.stages, body.num_features, body.preprocessing,
+                              body.spec, body.weights_label, 5, name)  # fmt: skip
+        assert dense.head_stages == stages and isinstance(dense.head, kind)
+        assert head_kind(dense.head) == "dense"
+        body.body.zero_grad()
+        out = dense.train()(x)
+        assert out.shape == (2, 5, 32, 32)
+        out.logsumexp(1).mean().backward()
+        assert all(p.grad is not None for p in dense.head.parameters())
+        assert body.body.conv_stem.weight.grad is not None  # timm test_efficientnet's first conv
+    config = TrainConfig(data=str(tmp_path), task="segmentation", seg_head="fpn", **{
+        k: SEG[k] for k in ("model", "weights", "image_size")
+    })  # fmt: skip
+    config.save_yaml(tmp_path / "config.yaml")
+    again = TrainConfig.from_yaml(tmp_path / "config.yaml")
+    assert again.seg_head == "fpn" and TrainConfig(data="d").seg_head == "lraspp"
+    assert isinstance(modality_for(again).build_backbone(again, 3).head, SemanticFPNHead)
+    with pytest.raises(HeadstartError, match="seg_head=fpn is for task=segmentation"):
+        TrainConfig.create(data="d", task="detection", seg_head="fpn")
+    with pytest.raises(HeadstartError, match="seg_head") as err:
+        TrainConfig.create(data="d", seg_head="unet")
+    assert all(name in str(err.value) for name in HEADS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seg_head", ["deeplabv3", "fpn"])
+def test_seg_head_exports_to_onnx_with_parity(animals: Path, tmp_path: Path, seg_head: str) -> None:
+    """A run with each added head: load_run rebuilds it from config.yaml, the ONNX export
+    matches eager PyTorch (logits within 1e-3) and names the head, and the masks of the run
+    and of model.onnx agree on >= 99.9 % of pixels."""
+    r = train_seg(animals, tmp_path / "run", strategy="fine-tune", epochs=1, seg_head=seg_head)
+    assert isinstance(load_run(r.run_dir).model.head, HEADS[seg_head][1])
+    exported = headstart.export_model(r.run_dir)
+    assert exported.max_abs_diff < 1e-3 and exported.metadata["seg_head"] == seg_head
+    assert f"`{seg_head}` head" in exported.model_card.read_text()
+    images = [animals / "val" / "images"]
+    eager = predict_masks(r.run_dir, images, tmp_path / "eager")
+    onnx = predict_masks_onnx(exported.path, images, tmp_path / "onnx")
+    a = np.concatenate([np.asarray(Image.open(p)).ravel() for p in eager])
+    b = np.concatenate([np.asarray(Image.open(p)).ravel() for p in onnx])
+    assert (a == b).mean() >= 0.999
 
 
 def _write(root: Path, stem: str, size: tuple[int, int], mask: np.ndarray | None) -> None:

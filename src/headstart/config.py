@@ -38,6 +38,7 @@ AugmentName = Literal["none", "light", "standard", "strong"]
 HeadName = Literal["linear", "mlp", "cosine", "semantic"]
 BNPolicy = Literal["auto", "frozen", "train"]
 DetectorName = Literal["faster-rcnn", "retinanet", "ssdlite"]
+SegHeadName = Literal["lraspp", "deeplabv3", "fpn"]
 
 #: the optimiser settings a ``--detector`` starts from where the run does not give them
 #: (docs/detection.md, "Learning rate"): at Faster R-CNN's step both one-stage detectors found
@@ -215,6 +216,12 @@ class TrainConfig(BaseModel):
         "focal loss) or ssdlite (SSDlite head on the last two stages + 4 extra blocks); "
         "docs/detection.md. Unless given, retinanet trains with --optimizer sgd --lr 1e-2 "
         "--warmup-epochs 1 and ssdlite with --lr 1e-2.",
+    )
+    seg_head: Annotated[SegHeadName, Cli("model")] = Field(
+        "lraspp",
+        description="Segmentation: the per-pixel head on the backbone's stages: lraspp "
+        "(LR-ASPP on a stride-8 stage and the last), deeplabv3 (ASPP on the last stage) or fpn "
+        "(semantic FPN over the stages at strides 4-32); docs/segmentation.md.",
     )
     image_size: Annotated[int | Literal["auto"] | None, Cli("model")] = Field(
         None,
@@ -552,6 +559,8 @@ class TrainConfig(BaseModel):
             raise ValueError("head_init=zero-shot needs head=cosine (--head cosine)")
         if self.detector != "faster-rcnn" and self.task not in ("auto", "detection"):
             raise ValueError(f"detector={self.detector} is for task=detection, not {self.task}")
+        if self.seg_head != "lraspp" and self.task not in ("auto", "segmentation"):
+            raise ValueError(f"seg_head={self.seg_head} is for task=segmentation, not {self.task}")
         return self
 
     def optimisation_reason(self) -> str:

@@ -311,25 +311,27 @@ def _segmentation_composite(
 
 def materialise_segmentation_animals(
     out: str | Path, train: int = 300, val: int = 80, seed: int = 0, size: int = 96,
-    max_animals: int = 3,
+    max_animals: int = 3, test: int = 0,
 ) -> Path:  # fmt: skip
     """Write a segmentation demo set: ``out/{train,val}/images/<n>.png`` (``size`` px, 1 to
     ``max_animals`` Animal-MNIST silhouettes of :data:`SEGMENTATION_ANIMALS` on a varied
     background, each scaled and in its own quadrant), ``out/{train,val}/masks/<n>.png`` (index
-    PNGs: the animal's class at exactly its painted pixels, 0 = background) and
-    ``out/classes.txt``. Train and val use disjoint silhouettes. Idempotent like
-    :func:`materialise_animal_mnist`."""
+    PNGs: the animal's class at exactly its painted pixels, 0 = background), ``out/test/`` alike
+    when ``test`` > 0, and ``out/classes.txt``. The splits use disjoint silhouettes. Idempotent
+    like :func:`materialise_animal_mnist`."""
     out = Path(out)
     marker = out / "segmentation-animals.json"
     params = {"train": train, "val": val, "seed": seed, "size": size, "max_animals": max_animals}
+    if test > 0:  # the marker of a set without a test split stays as it was
+        params["test"] = test
     if written_before(out, marker, params):
         return out
     images, labels = load_animal_mnist()
     rng = np.random.default_rng(seed)
     pools = silhouette_pools(
-        SEGMENTATION_ANIMALS, labels, rng
+        SEGMENTATION_ANIMALS, labels, rng, test=test > 0
     )  # split -> animal -> silhouette indices (disjoint between splits)
-    for split, n in (("train", train), ("val", val)):
+    for split, n in _split_sizes(train, val, test):
         (out / split / "images").mkdir(parents=True, exist_ok=True)
         (out / split / "masks").mkdir(parents=True, exist_ok=True)
         for i in range(n):

@@ -136,7 +136,7 @@ def export_segmentation(
     )
     meta: dict[str, Any] = {
         "task": TASK, "labels": loaded.classes, "model": loaded.config.model,
-        "preprocessing": pre.to_dict(), "input": f"uint8 (N, {pre.crop}, {pre.crop}, 3) RGB: "
+        "seg_head": loaded.config.seg_head, "preprocessing": pre.to_dict(), "input": f"uint8 (N, {pre.crop}, {pre.crop}, 3) RGB: "
         "the image resized to the input size (no crop)", "ignore_index": 255,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "headstart_version": version.__version__,
@@ -162,7 +162,8 @@ def _write_card(loaded: LoadedRun, path: Path, meta: dict[str, Any], diff: float
     card = f"""# Model card: {loaded.run.path.name} (semantic segmentation)
 
 - `{path.name}` (ONNX); exported {meta["date"]} with headstart {meta["headstart_version"]}
-- **Model**: `{meta["model"]}`, weights `{metrics.get("run", {}).get("weights", "?")}`, dense head
+- **Model**: `{meta["model"]}`, weights `{metrics.get("run", {}).get("weights", "?")}`,
+  `{meta["seg_head"]}` head
 - **Input**: {meta["input"]}. **Output**: `probabilities` and `logits` (N, K, crop, crop);
   the mask is the per-pixel argmax, brought back to the image's size (nearest)
 - **Classes** (index order; 0 is the background): {", ".join(meta["labels"])}

@@ -74,6 +74,7 @@ class ImageModality(Modality):
                 head=default_head if head is None else head,
                 head_hidden=config.head_hidden, head_dropout=config.head_dropout,
                 image_size=size, label_embeddings=label_embeddings, detector=config.detector,
+                seg_head=config.seg_head,
             )  # fmt: skip
 
         if config.image_size != "auto":

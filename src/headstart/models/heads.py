@@ -160,7 +160,7 @@ def head_kind(head: nn.Module) -> str:
         return "cosine"
     if isinstance(head, SemanticHead):
         return "semantic"
-    if hasattr(head, "low_classifier"):  # models/dense_heads.py: LRASPPHead
+    if hasattr(head, "seg_head"):  # models/dense_heads.py: SegmentationHead
         return "dense"
     if hasattr(head, "loss_terms"):  # models/detection_heads.py: Detector
         return "detection"

@@ -41,6 +41,7 @@ def create_backbone(
     max_length: int | None = None,
     label_embeddings: torch.Tensor | None = None,
     detector: str = "faster-rcnn",
+    seg_head: str = "lraspp",
 ) -> Backbone:
     """Build the model for ``spec`` with a new head for ``num_classes``.
 
@@ -52,7 +53,8 @@ def create_backbone(
     Text models (``text:<repo-or-folder>``, ``text:minilm``, or ``hf:`` of a text model) take
     ``pooling`` (mean or cls) and ``max_length`` (tokens); image models ignore them.
     ``head="detection"`` builds the ``detector`` head (faster-rcnn, retinanet or ssdlite,
-    :mod:`headstart.models.detection_heads`) on the stages.
+    :mod:`headstart.models.detection_heads`) on the stages; ``head="dense"`` the ``seg_head``
+    (lraspp, deeplabv3 or fpn, :mod:`headstart.models.dense_heads`).
     """
     source, name = parse_spec(spec)
     from headstart.models import text_adapter
@@ -80,7 +82,7 @@ def create_backbone(
 
         return DenseBackbone(
             body.module, body.stages, body.num_features, body.preprocessing, spec,
-            body.weights_label, num_classes,
+            body.weights_label, num_classes, seg_head,
         )  # fmt: skip
     if head == "detection":  # a torchvision detector on the last stages (detection_heads.py)
         from headstart.models.detection_heads import DetectionBackbone
