@@ -40,7 +40,9 @@ def data_folder(name: str, work: Path) -> Path:
     return materialise(name, work / name, 50, 30, 100)
 
 
-def rows(epochs: int, long: bool, peers: bool = False) -> list[tuple[str, list[str]]]:
+def rows(
+    epochs: int, long: bool, peers: bool = False, budgets: tuple[int, ...] = (40, 120)
+) -> list[tuple[str, list[str]]]:
     e = str(epochs)
     out = [
         ("probe (logistic, no training)", ["-s", "few-shot", "--few-shot-head", "logistic", "--no-few-shot-refine"]),
@@ -49,8 +51,8 @@ def rows(epochs: int, long: bool, peers: bool = False) -> list[tuple[str, list[s
         (f"gradual, {e} epochs", ["-s", "gradual", "-e", e]),
         (f"fine-tune, {e} epochs", ["-s", "fine-tune", "-e", e]),
         (f"auto, {e} epochs, default budget", ["-s", "auto", "-e", e]),
-        (f"auto, {e} epochs, --time-budget 40", ["-s", "auto", "-e", e, "--time-budget", "40"]),
-        (f"auto, {e} epochs, --time-budget 120", ["-s", "auto", "-e", e, "--time-budget", "120"]),
+        *((f"auto, {e} epochs, --time-budget {b}", ["-s", "auto", "-e", e, "--time-budget", str(b)])
+          for b in budgets),
     ]  # fmt: skip
     if peers:
         out.append((FASTAI_ROW, []))
@@ -123,6 +125,7 @@ def run(data: Path, out: Path, args: list[str]) -> dict[str, object]:
         "candidates": auto
         and [(c["name"], c["score"], c["seconds"], c["status"]) for c in auto["candidates"]],
         "hflip": auto and auto["hflip"],
+        "model": m["run"].get("model"),
     }
 
 
@@ -135,6 +138,8 @@ def main() -> None:
     ap.add_argument("--long", action="store_true", help="also 10-epoch rows")
     ap.add_argument("--only", default="", help="comma-separated row-label prefixes to run")
     ap.add_argument("--fastai", action="store_true", help="also the fastai peer row")
+    ap.add_argument("--seeds", default="0", help="comma-separated --seed values, each row per seed")
+    ap.add_argument("--budgets", default="40,120", help="auto's --time-budget rows (seconds)")
     ap.add_argument("--work", default="/tmp/headstart-bench-auto")
     ap.add_argument("--out", default=str(HERE / "results" / "auto"))
     a = ap.parse_args()
@@ -144,21 +149,23 @@ def main() -> None:
     for name in a.data.split(","):
         data = data_folder(name, work)
         results[name] = []
-        for i, (label, args) in enumerate(rows(a.epochs, a.long, a.fastai)):
-            if prefixes and not any(label.startswith(p) for p in prefixes):
-                continue
-            if label == FASTAI_ROW:
-                r = run_fastai_process(data)
-            else:
-                r = run(data, work / "runs" / name / str(i), args)
-            r["row"] = label
-            results[name].append(r)
-            print(
-                name,
-                label,
-                {k: r.get(k) for k in ("test", "seconds", "chosen", "error")},
-                flush=True,
-            )
+        budgets = tuple(int(b) for b in a.budgets.split(",") if b)
+        for k, seed in enumerate(a.seeds.split(",")):  # fastai once, with the first seed
+            for i, (label, args) in enumerate(rows(a.epochs, a.long, a.fastai and k == 0, budgets)):
+                if prefixes and not any(label.startswith(p) for p in prefixes):
+                    continue
+                if label == FASTAI_ROW:
+                    r = run_fastai_process(data)
+                else:
+                    r = run(data, work / "runs" / name / f"{i}-{seed}", [*args, "--seed", seed])
+                r["row"], r["seed"] = label, int(seed)
+                results[name].append(r)
+                print(
+                    name,
+                    label,
+                    {k: r.get(k) for k in ("seed", "test", "seconds", "chosen", "model", "error")},
+                    flush=True,
+                )
     out = Path(a.out)
     meta = {
         "machine": f"{platform.machine()}, {platform.processor() or '?'}",
@@ -168,26 +175,29 @@ def main() -> None:
     lines = [
         "# auto vs explicit strategies (test accuracy, wall time per process)",
         "",
-        f"`python benchmarks/auto.py --data {a.data} --epochs {a.epochs}{' --long' if a.long else ''}`; "
-        "MobileNetV2 IMAGENET1K_V1, 224 px, one seed (0).",
+        f"`python benchmarks/auto.py --data {a.data} --epochs {a.epochs}{' --long' if a.long else ''}"
+        f" --seeds {a.seeds} --budgets {a.budgets}{' --fastai' if a.fastai else ''}`; 224 px. "
+        "Explicit rows: MobileNetV2 IMAGENET1K_V1 (the default model); auto rows give no "
+        "--model, so auto compares MobileNetV2 and EfficientNet-Lite0 (column 'backbone').",
         "",
     ]
     for name, rs in results.items():
         lines += [
             f"## {name}",
             "",
-            "| row | test | val | seconds | × fastai time | auto chose |",
-            "|---|---|---|---|---|---|",
+            "| row | seed | test | val | seconds | × fastai time | auto chose | backbone |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         peer = next((r for r in rs if r["row"] == FASTAI_ROW and "error" not in r), None)
         for r in rs:
             if "error" in r:
-                lines.append(f"| {r['row']} | error | | {r['seconds']:.0f} | | |")
+                lines.append(f"| {r['row']} | {r['seed']} | error | | {r['seconds']:.0f} | | | |")
                 continue
             ratio = f"{float(r['seconds']) / float(peer['seconds']):.2f}" if peer else ""  # type: ignore[arg-type]
             lines.append(
-                f"| {r['row']} | {100 * float(r['test']):.1f} % | {100 * float(r['val']):.1f} % | "  # type: ignore[arg-type]
-                f"{r['seconds']} | {ratio} | {r['chosen'] or ''} |"
+                f"| {r['row']} | {r['seed']} | {100 * float(r['test']):.1f} % | "  # type: ignore[arg-type]
+                f"{100 * float(r['val']):.1f} % | {r['seconds']} | {ratio} | {r['chosen'] or ''} | "  # type: ignore[arg-type]
+                f"{r.get('model') or ''} |"
             )
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))

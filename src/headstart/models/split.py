@@ -11,7 +11,8 @@ bodies, from the body's own ``forward``:
 2. The cut goes after the last node calling a frozen stage, and is pushed further over the
    parameter-free, non-random operations that follow (a ReLU, a max-pool, adding a frozen
    position embedding), keeping the position where exactly one tensor crosses from the prefix
-   to the suffix. Nothing else (the input, its shape, another intermediate) may cross, no
+   to the suffix. Nothing else (the input, another intermediate) may cross, except the input's
+   batch size (``x.size(0)``), which the suffix reads from the stored activations; no
    trainable parameter may be used before the cut, and no trainable stage may run before it.
 3. Both graphs call the body's own modules, so they share its parameters, buffers and
    train/eval state: training the suffix trains the body.
@@ -131,8 +132,20 @@ def _split_graph(
     if len(crossing) != 1 or crossing[0].op == "placeholder":
         what = ", ".join(n.name for n in crossing)
         raise SplitError(f"more than one value crosses the stage boundary ({what})")
+    batch = [
+        n for n in nodes[: end + 1] if _is_batch_size(n) and any(pos[u] > end for u in n.users)
+    ]
     pre = _prefix_graph(nodes[: end + 1], crossing[0])
-    return pre, _suffix_graph(nodes, end, crossing[0]), crossing[0].name
+    return pre, _suffix_graph(nodes, end, crossing[0], batch), crossing[0].name
+
+
+def _is_batch_size(n: fx.Node) -> bool:
+    """``x.size(0)`` of the body's input (``bs = inputs.size(0)`` ... ``x.view(bs, -1)``): the
+    suffix reads it from the stored activations, whose first dimension is the same batch."""
+    if n.op != "call_method" or n.target != "size" or not n.args:
+        return False
+    src, dim = n.args[0], (n.args[1] if len(n.args) > 1 else n.kwargs.get("dim"))
+    return isinstance(src, fx.Node) and src.op == "placeholder" and dim == 0
 
 
 def _uses_trainable(n: fx.Node, body: nn.Module, param_stage: dict[str, int], cut: int) -> bool:
@@ -193,9 +206,12 @@ def _best_cut(
 
 
 def _crossing(nodes: list[fx.Node], pos: dict[fx.Node, int], end: int) -> list[fx.Node]:
-    """Values computed at or before ``end`` that nodes after it use (parameters excluded)."""
+    """Values computed at or before ``end`` that nodes after it use (parameters and the input's
+    batch size excluded)."""
     return [
-        n for n in nodes[: end + 1] if n.op != "get_attr" and any(pos[u] > end for u in n.users)
+        n
+        for n in nodes[: end + 1]
+        if n.op != "get_attr" and not _is_batch_size(n) and any(pos[u] > end for u in n.users)
     ]
 
 
@@ -208,9 +224,11 @@ def _prefix_graph(nodes: list[fx.Node], out: fx.Node) -> fx.Graph:
     return g
 
 
-def _suffix_graph(nodes: list[fx.Node], end: int, cross: fx.Node) -> fx.Graph:
+def _suffix_graph(nodes: list[fx.Node], end: int, cross: fx.Node, batch: list[fx.Node]) -> fx.Graph:
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {cross: g.placeholder("activations")}
+    for n in batch:  # the input's batch size, read from the activations
+        env[n] = g.call_method("size", (env[cross], 0))
 
     def arg(a: fx.Node) -> fx.Node:
         if a not in env:  # a parameter read before the cut (a frozen position embedding...)
