@@ -96,7 +96,8 @@ def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_
     assert r.metrics["run"]["strategy"] == chosen[0]["strategy"]
     assert r.metrics["run"]["auto_decision"]["reasons"][0].startswith("candidates trained on train")
     assert (r.run_dir / "auto.json").is_file()
-    assert "auto" in (r.run_dir / "report.html").read_text(encoding="utf-8")
+    report = (r.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "what auto tried" in report and "ties go to the cheaper candidate" in report
     # the run folder is ordinary: evaluate/predict work on it
     m = headstart.evaluate(r.run_dir, split_folder / "test")
     assert m["accuracy"] == pytest.approx(r.metrics["test"]["accuracy"], abs=1e-6)
@@ -142,6 +143,7 @@ def test_without_model_auto_compares_the_offline_backbones_and_keeps_the_best(
     assert scored == [42, 42]  # both scored on the 3 x 14 training images
     assert info["model"] == AUTO_BACKBONES[1]
     assert any("highest LogME" in reason for reason in info["reasons"])
+    assert "highest LogME" in (r.run_dir / "report.html").read_text(encoding="utf-8")
     saved = yaml.safe_load((r.run_dir / "config.yaml").read_text(encoding="utf-8"))
     assert saved["model"] == AUTO_BACKBONES[1]  # predict and --resume rebuild the kept one
     m = headstart.evaluate(r.run_dir, split_folder / "test")

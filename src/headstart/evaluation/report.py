@@ -342,11 +342,17 @@ def _auto_table(auto: dict[str, Any] | None) -> str:
         )
         for c in auto.get("candidates", [])
     )
+    # the protocol and the budget head the section; the other reasons (backbones compared,
+    # flips measured, the winner against the frozen candidates) follow the table
+    said = {auto.get("protocol"), auto.get("budget_reason")}
+    reasons = "".join(
+        f"<li>{html.escape(str(r))}</li>" for r in auto.get("reasons", []) if r not in said
+    )
     return (
         "<h3>what auto tried and why it kept this one</h3>"
         f"<p>{html.escape(auto.get('protocol', ''))}; budget {auto.get('budget_seconds', '?')} s "
         f"({html.escape(auto.get('budget_reason', ''))})</p>"
-        f"<table>{head}{rows}</table>"
+        f"<table>{head}{rows}</table>" + (f"<ul>{reasons}</ul>" if reasons else "")
     )
 
 
