@@ -249,6 +249,8 @@ def test_partial_on_cached_activations_is_estimated_as_such() -> None:
     assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 5)
     # another depth stores its own: one pass over train + val first (800/500 x 5 s)
     assert s.estimate("partial", 4, 1) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
+    s.first_stored = False  # backbones were compared on plain passes: it stores its own too
+    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
     s.cached_partial = False  # on images
     assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(1.6 * 5 * 4 + 5)
 

@@ -145,7 +145,9 @@ def _is_batch_size(n: fx.Node) -> bool:
     if n.op != "call_method" or n.target != "size" or not n.args:
         return False
     src, dim = n.args[0], (n.args[1] if len(n.args) > 1 else n.kwargs.get("dim"))
-    return isinstance(src, fx.Node) and src.op == "placeholder" and dim == 0
+    return (
+        isinstance(src, fx.Node) and src.op == "placeholder" and isinstance(dim, int) and dim == 0
+    )
 
 
 def _uses_trainable(n: fx.Node, body: nn.Module, param_stage: dict[str, int], cut: int) -> bool:

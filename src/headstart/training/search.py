@@ -259,6 +259,7 @@ def first_pass(
     sel: DataSplits,
     features: FeatureSource,
     names: Sequence[str] = ("train", "val"),
+    activations: bool = True,
 ) -> tuple[float, bool]:
     """Features of the run's ``names`` splits (val only when candidates are selected on it),
     kept in ``features``; returns the seconds the training images took (what cost estimates
@@ -266,7 +267,10 @@ def first_pass(
     When the first partial candidate trains on cached activations, they come from the same
     forward pass (:func:`~headstart.training.activations.features_with_activations`) and are
     stored where that candidate's run looks them up: one pass of its frozen prefix fewer.
-    Backbone ranking passes over train first and over val only for the backbone it keeps."""
+    Backbone ranking passes over train first and over val only for the backbone it keeps, and
+    stores no activations (``activations=False``): a plain pass folds BatchNorm and takes about
+    :data:`EVAL_COST` of one that also stores activations, and the comparison runs it for every
+    backbone; the first partial candidate, if one runs, stores its own."""
     splits, backbone, idx = inputs.splits, inputs.backbone, inputs.splits.class_to_idx
     passes = [
         (name, samples)
@@ -279,7 +283,7 @@ def first_pass(
         (activation_key(backbone, plan, part, idx, name, config.seed, config.augment, 1), part)
         for name, part in (("train", sel.train), ("val", sel.val))
         if part and passed.issuperset(part)
-    ] if plan else []  # fmt: skip
+    ] if plan and activations else []  # fmt: skip
     # stored by an earlier run: the plain pass may hit the feature cache too
     stores = [(k, part) for k, part in stores if not (cache_dir() / f"act-{k}.npy").is_file()]
     seconds, rows = 0.0, {}
@@ -316,6 +320,7 @@ class Ranked:
     spec: str
     backbone: Backbone
     features: FeatureSource
+    #: seconds of one pass over the training images, as a pass that stores activations takes
     extraction: float
     cached_partial: bool
     logme: float
@@ -351,6 +356,7 @@ def rank_backbones(
     from headstart.evaluation.transferability import logme
 
     specs = list(AUTO_BACKBONES) if ranks_backbones(config, inputs) else [config.model]
+    compared = len(specs) > 1  # plain passes: estimates scale them to a storing pass's time
     ranked: list[Ranked] = []
     skipped: list[str] = []
     for spec in specs:
@@ -368,13 +374,16 @@ def rank_backbones(
                 continue
         source = feature_source(config, inputs, backbone)
         here = Inputs(inputs.splits, inputs.modality, backbone)
-        seconds, cached = first_pass(config.replace(model=spec), here, sel, source, ("train",))
-        score = logme(*(t.numpy() for t in source.lookup(sel.train))) if len(specs) > 1 else 0.0
+        seconds, cached = first_pass(
+            config.replace(model=spec), here, sel, source, ("train",), activations=not compared
+        )
+        score = logme(*(t.numpy() for t in source.lookup(sel.train))) if compared else 0.0
+        seconds /= EVAL_COST if compared else 1.0
         ranked.append(Ranked(spec, backbone, source, seconds, cached, score))
     best = max(ranked, key=lambda r: (r.logme, -ranked.index(r)))
     keep = config.replace(model=best.spec)
     first_pass(keep, Inputs(inputs.splits, inputs.modality, best.backbone), sel, best.features,
-               ("val",))  # fmt: skip
+               ("val",), activations=not compared)  # fmt: skip
     if len(ranked) < 2:
         return best, skipped
     scores = ", ".join(f"{r.spec} {r.logme:.3f}" for r in ranked)
@@ -504,6 +513,8 @@ class Search:
     #: partial candidates train on cached activations; the first one's store is auto's first
     #: pass (:func:`first_pass`)
     cached_partial: bool = False
+    #: the first pass stored the first partial candidate's activations (no backbones compared)
+    first_stored: bool = True
     candidates: list[Candidate] = field(default_factory=list)
 
     def measure(
@@ -547,7 +558,7 @@ class Search:
             per_epoch = max(c.seconds / c.epochs_run for c in done)
         elif strategy == "partial" and self.cached_partial:
             per_epoch = CACHED_PARTIAL_EPOCH_COST * self.extraction_seconds
-            if depth != FIRST_PARTIAL_STAGES:  # its store is not the first pass's: one more
+            if depth != FIRST_PARTIAL_STAGES or not self.first_stored:  # it stores its own
                 splits = self.inputs.splits
                 once = self.extraction_seconds * (len(splits.train) + len(splits.val))
                 once /= max(1, len(splits.train))
@@ -665,6 +676,7 @@ def choose(
     search = Search(
         base, Inputs(sel_splits, inputs.modality, inputs.backbone), run.path / "auto", plugins,
         features, budget, extraction, reserve, retrain, cached_partial=cached_partial,
+        first_stored=not backbone_reasons,
     )  # fmt: skip
     probe = {"few_shot_head": "logistic", "few_shot_refine": False}
     search.measure("probe", base.replace(strategy="few-shot", **probe), probe)
