@@ -283,6 +283,7 @@ def child_headstart(
     if auto:
         out["auto"] = {
             "chosen": next(c["name"] for c in auto["candidates"] if c["chosen"]),
+            "model": m["run"].get("model"),  # without a model given, auto compares backbones
             "budget_seconds": auto.get("budget_seconds"),
             "candidates": [
                 {k: c[k] for k in ("name", "score", "seconds", "epochs_run", "status")}
@@ -439,7 +440,9 @@ def main() -> None:
     ).stdout.strip()  # fmt: skip
     meta = {
         "data": "Animal-MNIST {} train / {} val / {} test per class (10 classes)".format(*sizes),
-        "model": "MobileNetV2 IMAGENET1K_V1 (torchvision) in every method",
+        "model": "MobileNetV2 IMAGENET1K_V1 (torchvision) in every method except auto, which is "
+        "given no model and compares MobileNetV2 and EfficientNet-Lite0 (ImageNet, offline) by "
+        "LogME (its choices are listed under the table)",
         "input_px": args.size, "seeds": seeds, "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "command": "python benchmarks/compare.py" + (" --quick" if args.quick else ""),
@@ -476,6 +479,13 @@ def write(
         f"seeds {args.seeds} (mean ± sd over seeds); {meta['model']}.",
         "",
         *table(results, args),
+        "",
+        *[
+            f"- {name} seed {r['seed']}: kept {r['auto']['chosen']} on {r['auto']['model']}"
+            for name, runs in results.items()
+            for r in runs
+            if r.get("auto")
+        ],
         "",
         "| ratio (means) | value |",
         "|---|---|",
