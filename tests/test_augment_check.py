@@ -19,6 +19,7 @@ from headstart.models import create_backbone
 from headstart.training.activations import ActivationPlan
 from headstart.training.augment_check import (
     CHECK_HELD_OUT,
+    augmentation_check,
     augmented_images,
     flip_decision,
     subsample,
@@ -92,6 +93,19 @@ def test_flips_stay_on_where_the_check_has_nothing_to_say(
         config(**kw), splits(), b, MODALITY, stub_features(-1), flipped, dense
     )
     assert hflip is True and words in reason
+
+
+def test_text_is_not_measured_and_auto_says_why() -> None:
+    def features(*a: Any, **k: Any) -> Any:
+        raise AssertionError("flips measured on text")
+
+    text, backbone = SimpleNamespace(augmentable=False), pretrained_backbone()
+    hflip, reason = flip_decision(config(), splits(), backbone, text, features, True)
+    assert hflip is True and "not image data" in reason
+    check = augmentation_check(
+        features, text, backbone, splits(), 0, (torch.zeros(2, 2), torch.zeros(2))
+    )
+    assert check.hflip is True and "not image data" in check.reasons[0]  # auto's reasons
 
 
 @pytest.mark.parametrize(("sign", "expected"), [(1.0, True), (-1.0, False)])

@@ -21,6 +21,7 @@ from headstart.training.search import (
     Candidate,
     Search,
     Selection,
+    augment_presets,
     default_budget,
     final_seconds,
     process_seconds,
@@ -334,3 +335,10 @@ def test_the_first_candidate_of_a_strategy_is_not_pruned(prunable: bool) -> None
     rec.on_validation_end(trainer, None)  # type: ignore[arg-type]
     assert trial.reported == [(pytest.approx(0.8), 0)]  # reported either way
     assert rec.pruned is prunable and trainer.should_stop is prunable
+
+
+def test_augmentation_presets_are_searched_only_where_they_change_something() -> None:
+    assert augment_presets("light", True) == ["none", "light"]
+    assert augment_presets("strong", True) == ["none", "light", "strong"]
+    assert augment_presets("none", True) == ["none"]  # --augment none given
+    assert augment_presets("light", False) == ["light"]  # text: no preset changes anything

@@ -33,6 +33,8 @@ from headstart.models.weights_spec import is_random_init
 #: a probe this many points less accurate on mirror images than on the plain images: flips
 #: change what the images mean
 VIEW_DROP_POINTS = 3.0
+#: why flips are not measured on text (or other non-image) data
+NOT_IMAGES = "not image data (no image augmentation applies)"
 #: an explicit strategy's check fits its probe on at most this many training images ...
 CHECK_TRAIN = 300
 #: ... and scores it on at most this many val images, plain and mirrored
@@ -59,7 +61,7 @@ def augmentation_check(
     mirror images that cost more than :data:`VIEW_DROP_POINTS` mean another class, and random
     flips are turned off. ``features`` is a :class:`~headstart.training.features.FeatureSource`."""
     if not modality.augmentable:
-        return AugmentationCheck()
+        return AugmentationCheck(True, [f"flips not measured: {NOT_IMAGES}"])
     from torchvision.transforms import v2
 
     from headstart.data.datasets import ImageDataset
@@ -139,7 +141,7 @@ def flip_decision(
     why_not = (
         "the training images are not augmented"
         if not flipped_in_training or config.augment == "none"
-        else "not image data (flips on)" if not modality.augmentable
+        else NOT_IMAGES if not modality.augmentable
         else "a dense task (flips on: boxes and masks are flipped with their image; no "
         "pooled-feature probe to measure with)" if dense
         else "randomly initialised weights tell nothing about mirror images (flips on)"

@@ -593,6 +593,15 @@ class Search:
         return max(scored, key=lambda c: (c.score, -self.candidates.index(c)))
 
 
+def augment_presets(augment: str, augmentable: bool) -> list[str]:
+    """The augmentation presets the search proposes: none, light and ``--augment``'s; only
+    ``--augment`` when it is none or the data has no augmentation (text), where proposing
+    presets would only spend trials on settings that change nothing."""
+    if augment == "none" or not augmentable:
+        return [augment]
+    return list(dict.fromkeys(["none", "light", augment]))
+
+
 def trained_candidates(search: Search, trials: int | None) -> None:
     """Optuna (TPE + median pruner) over strategy, LR, unfreeze depth and augmentation, while
     the budget lasts; a trial whose estimated time does not fit is not started."""
@@ -609,10 +618,7 @@ def trained_candidates(search: Search, trials: int | None) -> None:
     for strategy in FIRST_TRAINED:  # the candidates the default budget and trial cap size for
         depth = {"unfreeze_last": FIRST_PARTIAL_STAGES} if strategy == "partial" else {}
         study.enqueue_trial({"strategy": strategy, "lr": c.lr, "augment": c.augment, **depth})
-    # --augment none given: no preset is proposed
-    augment_choices = (
-        ["none"] if c.augment == "none" else list(dict.fromkeys(["none", "light", c.augment]))
-    )
+    augment_choices = augment_presets(c.augment, search.inputs.modality.augmentable)
     started = misses = 0
     while (trials is None or started < trials) and misses < 6:
         trial = study.ask()
@@ -650,9 +656,10 @@ def choose(
     inputs: Inputs,
     run: RunFolder,
     plugins: Sequence[PluginFactory] = (),
-) -> Selection:
+) -> tuple[Selection, FeatureSource]:
     """Measure candidates within the time budget and choose (see module doc); saved as
-    ``auto.json`` in ``run``."""
+    ``auto.json`` in ``run``. Also returns the kept backbone's remembered features (of train,
+    and of val when candidates were selected on it), for the final run to reuse."""
     sel_splits, protocol, select_on, report_on = selection_splits(inputs.splits, config.seed)
     kept, backbone_reasons = rank_backbones(config, inputs, sel_splits)
     if kept.spec != config.model:
@@ -712,4 +719,4 @@ def choose(
         model=config.model if backbone_reasons else None,
     )  # fmt: skip
     save_selection(run, selection)
-    return selection
+    return selection, features
