@@ -656,10 +656,9 @@ def choose(
     inputs: Inputs,
     run: RunFolder,
     plugins: Sequence[PluginFactory] = (),
-) -> tuple[Selection, FeatureSource]:
+) -> Selection:
     """Measure candidates within the time budget and choose (see module doc); saved as
-    ``auto.json`` in ``run``. Also returns the kept backbone's remembered features (of train,
-    and of val when candidates were selected on it), for the final run to reuse."""
+    ``auto.json`` in ``run``."""
     sel_splits, protocol, select_on, report_on = selection_splits(inputs.splits, config.seed)
     kept, backbone_reasons = rank_backbones(config, inputs, sel_splits)
     if kept.spec != config.model:
@@ -719,4 +718,4 @@ def choose(
         model=config.model if backbone_reasons else None,
     )  # fmt: skip
     save_selection(run, selection)
-    return selection, features
+    return selection
