@@ -21,6 +21,7 @@ from headstart.config import TrainConfig
 from headstart.console import setup_logging
 from headstart.errors import RunError
 from headstart.models.heads import DENSE_HEADS, head_kind
+from headstart.models.weights_spec import is_random_init
 from headstart.run import RunFolder
 from headstart.strategies.auto import AutoDecision, is_few_shot
 from headstart.tasks import task_for
@@ -32,6 +33,7 @@ from headstart.training.distributed import (
     rank_run_dir,
     world_size,
 )
+from headstart.training.features import FeatureSource
 from headstart.training.plugins import PluginFactory, ResultContext
 from headstart.training.prepare import (
     Inputs,
@@ -183,12 +185,12 @@ def train(
     # resolved (auto) and checked against the settings; saved: predict/evaluate read the task
     config = config.replace(task=task_for(config, inputs.splits.multi_label).name)
     run = open_run_folder(config, resumed, inputs.splits.classes)
-    selection = auto_selection(config, inputs, run, plugins)
+    selection, searched = auto_selection(config, inputs, run, plugins)
     trained = config.replace(**selection.overrides()) if selection else config
     if trained.model != config.model:  # auto compared backbones and kept another one
         config, inputs = config.replace(model=trained.model), with_backbone(inputs, trained)
         run.save_config(config)  # predict, export and --resume rebuild the kept backbone
-    p = prepare(trained, inputs, plugins)
+    p = prepare(trained, inputs, plugins, searched)
     if selection is not None:
         probe = selection.candidates[0].score
         numbers = {"probe_accuracy": probe, "selection_accuracy": selection.chosen.score}
@@ -229,17 +231,22 @@ def train(
 
 def auto_selection(
     config: TrainConfig, inputs: Inputs, run: RunFolder, plugins: Sequence[PluginFactory]
-) -> Selection | None:
+) -> tuple[Selection | None, FeatureSource | None]:
     """For ``--strategy auto``: the measured selection (the saved one on ``--resume``), or
-    ``None`` where the static rules decide (few-shot data; several processes)."""
+    ``None`` where the static rules decide (few-shot data; several processes); and the
+    search's remembered features of the kept (pretrained) backbone for the final run."""
     if config.strategy != "auto" or is_few_shot(inputs.splits.counts()["train"]):
-        return None
+        return None, None
     if not inputs.splits.single_label:  # the search's probe fits one softmax over the classes
-        return None  # multi-label and multi-task use the static rules
+        return None, None  # multi-label and multi-task use the static rules
     if head_kind(inputs.backbone.head) in DENSE_HEADS:
-        return None  # the search's probe reads pooled features: dense tasks use the rules
+        return None, None  # the search's probe reads pooled features: dense tasks use the rules
     if world_size(config) > 1:
-        return None  # the search runs in one process; DDP runs use the static rules
-    selection = load_selection(run) or choose(config, inputs, run, plugins)
+        return None, None  # the search runs in one process; DDP runs use the static rules
+    selection, features = load_selection(run), None
+    if selection is None:
+        selection, features = choose(config, inputs, run, plugins)
     print_selection(selection)
-    return selection
+    if is_random_init(inputs.backbone.weights_label):
+        features = None  # as between candidates: random weights are not shared
+    return selection, features

@@ -656,9 +656,10 @@ def choose(
     inputs: Inputs,
     run: RunFolder,
     plugins: Sequence[PluginFactory] = (),
-) -> Selection:
+) -> tuple[Selection, FeatureSource]:
     """Measure candidates within the time budget and choose (see module doc); saved as
-    ``auto.json`` in ``run``."""
+    ``auto.json`` in ``run``. Also returns the kept backbone's remembered features (of train,
+    and of val when candidates were selected on it), for the final run to reuse."""
     sel_splits, protocol, select_on, report_on = selection_splits(inputs.splits, config.seed)
     kept, backbone_reasons = rank_backbones(config, inputs, sel_splits)
     if kept.spec != config.model:
@@ -718,4 +719,4 @@ def choose(
         model=config.model if backbone_reasons else None,
     )  # fmt: skip
     save_selection(run, selection)
-    return selection
+    return selection, features
