@@ -254,6 +254,12 @@ def test_partial_on_cached_activations_is_estimated_as_such() -> None:
     assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
     s.cached_partial = False  # on images
     assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(1.6 * 5 * 4 + 5)
+    # a trained candidate that took twice its prior: untried strategies are estimated twice
+    # as long (text ran ~2x the image-calibrated priors); a tried one from its own seconds
+    prior = s.prior("fine-tune", 4)
+    s.candidates.append(Candidate("fine-tune", "fine-tune", {}, 0.9, 2 * prior, 4))
+    assert s.estimate("gradual", 4) == pytest.approx(2 * (2.2 * 5 * 4 + 5))
+    assert s.estimate("fine-tune", 2) == pytest.approx(2 * prior / 4 * 2 + 5)
 
 
 def test_selection_round_trips_and_names_its_winner() -> None:
