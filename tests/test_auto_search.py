@@ -222,6 +222,21 @@ def test_a_trained_candidate_starts_only_when_it_and_the_final_evaluation_fit() 
     assert s.estimate("fine-tune") == pytest.approx(45.0) and s.fits("fine-tune")
 
 
+def test_candidates_that_do_not_fit_are_named_with_their_estimate() -> None:
+    from headstart.training.search import trained_candidates
+
+    config = SimpleNamespace(epochs=4, lr=1e-3, augment="light", seed=0)
+    inputs = SimpleNamespace(modality=SimpleNamespace(augmentable=True))
+    s = Search(
+        config, inputs, Path("."), (), None,  # type: ignore[arg-type]
+        deadline=process_seconds() + 1.0, extraction_seconds=8.0,
+    )  # fmt: skip
+    trained_candidates(s, None)
+    assert not s.candidates  # nothing fitted into one second
+    assert {"partial-3", "fine-tune", "gradual"} <= set(s.unfit)
+    assert s.unfit["fine-tune"] == f"fine-tune (~{3.2 * 8 * 3 + 5:.0f} s at 3 epochs)"
+
+
 def test_a_short_budget_shortens_a_trained_candidate_instead_of_skipping_it() -> None:
     s = Search(
         SimpleNamespace(epochs=10), None, Path("."), (), None,  # type: ignore[arg-type]

@@ -516,6 +516,8 @@ class Search:
     #: the first pass stored the first partial candidate's activations (no backbones compared)
     first_stored: bool = True
     candidates: list[Candidate] = field(default_factory=list)
+    #: trained candidates proposed but not started: they did not fit the budget
+    unfit: dict[str, str] = field(default_factory=dict)
 
     def measure(
         self,
@@ -652,14 +654,19 @@ def trained_candidates(search: Search, trials: int | None) -> None:
         if strategy == "partial":
             settings["unfreeze_last"] = trial.suggest_int("unfreeze_last", 1, 3)
         fitting = search.epochs_that_fit(strategy, settings.get("unfreeze_last"))
+        name = strategy + (f"-{settings['unfreeze_last']}" if strategy == "partial" else "")
         if fitting is None:
+            stages = settings.get("unfreeze_last")
+            need = search.estimate(strategy, MIN_CANDIDATE_EPOCHS, stages)
+            search.unfit.setdefault(
+                name, f"{name} (~{need:.0f} s at {MIN_CANDIDATE_EPOCHS} epochs)"
+            )
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             misses += 1
             continue
         if fitting < epochs:
             settings["epochs"] = fitting
         started += 1
-        name = strategy + (f"-{settings['unfreeze_last']}" if strategy == "partial" else "")
         # the first candidate of a strategy runs to the end: mid-run accuracy under a decaying
         # LR does not rank strategies (fine-tune was pruned at epoch 3 of 4 on Animal-MNIST
         # below partial's epoch-3 value, and would have ended first: 93.7 % vs 90.3 % val)
@@ -735,6 +742,11 @@ def choose(
         f"{winner.score:.1%} on {select_on} (best frozen-backbone candidate: {frozen.name} "
         f"{frozen.score:.1%}); ties go to the cheaper candidate",
     ]
+    if search.unfit:
+        reasons.append(
+            f"not started, they did not fit the budget with the final evaluation still to come: "
+            f"{', '.join(search.unfit.values())}"
+        )
     selection = Selection(
         protocol, select_on, report_on, round(budget, 1), budget_reason, check.hflip,
         augment_reasons, search.candidates, reasons, reusable=reusable,
