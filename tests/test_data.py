@@ -149,3 +149,25 @@ def test_animal_mnist_picks_are_unique_images_and_old_folders_are_rewritten(
     (out / "train" / "stale.txt").write_text("x")
     assert materialise_animal_mnist(out, 300, 100, 100) == out
     assert not (out / "train" / "stale.txt").exists() and json.loads(marker.read_text())["unique"]
+
+
+def test_an_image_transform_runs_on_one_thread_and_the_count_is_restored(tmp_path: Path) -> None:
+    import torch
+
+    from headstart.data.datasets import ImageDataset
+
+    splits = load_splits(str(write_class_folders(tmp_path / "d", 2)), val_fraction=0.5, seed=0)
+    seen: list[int] = []
+
+    def transform(img: object) -> object:
+        seen.append(torch.get_num_threads())
+        return img
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ds = ImageDataset(splits.train, splits.class_to_idx, transform)
+        ds[0], ds[(0, 1)]  # plain, and seeded per (index, epoch)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
