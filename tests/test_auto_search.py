@@ -222,6 +222,33 @@ def test_a_trained_candidate_starts_only_when_it_and_the_final_evaluation_fit() 
     assert s.estimate("fine-tune") == pytest.approx(45.0) and s.fits("fine-tune")
 
 
+def test_a_backbone_too_slow_for_the_budget_is_not_compared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from headstart.training import features
+    from headstart.training.search import too_slow_for_budget
+
+    # 16 sampled images in 0.16 s: 10 ms an image
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: time.sleep(0.16))
+    splits = SimpleNamespace(
+        train=list(range(100)), val=list(range(50)), test=list(range(200)), class_to_idx={}
+    )
+    inputs = SimpleNamespace(splits=splits, modality=SimpleNamespace(dataset=lambda b, s, i: s))
+
+    def late(budget: float | None) -> str | None:
+        config = headstart.TrainConfig(data="x", time_budget=budget)
+        return too_slow_for_budget(config, inputs, splits, None)  # type: ignore[arg-type]
+
+    # kept, it passes over 100 train + 2 x 50 selection + 50 val + 200 test images (~4.5 s),
+    # then the frozen candidates (5 s) and the report (8 s): ~18 s from now
+    assert late(None) is None
+    assert late(process_seconds() + 30.0) is None
+    reason = late(process_seconds() + 10.0)
+    assert reason is not None and "past --time-budget" in reason
+
+
 def test_candidates_that_do_not_fit_are_named_with_their_estimate() -> None:
     from headstart.training.search import trained_candidates
 

@@ -196,14 +196,19 @@ def test_timm_parameter_counts_are_measured_once_with_progress(
     assert calls == [] and timm_adapter.params_cache_file().is_file()
 
 
-def test_inference_folds_batchnorm_and_follows_weight_changes() -> None:
+@pytest.mark.parametrize(
+    "spec", ["torchvision:mobilenet_v2",
+             # Conv2d subclasses (static 'same' padding): folded too
+             "efficientnet-lite:efficientnet-lite0"],
+)  # fmt: skip
+def test_inference_folds_batchnorm_and_follows_weight_changes(spec: str) -> None:
     """The eval-mode inference path (conv-BN folded) gives the model's outputs, is reused
     while the weights stand still, and is rebuilt when they change."""
     import torch
 
     from headstart.models import create_backbone
 
-    b = create_backbone("torchvision:mobilenet_v2", 4, weights="none", image_size=32).eval()
+    b = create_backbone(spec, 4, weights="none", image_size=32).eval()
     with torch.no_grad():
         for m in b.body.modules():  # non-trivial statistics, as trained weights have
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -88,7 +88,8 @@ class Backbone(nn.Module):
         MobileNetV2 at 224 px on 2 CPU cores: 7.2 instead of 14.1 ms an image, outputs equal
         to float rounding), kept until a parameter or buffer of the body changes (their storage
         and version counters are compared) or it moves. The body itself when it is training,
-        has no BatchNorm, carries forward hooks, or cannot be traced (text bodies)."""
+        has no BatchNorm, carries forward hooks, or cannot be traced (text bodies). See
+        :func:`fold_batchnorm`."""
         body = self.body
         if (
             body.training
@@ -101,10 +102,8 @@ class Backbone(nn.Module):
         cached = self.__dict__.get("_inference_body")
         if cached is not None and cached[0] == key:
             return cached[1]  # type: ignore[no-any-return]
-        from torch.fx.experimental.optimization import fuse
-
         try:
-            fused: nn.Module = fuse(body, inplace=False)
+            fused: nn.Module = fold_batchnorm(body)
         except Exception:  # untraceable bodies run as they are
             fused = body
         else:
@@ -301,3 +300,45 @@ class Backbone(nn.Module):
                 chosen.append(module)
                 chosen_prefixes.append(name)
         return chosen
+
+
+class _ConvLeafTracer(torch.fx.Tracer):
+    """Every ``nn.Conv2d``, subclasses included, stays one graph node."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
+def fold_batchnorm(body: nn.Module) -> nn.Module:
+    """A copy of eval-mode ``body`` with each BatchNorm2d folded into the convolution whose
+    output it alone reads (``torch.nn.utils.fusion.fuse_conv_bn_eval``), as a ``torch.fx``
+    graph module. Like ``torch.fx.experimental.optimization.fuse``, but convolutions of
+    ``nn.Conv2d`` subclasses fold too: the "same"-padding convolutions of TensorFlow-ported
+    models (EfficientNet-Lite0's ``Conv2dStaticSamePadding``, timm's ``Conv2dSame``), which
+    ``fuse`` traces through and then cannot match, so none of their BatchNorms folded. The
+    folded convolution keeps its class (and so its padding). Raises what tracing raises."""
+    import copy
+
+    from torch.fx.experimental.optimization import replace_node_module
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(body)
+    gm = torch.fx.GraphModule(model, _ConvLeafTracer().trace(model))
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if not (
+            isinstance(modules.get(str(node.target)), nn.BatchNorm2d)
+            and isinstance(conv, torch.fx.Node) and conv.op == "call_module"
+            and isinstance(modules.get(str(conv.target)), nn.Conv2d) and len(conv.users) == 1
+            and modules[str(node.target)].track_running_stats
+        ):  # fmt: skip
+            continue
+        folded = fuse_conv_bn_eval(modules[str(conv.target)], modules[str(node.target)])  # type: ignore[arg-type]
+        replace_node_module(conv, modules, folded)
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm

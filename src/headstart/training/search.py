@@ -372,6 +372,10 @@ def rank_backbones(
             except HeadstartError as err:
                 skipped.append(f"{spec} not compared: {err}")
                 continue
+            late = too_slow_for_budget(config, inputs, sel, backbone)
+            if late:
+                skipped.append(f"{spec} not compared: {late}")
+                continue
         source = feature_source(config, inputs, backbone)
         here = Inputs(inputs.splits, inputs.modality, backbone)
         seconds, cached = first_pass(
@@ -391,6 +395,38 @@ def rank_backbones(
         f"backbone {best.spec}: highest LogME on the training features ({scores}); no --model "
         "given, so auto compared the offline ImageNet backbones", *skipped,
     ]  # fmt: skip
+
+
+#: images a backbone's speed is measured on before auto compares it under --time-budget
+SPEED_SAMPLE = 16
+
+
+def too_slow_for_budget(
+    config: TrainConfig, inputs: Inputs, sel: DataSplits, backbone: Backbone
+) -> str | None:
+    """Why ``backbone`` is not compared under ``--time-budget`` (``None``: it fits). Its speed
+    is measured on :data:`SPEED_SAMPLE` training images; kept, it would pass over train, val
+    (plain and mirrored for the flip check) and the evaluated images, and then the frozen
+    candidates and the report follow. A comparison the budget cannot afford would make the
+    whole command overrun it."""
+    if config.time_budget is None:
+        return None
+    from headstart.training.features import extract_features
+
+    sample = sel.train[:SPEED_SAMPLE]
+    ds = inputs.modality.dataset(backbone, sample, inputs.splits.class_to_idx)
+    t0 = time.perf_counter()
+    extract_features(backbone, ds, compute=compute_for(config), description="speed")
+    per_image = (time.perf_counter() - t0) / max(1, len(sample))
+    splits = inputs.splits
+    images = len(splits.train) + 2 * len(sel.val) + len(splits.val) + len(splits.test)
+    need = process_seconds() + per_image * images + REPORT_SECONDS + 5.0
+    if need <= config.time_budget:
+        return None
+    return (
+        f"at {1000 * per_image:.1f} ms an image its passes would end the command at ~{need:.0f} s, "
+        f"past --time-budget {config.time_budget:g}"
+    )
 
 
 class ScoreRecorder(L.Callback):
