@@ -230,8 +230,14 @@ def test_a_backbone_too_slow_for_the_budget_is_not_compared(
     from headstart.training import features
     from headstart.training.search import too_slow_for_budget
 
-    # 16 sampled images in 0.16 s: 10 ms an image
-    monkeypatch.setattr(features, "extract_features", lambda *a, **k: time.sleep(0.16))
+    # a warm-up pass (not timed), then 16 sampled images in 0.16 s: 10 ms an image
+    passes: list[str] = []
+
+    def extract(*a: object, description: str = "", **k: object) -> None:
+        passes.append(description)
+        time.sleep(0.16 if description == "speed" else 0.5)  # timed, it would not fit +30 s
+
+    monkeypatch.setattr(features, "extract_features", extract)
     splits = SimpleNamespace(
         train=list(range(100)), val=list(range(50)), test=list(range(200)), class_to_idx={}
     )
@@ -247,6 +253,7 @@ def test_a_backbone_too_slow_for_the_budget_is_not_compared(
     assert late(process_seconds() + 30.0) is None
     reason = late(process_seconds() + 10.0)
     assert reason is not None and "past --time-budget" in reason
+    assert passes == ["warm-up", "speed"] * 2  # none without a budget
 
 
 def test_candidates_that_do_not_fit_are_named_with_their_estimate() -> None:
