@@ -398,10 +398,10 @@ def rank_backbones(
 
 
 #: images a backbone's speed is measured on before auto compares it under --time-budget, after
-#: a warm-up pass over the first few (which pays the one-time BatchNorm folding: timed with it,
-#: EfficientNet-Lite0 measured 23.6 ms an image instead of its 12.2)
+#: a warm-up pass over as many (the one-time BatchNorm folding and kernel set-up for the batch
+#: shape: timed with a 4-image warm-up, EfficientNet-Lite0 measured 20-24 ms an image where its
+#: passes in the run took ~14)
 SPEED_SAMPLE = 16
-WARM_UP_IMAGES = 4
 
 
 def too_slow_for_budget(
@@ -417,10 +417,15 @@ def too_slow_for_budget(
     from headstart.training.features import extract_features
 
     idx, compute = inputs.splits.class_to_idx, compute_for(config)
-    sample = sel.train[:SPEED_SAMPLE]
     # not timed: the first pass folds BatchNorm into the convolutions (kept for later passes)
-    warm = inputs.modality.dataset(backbone, sample[:WARM_UP_IMAGES], idx)
-    extract_features(backbone, warm, compute=compute, description="warm-up")
+    # and sets up the kernels for its batch shape; the timed pass has the same shape
+    warm, sample = sel.train[:SPEED_SAMPLE], sel.train[SPEED_SAMPLE : 2 * SPEED_SAMPLE]
+    if not sample:
+        return None  # too few images for their passes to matter
+    extract_features(
+        backbone, inputs.modality.dataset(backbone, warm, idx), compute=compute,
+        description="warm-up",
+    )  # fmt: skip
     t0 = time.perf_counter()
     extract_features(
         backbone, inputs.modality.dataset(backbone, sample, idx), compute=compute,
