@@ -4,6 +4,7 @@ frozen-backbone candidates on the selection split), flips measured, resume, the 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,12 +231,14 @@ def test_a_backbone_too_slow_for_the_budget_is_not_compared(
     from headstart.training import features
     from headstart.training.search import too_slow_for_budget
 
-    # a warm-up pass (not timed), then 16 sampled images in 0.16 s: 10 ms an image
+    # a warm-up pass (not timed), then 16 and 32 images: 0.05 s of set-up and 5 ms an image
     passes: list[str] = []
 
-    def extract(*a: object, description: str = "", **k: object) -> None:
+    def extract(
+        backbone: object, ds: list[int], *a: object, description: str = "", **k: object
+    ) -> None:
         passes.append(description)
-        time.sleep(0.16 if description == "speed" else 0.5)  # timed, it would not fit +30 s
+        time.sleep(0.05 + 0.005 * len(ds) if description == "speed" else 0.2)
 
     monkeypatch.setattr(features, "extract_features", extract)
     splits = SimpleNamespace(
@@ -247,13 +250,14 @@ def test_a_backbone_too_slow_for_the_budget_is_not_compared(
         config = headstart.TrainConfig(data="x", time_budget=budget)
         return too_slow_for_budget(config, inputs, splits, None)  # type: ignore[arg-type]
 
-    # kept, it passes over 100 train + 2 x 50 selection + 50 val + 200 test images (~4.5 s),
-    # then the frozen candidates (5 s) and the report (8 s): ~18 s from now
+    # kept, it passes over 100 train + 2 x 50 selection + 50 val + 200 test images (~2.3 s),
+    # then the frozen candidates (5 s) and the report (8 s): ~16 s from now
     assert late(None) is None
     assert late(process_seconds() + 30.0) is None
     reason = late(process_seconds() + 10.0)
     assert reason is not None and "past --time-budget" in reason
-    assert passes == ["warm-up", "speed"] * 2  # none without a budget
+    assert re.search(r"at [45]\.\d ms an image", reason)  # the set-up cancels out
+    assert passes == ["warm-up", "speed", "speed"] * 2  # none without a budget
 
 
 def test_candidates_that_do_not_fit_are_named_with_their_estimate() -> None:

@@ -397,10 +397,10 @@ def rank_backbones(
     ]  # fmt: skip
 
 
-#: images a backbone's speed is measured on before auto compares it under --time-budget, after
-#: a warm-up pass over as many (the one-time BatchNorm folding and kernel set-up for the batch
-#: shape: timed with a 4-image warm-up, EfficientNet-Lite0 measured 20-24 ms an image where its
-#: passes in the run took ~14)
+#: images a backbone's speed is measured on before auto compares it under --time-budget: after
+#: a warm-up pass (the one-time BatchNorm folding), passes over this many and twice as many
+#: images, whose difference leaves out each pass's fixed set-up (timed on one 16-image pass,
+#: EfficientNet-Lite0 measured 20-24 ms an image where its passes in the run took ~18)
 SPEED_SAMPLE = 16
 
 
@@ -417,21 +417,21 @@ def too_slow_for_budget(
     from headstart.training.features import extract_features
 
     idx, compute = inputs.splits.class_to_idx, compute_for(config)
-    # not timed: the first pass folds BatchNorm into the convolutions (kept for later passes)
-    # and sets up the kernels for its batch shape; the timed pass has the same shape
-    warm, sample = sel.train[:SPEED_SAMPLE], sel.train[SPEED_SAMPLE : 2 * SPEED_SAMPLE]
-    if not sample:
+    n = SPEED_SAMPLE
+    if len(sel.train) < 3 * n:
         return None  # too few images for their passes to matter
-    extract_features(
-        backbone, inputs.modality.dataset(backbone, warm, idx), compute=compute,
-        description="warm-up",
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    extract_features(
-        backbone, inputs.modality.dataset(backbone, sample, idx), compute=compute,
-        description="speed",
-    )  # fmt: skip
-    per_image = (time.perf_counter() - t0) / max(1, len(sample))
+
+    def seconds(samples: Sequence[Any], what: str) -> float:
+        t0 = time.perf_counter()
+        ds = inputs.modality.dataset(backbone, list(samples), idx)
+        extract_features(backbone, ds, compute=compute, description=what)
+        return time.perf_counter() - t0
+
+    # the first pass folds BatchNorm (once); a pass's set-up (loader, memory format) is the
+    # same for 16 and 32 images, so their difference is what 16 images cost
+    seconds(sel.train[:n], "warm-up")
+    short = seconds(sel.train[n : 2 * n], "speed")
+    per_image = max(0.0, seconds(sel.train[n : 3 * n], "speed") - short) / n
     splits = inputs.splits
     images = len(splits.train) + 2 * len(sel.val) + len(splits.val) + len(splits.test)
     need = process_seconds() + per_image * images + REPORT_SECONDS + 5.0
