@@ -19,6 +19,35 @@ SETTINGS = {
     "accelerator": "cpu",
 }  # fmt: skip
 
+
+def run_and_check(data: Path, tmp_path: Path) -> dict[str, object]:
+    """Run this script on ``data`` (64 px) in a subprocess; check that both ranks' weights and
+    frozen flags are equal after every epoch and that gradual unfroze the last stage; return
+    the run's val metrics (detection and segmentation DDP tests)."""
+    import os
+    import subprocess
+
+    import torch
+
+    dumps = tmp_path / "dumps"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, __file__, str(data), str(tmp_path / "ddp"), str(dumps),
+         json.dumps({"image_size": 64})],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for epoch in range(SETTINGS["epochs"]):  # type: ignore[call-overload]
+        a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)
+        b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)
+        assert a["frozen"] == b["frozen"]
+        for k, v in a["state"].items():
+            assert torch.equal(v, b["state"][k]), f"epoch {epoch}: {k} differs across ranks"
+    assert not b["frozen"][-1]  # gradual unfroze the last stage
+    val: dict[str, object] = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val"]
+    return val
+
+
 if __name__ == "__main__":
     data, out, dumps, extra = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4]
     dumps.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -277,26 +274,10 @@ def test_gradual_resume_matches_on_a_hand_made_coco_file(
 def test_trains_under_ddp(tmp_path: Path) -> None:
     """2-process DDP (gloo, CPU) with gradual unfreezing: the ranks' weights stay identical
     after every epoch and the summary's mAP covers every validation image once."""
-    from tests.ddp_tasks_script import SETTINGS
+    from tests.ddp_tasks_script import run_and_check
 
     data = materialise_detection_animals(tmp_path / "animals", train=16, val=6, size=64)
-    dumps = tmp_path / "dumps"
-    script = Path(__file__).with_name("ddp_tasks_script.py")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    r = subprocess.run(
-        [sys.executable, str(script), str(data), str(tmp_path / "ddp"), str(dumps),
-         json.dumps({"image_size": 64})],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    for epoch in range(SETTINGS["epochs"]):  # type: ignore[call-overload]
-        a = torch.load(dumps / f"rank0-epoch{epoch}.pt", weights_only=True)
-        b = torch.load(dumps / f"rank1-epoch{epoch}.pt", weights_only=True)
-        assert a["frozen"] == b["frozen"]
-        for k, v in a["state"].items():
-            assert torch.equal(v, b["state"][k]), f"epoch {epoch}: {k} differs across ranks"
-    assert not b["frozen"][-1]  # gradual unfroze the last stage
-    val = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val"]
+    val = run_and_check(data, tmp_path)
     assert val["samples"] == 6 and 0.0 <= val["map_50"] <= 1.0
 
 
