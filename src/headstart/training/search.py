@@ -258,8 +258,8 @@ def first_pass(
     inputs: Inputs,
     sel: DataSplits,
     features: FeatureSource,
-    names: Sequence[str] = ("train", "val"),
-    activations: bool = True,
+    names: Sequence[str],
+    activations: bool,
 ) -> tuple[float, bool]:
     """Features of the run's ``names`` splits (val only when candidates are selected on it),
     kept in ``features``; returns the seconds the training images took (what cost estimates
