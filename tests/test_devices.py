@@ -187,6 +187,29 @@ def test_evaluation_moves_model_and_batches(monkeypatch: pytest.MonkeyPatch) -> 
     assert logits.shape == (5, 3) and logits.device.type == "cpu" and len(targets) == 5
 
 
+def test_moves_to_the_device_happen_outside_inference_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a parameter copied to the GPU under torch.inference_mode() becomes an inference tensor:
+    # no version counter, no autograd. Evaluation runs in inference mode, so the moves of
+    # ``placed`` must not (on a real GPU every train() failed in its final evaluation)
+    modes: list[bool] = []
+    real_module_to = torch.nn.Module.to
+
+    def module_to(mod: torch.nn.Module, *args: Any, **kw: Any) -> Any:
+        target = args[0] if args else kw.get("device")
+        if isinstance(target, (torch.device, str)):
+            modes.append(torch.is_inference_mode_enabled())
+            return mod
+        return real_module_to(mod, *args, **kw)
+
+    monkeypatch.setattr(torch.nn.Module, "to", module_to)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **kw: t)
+    backbone = tiny_backbone()
+    predict_logits(backbone, images(4), compute=Compute(CUDA))
+    with torch.inference_mode(), devices.placed(backbone, Compute(CUDA)):
+        pass
+    assert modes == [False] * 4  # there and back, twice
+
+
 def test_training_inference_rank_and_fewshot_use_the_decision(
     image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,3 +319,15 @@ def test_cuda_autocast_reaches_extraction() -> None:
         x, _ = extract_features(backbone, images(4), compute=resolve_compute("cuda", precision))
         assert x.dtype == torch.float32
     assert dtypes == [torch.float16, torch.bfloat16]
+
+
+@needs_cuda
+def test_cuda_evaluation_leaves_a_model_that_trains_and_evaluates_again() -> None:
+    backbone = tiny_backbone()  # no hooks: evaluation goes through the BatchNorm-folded body
+    gpu = resolve_compute("cuda")
+    first, _ = predict_logits(backbone, images(8), compute=gpu)
+    assert not any(p.is_inference() for p in backbone.parameters())
+    backbone.train()
+    backbone(images(2).tensors[0]).sum().backward()  # autograd works on the moved-back weights
+    again, _ = predict_logits(backbone, images(8), compute=gpu)
+    assert torch.allclose(first, again)

@@ -113,11 +113,18 @@ def compute_for(config: Any) -> Compute:
 @contextlib.contextmanager
 def placed(module: torch.nn.Module, compute: Compute) -> Iterator[torch.nn.Module]:
     """``module`` moved to ``compute.device`` for the block, then back to where it was (the
-    caller's later CPU work, e.g. a head on cached CPU features, keeps working)."""
+    caller's later CPU work, e.g. a head on cached CPU features, keeps working).
+
+    The moves run outside inference mode even when the caller is inside it: a tensor copied
+    to another device under ``torch.inference_mode()`` becomes an inference tensor, which has
+    no version counter and cannot take part in autograd, so a model evaluated on the GPU
+    inside inference mode could not be trained, cached or evaluated again afterwards."""
     first = next(module.parameters(), None)
     home = first.device if first is not None else torch.device("cpu")
-    module.to(compute.device)
+    with torch.inference_mode(False):
+        module.to(compute.device)
     try:
         yield module
     finally:
-        module.to(home)
+        with torch.inference_mode(False):
+            module.to(home)

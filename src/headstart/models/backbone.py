@@ -98,7 +98,7 @@ class Backbone(nn.Module):
         ):  # hooks (a user's, or a test's) see the modules they were registered on
             return body
         tensors = [*body.parameters(), *body.buffers()]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        key = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
         cached = self.__dict__.get("_inference_body")
         if cached is not None and cached[0] == key:
             return cached[1]  # type: ignore[no-any-return]
