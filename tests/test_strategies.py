@@ -201,3 +201,27 @@ def test_lr_find_suggests_and_plots(image_folder: Path, tmp_path: Path) -> None:
     assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
     assert res.suggestion is None or 1e-5 <= res.suggestion <= 10.0
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("policy", ["auto", "train"])
+def test_bn_auto_quickens_slow_statistics_of_trained_stages(policy: str) -> None:
+    # weights ported from TensorFlow (EfficientNet-Lite0) carry momentum 0.01: their running
+    # statistics would still be ImageNet's at the end of a short run (test 0.843 vs 0.910)
+    from headstart.config import TrainConfig
+    from headstart.strategies import make_strategy
+    from headstart.training.plan import apply_bn_policy
+
+    bb = create_backbone("torchvision:resnet18", 3, weights="none", image_size=32)
+    for m in bb.body.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.01
+    n = len(bb.stages)
+    config = TrainConfig.create(data=".", strategy="partial", unfreeze_last=2, bn=policy)
+    frozen, reason = apply_bn_policy(config, make_strategy(config), bb, probe_start=False)
+    trained = [m.momentum for i in (n - 2, n - 1) for m in bb.stage_batchnorms(i)]
+    untouched = [m.momentum for i in range(n - 2) for m in bb.stage_batchnorms(i)]
+    assert not frozen and trained and untouched and set(untouched) == {0.01}
+    if policy == "auto":
+        assert set(trained) == {0.1} and "momentum raised from 0.01 to 0.1" in reason
+    else:  # an explicit --bn train keeps the model's own momentum
+        assert set(trained) == {0.01} and reason == "--bn train"

@@ -290,7 +290,7 @@ class TrainConfig(BaseModel):
     bn: Annotated[BNPolicy, Cli("strategy")] = Field(
         "auto",
         description="BatchNorm statistics of trainable stages: auto (frozen when the batch is "
-        "< 16), frozen or train.",
+        "< 16; updated ones get momentum >= 0.1), frozen or train (the model's own momentum).",
     )
     backbone_lr_mult: Annotated[float, Cli("optimisation")] = Field(
         0.1,

@@ -136,6 +136,15 @@ class Backbone(nn.Module):
                 h.remove()
         return captured
 
+    def stage_batchnorms(self, index: int) -> list[nn.modules.batchnorm._BatchNorm]:
+        """The BatchNorm layers of stage ``index``."""
+        return [
+            sub
+            for m in self._stage_modules[index]
+            for sub in m.modules()
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm)
+        ]
+
     def stage_parameters(self, index: int) -> Iterator[nn.Parameter]:
         params = dict(self.body.named_parameters())
         for n in self.stages[index].param_names:
@@ -262,10 +271,8 @@ class Backbone(nn.Module):
                 for m in modules:
                     m.eval()
             elif self.bn_frozen[i]:
-                for m in modules:
-                    for sub in m.modules():
-                        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
-                            sub.eval()
+                for bn in self.stage_batchnorms(i):
+                    bn.eval()
         return self
 
     def param_counts(self) -> tuple[int, int]:

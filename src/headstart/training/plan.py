@@ -9,6 +9,7 @@ and computes class weights. The :class:`Plan` is what metrics.json's ``run`` blo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,49 @@ def apply_bn_policy(
     backbone.bn_frozen = [frozen or i in late for i in range(n)]
     if late and not frozen:
         reason += "; stages that join after epoch 0 keep theirs"
+    if config.bn == "auto":
+        ever = {i for e in range(config.epochs) for i in strategy.trainable_stages(e, n)}
+        reason += quicken_bn_statistics(
+            backbone, [i for i in sorted(ever) if not backbone.bn_frozen[i]]
+        )
     return frozen, reason
+
+
+#: the least BatchNorm momentum (PyTorch's convention: the weight of the new batch) that
+#: ``--bn auto`` gives statistics a run updates; PyTorch's default, which torchvision's
+#: models were trained with
+MIN_BN_MOMENTUM = 0.1
+
+
+def quicken_bn_statistics(backbone: Backbone, stages: Sequence[int]) -> str:
+    """Raise the momentum of the BatchNorm layers in ``stages`` (those whose statistics the
+    run updates) to at least :data:`MIN_BN_MOMENTUM`; returns the reason to append, or "".
+
+    Weights ported from TensorFlow carry its decay 0.99 as momentum 0.01 (EfficientNet-Lite0):
+    running statistics then average over ~100 steps, longer than a short run on a small data
+    set (500 images, batch 32, 5 epochs: 80 steps). Training normalises with the batch's
+    statistics while every validation, the checkpoint choice and the exported model use
+    running ones still mostly ImageNet's. Measured (Animal-MNIST 50/30/100, Lite0, 112 px,
+    partial, last 3 stages, 5 epochs, seed 0): val 0.54 after epoch 0 and test 0.843 with
+    0.01; 0.82 and 0.910 with 0.1 (the training itself is identical: it normalises with batch
+    statistics); statistics frozen instead (``--bn frozen``) gave 0.919. ``--bn train`` keeps
+    the model's own momentum."""
+    slow = [
+        bn
+        for i in stages
+        for bn in backbone.stage_batchnorms(i)
+        if bn.momentum is not None and bn.momentum < MIN_BN_MOMENTUM
+    ]
+    if not slow:
+        return ""
+    old = min(float(bn.momentum or 0.0) for bn in slow)
+    for bn in slow:
+        bn.momentum = MIN_BN_MOMENTUM
+    return (
+        f"; momentum raised from {old:g} to {MIN_BN_MOMENTUM:g} in {len(slow)} layers: at "
+        f"{old:g} the statistics average over ~{round(1 / old)} steps and would lag the "
+        "training data through a short run"
+    )
 
 
 def bn_line(backbone: Backbone, still: bool, frozen: bool, reason: str) -> str:
