@@ -134,7 +134,9 @@ def test_training_on_cached_activations_gives_the_image_paths_weights(
     image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same seed, views and batches, no augmentation. float16 storage is the only difference:
-    with SGD the weights agree to 1e-4; stored as float32 they are identical (AdamW)."""
+    with SGD the weights agree to 1e-4; stored as float32 through the unfolded prefix they are
+    identical (AdamW). The store runs the prefix with BatchNorm folded (float rounding only:
+    test_the_store_runs_the_prefix_with_batchnorm_folded)."""
     a = train_tiny(image_folder, tmp_path / "a", optimizer="sgd", **PARTIAL)
     b = train_tiny(image_folder, tmp_path / "b", optimizer="sgd", cache_activations=False,
                    **PARTIAL)  # fmt: skip
@@ -144,10 +146,28 @@ def test_training_on_cached_activations_gives_the_image_paths_weights(
     assert a.metrics["val"]["accuracy"] == b.metrics["val"]["accuracy"]
 
     monkeypatch.setattr(act, "STORE_DTYPE", np.float32)
+    monkeypatch.setattr(
+        Backbone, "inference_prefix", lambda self, stage: self.split_at(stage).prefix[False]
+    )
     c = train_tiny(image_folder, tmp_path / "c", **PARTIAL)
     d = train_tiny(image_folder, tmp_path / "d", cache_activations=False, **PARTIAL)
     assert c.metrics["run"]["cached_activations"] and not d.metrics["run"]["cached_activations"]
     assert _max_diff(_state(c.run_dir), _state(d.run_dir)) == 0.0
+
+
+def test_the_store_runs_the_prefix_with_batchnorm_folded() -> None:
+    b = create_backbone("torchvision:resnet18", 3, weights="none", image_size=64)
+    b.set_trainable_stages([3, 4])
+    b.eval()
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    folded = b.inference_prefix(3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), b.forward_to(3, x), rtol=1e-4, atol=1e-5)
+    assert b.inference_prefix(3) is folded  # kept while the prefix's weights stay the same
+    with torch.no_grad():
+        next(b.body.parameters()).add_(1.0)
+    assert b.inference_prefix(3) is not folded
 
 
 def test_resume_on_cached_activations_equals_uninterrupted_run(

@@ -16,8 +16,8 @@ from PIL import Image
 import headstart
 from headstart.training.search import (
     AUTO_BACKBONES,
-    FIRST_PARTIAL_STAGES,
     MIN_CANDIDATE_EPOCHS,
+    PARTIAL_VIEWS,
     REPORT_SECONDS,
     Candidate,
     Search,
@@ -60,8 +60,9 @@ def auto(data: Path, out: Path, **kw: object) -> headstart.TrainResult:
     return headstart.train(data=str(data), out=str(out), strategy="auto", **{**REAL, **kw})
 
 
+@pytest.mark.parametrize("augment", ["light", "none"])
 def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_run(
-    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    split_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, augment: str
 ) -> None:
     from headstart.training import activations
 
@@ -77,11 +78,17 @@ def test_with_a_test_split_candidates_are_selected_on_val_and_the_winner_is_the_
         activations, "load_activations",
         lambda *a: hits.append((got := load(*a)) is not None) or got,
     )  # fmt: skip
-    r = auto(split_folder, tmp_path / "run", trials=1)
+    r = auto(split_folder, tmp_path / "run", trials=1, augment=augment)
     info = r.metrics["run"]["auto"]
-    # the one trained candidate, partial-3, trained on activations stored by the first pass
-    assert [c["name"] for c in info["candidates"]][2] == "partial-3"
-    assert info["candidates"][2]["epochs_run"] == 2 and extracted == [] and hits == [True, True]
+    partial = info["candidates"][2]  # the one trained candidate: the last 4 of 8 stages
+    if augment == "none":  # on activations stored by auto's first pass
+        assert partial["name"] == "partial-4" and "feature_views" not in partial["settings"]
+        assert partial["epochs_run"] == 2 and extracted == [] and hits == [True, True]
+    else:  # on its own store of 4 views per training image: the clean one + 3 augmented
+        assert partial["name"] == "partial-4-views4" and PARTIAL_VIEWS == 4
+        assert partial["settings"]["feature_views"] == 4 and partial["epochs_run"] == 2
+        # train (4 views) and val each stored once at the cut before the last 4 stages
+        assert extracted == [4, 4] and hits == [False, True, False, True]
     assert info["select_on"] == "val" and info["report_on"] == "test"
     names = [c["name"] for c in info["candidates"]]
     assert names[:2] == ["probe", "feature-extract"]  # the frozen candidates come first
@@ -264,14 +271,16 @@ def test_candidates_that_do_not_fit_are_named_with_their_estimate() -> None:
     from headstart.training.search import trained_candidates
 
     config = SimpleNamespace(epochs=4, lr=1e-3, augment="light", seed=0)
-    inputs = SimpleNamespace(modality=SimpleNamespace(augmentable=True))
+    inputs = SimpleNamespace(
+        modality=SimpleNamespace(augmentable=True), backbone=SimpleNamespace(stages=[0] * 8)
+    )
     s = Search(
         config, inputs, Path("."), (), None,  # type: ignore[arg-type]
         deadline=process_seconds() + 1.0, extraction_seconds=8.0,
     )  # fmt: skip
     trained_candidates(s, None)
     assert not s.candidates  # nothing fitted into one second
-    assert {"partial-3", "fine-tune", "gradual"} <= set(s.unfit)
+    assert {"partial-4", "fine-tune", "gradual"} <= set(s.unfit)
     assert s.unfit["fine-tune"] == f"fine-tune (~{3.2 * 8 * 3 + 5:.0f} s at 3 epochs)"
 
 
@@ -295,24 +304,33 @@ def test_a_short_budget_shortens_a_trained_candidate_instead_of_skipping_it() ->
 
 def test_partial_on_cached_activations_is_estimated_as_such() -> None:
     splits = SimpleNamespace(train=[0] * 500, val=[0] * 300)
+    inputs = SimpleNamespace(splits=splits, backbone=SimpleNamespace(stages=[0] * 8))
     s = Search(
-        SimpleNamespace(epochs=10), SimpleNamespace(splits=splits), Path("."), (), None,  # type: ignore[arg-type]
+        SimpleNamespace(epochs=10), inputs, Path("."), (), None,  # type: ignore[arg-type]
         deadline=process_seconds() + 100.0, extraction_seconds=5.0, cached_partial=True,
     )  # fmt: skip
     # the first partial candidate's store comes from the first pass: epochs only
-    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 5)
-    # another depth stores its own: one pass over train + val first (800/500 x 5 s)
-    assert s.estimate("partial", 4, 1) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
+    assert s.estimate("partial", 4, 4) == pytest.approx(0.6 * 5 * 4 + 5)  # 4: half of 8 stages
+    # another depth stores its own: one folded pass over train + val first (0.6 x 800/500 x 5 s)
+    assert s.estimate("partial", 4, 1) == pytest.approx(0.6 * 5 * 4 + 4.8 + 5)
+    # 4 views: each epoch passes over 4 rows an image; the store holds 4 x 500 + 300 rows
+    assert s.estimate("partial", 3, 4, views=4) == pytest.approx(0.6 * 5 * 4 * 3 + 13.8 + 5)
+    # 5 epochs (78.8 s) would fit in the 100 s left; views run PARTIAL_VIEW_EPOCHS at most
+    assert s.epochs_that_fit("partial", 4, views=4) == 3
     s.first_stored = False  # backbones were compared on plain passes: it stores its own too
-    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(0.6 * 5 * 4 + 8 + 5)
+    assert s.estimate("partial", 4, 4) == pytest.approx(0.6 * 5 * 4 + 4.8 + 5)
     s.cached_partial = False  # on images
-    assert s.estimate("partial", 4, FIRST_PARTIAL_STAGES) == pytest.approx(1.6 * 5 * 4 + 5)
+    assert s.estimate("partial", 4, 4) == pytest.approx(1.6 * 5 * 4 + 5)
     # a trained candidate that took twice its prior: untried strategies are estimated twice
     # as long (text ran ~2x the image-calibrated priors); a tried one from its own seconds
     prior = s.prior("fine-tune", 4)
     s.candidates.append(Candidate("fine-tune", "fine-tune", {}, 0.9, 2 * prior, 4))
     assert s.estimate("gradual", 4) == pytest.approx(2 * (2.2 * 5 * 4 + 5))
     assert s.estimate("fine-tune", 2) == pytest.approx(2 * prior / 4 * 2 + 5)
+    # a measured partial candidate on 4 views: the next one is estimated per epoch and view
+    s.candidates.append(Candidate("partial-4-views4", "partial", {"feature_views": 4}, 0.9, 40, 2))
+    assert s.estimate("partial", 3) == pytest.approx(40 / (2 * 4) * 3 + 5)
+    assert s.estimate("partial", 3, views=4) == pytest.approx(40 / 2 * 3 + 5)
 
 
 def test_selection_round_trips_and_names_its_winner() -> None:

@@ -228,6 +228,7 @@ def test_strategies_train_the_right_stages(
     bb = inputs.backbone
     p = prepare(cfg, inputs)
     assert not p.plan.cached_features
+    assert p.plan.bn_reason == "the model has no BatchNorm layers"  # not the batch size
     trainable = [bb.stage_names[i] for i, f in enumerate(bb.frozen_stages) if not f]
     assert trainable == trainable_stages
     opt = p.module.configure_optimizers()["optimizer"]

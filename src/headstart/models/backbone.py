@@ -90,25 +90,39 @@ class Backbone(nn.Module):
         and version counters are compared) or it moves. The body itself when it is training,
         has no BatchNorm, carries forward hooks, or cannot be traced (text bodies). See
         :func:`fold_batchnorm`."""
-        body = self.body
+        return self._folded("_inference_body", self.body, self.body.training)
+
+    def inference_prefix(self, stage: int) -> nn.Module:
+        """:meth:`forward_to`'s eval-mode prefix before ``stage`` with BatchNorm folded, as
+        :meth:`inference_body` folds the body: what storing activations runs (the prefix is
+        frozen, its BatchNorms in eval mode, so folding changes float rounding only).
+        MobileNetV2's first 4 stages at 112 px on 2 CPU cores: 1.5 instead of 3.2 ms an image."""
+        prefix = self.split_at(stage).prefix[False]  # a graph over the body's own modules
+        training = any(m.training for m in prefix.modules() if isinstance(m, nn.BatchNorm2d))
+        return self._folded(f"_inference_prefix_{stage}", prefix, training)
+
+    def _folded(self, slot: str, module: nn.Module, training: bool) -> nn.Module:
+        """``module`` with BatchNorm folded, cached in ``slot`` until one of its parameters or
+        buffers changes (storage and version counters compared) or it moves; ``module`` itself
+        when ``training``, without BatchNorm, with forward hooks or when it cannot be traced."""
         if (
-            body.training
-            or not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
-            or any(m._forward_hooks or m._forward_pre_hooks for m in body.modules())
+            training
+            or not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+            or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
         ):  # hooks (a user's, or a test's) see the modules they were registered on
-            return body
-        tensors = [*body.parameters(), *body.buffers()]
+            return module
+        tensors = [*module.parameters(), *module.buffers()]
         key = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
-        cached = self.__dict__.get("_inference_body")
+        cached = self.__dict__.get(slot)
         if cached is not None and cached[0] == key:
             return cached[1]  # type: ignore[no-any-return]
         try:
-            fused: nn.Module = fold_batchnorm(body)
-        except Exception:  # untraceable bodies run as they are
-            fused = body
+            fused: nn.Module = fold_batchnorm(module)
+        except Exception:  # untraceable modules run as they are
+            fused = module
         else:
             fused.to(memory_format=torch.channels_last)
-        self.__dict__["_inference_body"] = (key, fused)
+        self.__dict__[slot] = (key, fused)
         return fused
 
     def stage_features(self, x: torch.Tensor, indices: Sequence[int]) -> dict[int, torch.Tensor]:

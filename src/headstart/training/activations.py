@@ -258,7 +258,7 @@ def _write_activations(
         with torch.inference_mode(), console.status(description), compute.autocast():
             for x, y in loader:
                 x = compute.to(x).contiguous(memory_format=torch.channels_last)
-                a = backbone.forward_to(cut, x).float().cpu().numpy().astype(STORE_DTYPE)
+                a = backbone.inference_prefix(cut)(x).float().cpu().numpy().astype(STORE_DTYPE)
                 out[i : i + len(a)] = a
                 targets.append(torch.as_tensor(y))
                 i += len(a)
@@ -300,7 +300,7 @@ def features_with_activations(
             with console.status(description), compute.autocast(), torch.inference_mode():
                 for x, y in loader:
                     x = compute.to(x).contiguous(memory_format=torch.channels_last)
-                    a = backbone.forward_to(cut, x)
+                    a = backbone.inference_prefix(cut)(x)
                     feats.append(backbone.forward_from(cut, a).float().cpu())
                     acts[i : i + len(a)] = a.float().cpu().numpy().astype(STORE_DTYPE)
                     targets.append(torch.as_tensor(y))

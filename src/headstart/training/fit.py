@@ -190,14 +190,15 @@ def train(
     if trained.model != config.model:  # auto compared backbones and kept another one
         config, inputs = config.replace(model=trained.model), with_backbone(inputs, trained)
         run.save_config(config)  # predict, export and --resume rebuild the kept backbone
-    p = prepare(trained, inputs, plugins, searched)
+    adopted = selection is not None and selection.reusable  # no training: the winner's
+    p = prepare(trained, inputs, plugins, searched, train=not adopted)
     if selection is not None:
         probe = selection.candidates[0].score
         numbers = {"probe_accuracy": probe, "selection_accuracy": selection.chosen.score}
         p.plan.decision = AutoDecision(selection.chosen.strategy, selection.reasons, numbers)
     if ckpt_path is not None:
         check_checkpoint_fits(ckpt_path, p.module, config.model)
-    if selection is not None and selection.reusable:
+    if selection is not None and adopted:
         # the winner trained on exactly these splits: its checkpoints are the run's
         adopt_checkpoints(Path(selection.chosen.folder or ""), run)
         epochs_run, global_zero = selection.chosen.epochs_run, True

@@ -177,15 +177,19 @@ def make_loaders(
     plan: Plan,
     modality: Modality,
     features: FeatureSource,
+    *,
+    train: bool = True,
 ) -> Loaders:
-    """Training and validation loaders for ``plan`` (see module doc)."""
+    """Training and validation loaders for ``plan`` (see module doc). ``train=False``: the
+    loaders of a run that only evaluates (auto adopted its winner's checkpoints): images
+    instead of stored activations, which would cost a pass over every training view."""
     targets: list[Any] = (  # only counted (and, single-label, balanced) by the sampler
         splits.label_matrix("train") if splits.multi_label
         else splits.task_rows("train") if splits.tasks else splits.targets("train")
     )  # fmt: skip
     val_features = None
     loader_kw: dict[str, Any] = {}
-    activations = activation_data(config, splits, backbone, plan, modality)
+    activations = activation_data(config, splits, backbone, plan, modality) if train else None
     if plan.cached_features:
         train_set, val_features, targets = cached_feature_sets(
             config, splits, backbone, plan, modality, features

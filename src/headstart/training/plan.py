@@ -166,15 +166,19 @@ def quicken_bn_statistics(backbone: Backbone, stages: Sequence[int]) -> str:
 def bn_line(backbone: Backbone, still: bool, frozen: bool, reason: str) -> str:
     """The plan's BatchNorm line (newline-terminated), or nothing when no BatchNorm layer will
     train: a backbone frozen throughout, or one without BatchNorm (transformers, MiniLM)."""
-    norms = (
-        torch.nn.BatchNorm1d,
-        torch.nn.BatchNorm2d,
-        torch.nn.BatchNorm3d,
-        torch.nn.SyncBatchNorm,
-    )
-    if still or not any(isinstance(m, norms) for m in backbone.modules()):
+    if bn_untouched(backbone, still):
         return ""
     return f"BatchNorm statistics of trainable stages: {'frozen' if frozen else 'updated'} ({reason})\n"
+
+
+def bn_untouched(backbone: Backbone, still: bool) -> str:
+    """Why no BatchNorm statistics train in this run ("" when some may): the backbone stays
+    frozen, or it has no BatchNorm layer (transformers, MiniLM)."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        return "the model has no BatchNorm layers"
+    if still:
+        return "the backbone stays frozen: its BatchNorm statistics are untouched"
+    return ""
 
 
 def linear_head_first(strategy: Strategy, backbone: Backbone, still: bool) -> bool:
@@ -278,6 +282,7 @@ def make_plan(
         config.head_init == "probe" and (fast or cosine or head_first) and splits.single_label
     )  # the probe fits one softmax head; a multi-label or multi-task head starts random
     bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
+    bn_reason = bn_untouched(backbone, still) or bn_reason  # metrics.json and the report
     trainable, total = backbone.param_counts()
     console.print(
         f"[bold]{config.model}[/] weights={backbone.weights_label}  input "

@@ -85,9 +85,13 @@ def prepare(
     inputs: Inputs,
     plugins: Sequence[PluginFactory] = (),
     features: FeatureSource | None = None,
+    *,
+    train: bool = True,
 ) -> Prepared:
     """Plan the run, build its loaders, set up plug-ins and the LightningModule. ``features``
-    shares remembered feature rows between runs on the same images (the auto search)."""
+    shares remembered feature rows between runs on the same images (the auto search).
+    ``train=False``: the run will not train (auto adopted its winner's checkpoints), so no
+    activations are stored for it; the plan still says how the model was trained."""
     splits, modality, backbone = inputs.splits, inputs.modality, inputs.backbone
     if features is None:
         features = FeatureSource(
@@ -102,7 +106,7 @@ def prepare(
     if config.hflip is None:  # measured by the plan: the loaders and checkpoints get the answer
         config = config.replace(hflip=plan.hflip)
         features.augment = augment_key(config)
-    loaders = make_loaders(config, splits, backbone, plan, modality, features)
+    loaders = make_loaders(config, splits, backbone, plan, modality, features, train=train)
     active = [p for p in (factory(config) for factory in plugins) if p is not None]
     ctx = SetupContext(
         config, backbone, plan.cached_features, plan.frozen_throughout, loaders.rows,
