@@ -217,6 +217,8 @@ def headstart_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
                           "early_stopping_patience": None},
         "hs-ft4-random": {"strategy": "fine-tune", "epochs": 4, "head_init": "random"},
     }[name]  # fmt: skip
+    if args.model:  # headstart rows only; without it auto compares the offline backbones
+        kw["model"] = args.model
     return kw
 
 
@@ -316,7 +318,8 @@ def run_child(name: str, seed: int, args: argparse.Namespace, data: Path) -> dic
             p for p in (os.environ["FASTAI_PYTHONPATH"], env.get("PYTHONPATH", "")) if p
         )
     cmd = [sys.executable, __file__, "--child", name, "--seed", str(seed), "--data", str(data),
-           "--work", args.work, "--size", str(args.size), "--time-budget", str(args.time_budget)]  # fmt: skip
+           "--work", args.work, "--size", str(args.size), "--time-budget", str(args.time_budget),
+           *(["--model", args.model] if args.model else [])]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     outer = time.perf_counter() - t0
@@ -413,6 +416,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--time-budget", type=float, default=45.0)
+    ap.add_argument("--model", help="headstart rows: this --model (default: headstart's own)")
     ap.add_argument("--work", default="/tmp/headstart-compare")
     ap.add_argument("--out", default=str(HERE / "results" / "compare"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -440,12 +444,15 @@ def main() -> None:
     ).stdout.strip()  # fmt: skip
     meta = {
         "data": "Animal-MNIST {} train / {} val / {} test per class (10 classes)".format(*sizes),
-        "model": "MobileNetV2 IMAGENET1K_V1 (torchvision) in every method except auto, which is "
-        "given no model and compares MobileNetV2 and EfficientNet-Lite0 (ImageNet, offline) by "
-        "LogME (its choices are listed under the table)",
+        "model": (
+            f"headstart rows: --model {args.model}; peers: MobileNetV2 IMAGENET1K_V1" if args.model
+            else "MobileNetV2 IMAGENET1K_V1 (torchvision) in every method except auto, which is "
+            "given no model and compares MobileNetV2 and EfficientNet-Lite0 (ImageNet, offline) "
+            "by LogME (its choices are listed under the table)"
+        ),
         "input_px": args.size, "seeds": seeds, "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/compare.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }  # fmt: skip
     variants = args.variants.split(",")
