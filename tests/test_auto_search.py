@@ -17,6 +17,7 @@ import headstart
 from headstart.training.search import (
     AUTO_BACKBONES,
     MIN_CANDIDATE_EPOCHS,
+    MIN_VIEW_EPOCHS,
     PARTIAL_VIEWS,
     REPORT_SECONDS,
     Candidate,
@@ -317,6 +318,11 @@ def test_partial_on_cached_activations_is_estimated_as_such() -> None:
     assert s.estimate("partial", 3, 4, views=4) == pytest.approx(0.6 * 5 * 4 * 3 + 13.8 + 5)
     # 5 epochs (78.8 s) would fit in the 100 s left; views run PARTIAL_VIEW_EPOCHS at most
     assert s.epochs_that_fit("partial", 4, views=4) == 3
+    s.deadline = process_seconds() + 50.0  # 3 epochs (54.8 s) do not fit, 2 (42.8 s) do
+    assert s.epochs_that_fit("partial", 4, views=4) == 2 and MIN_VIEW_EPOCHS == 2
+    s.deadline = process_seconds() + 40.0
+    assert s.epochs_that_fit("partial", 4, views=4) is None
+    s.deadline = process_seconds() + 100.0
     s.first_stored = False  # backbones were compared on plain passes: it stores its own too
     assert s.estimate("partial", 4, 4) == pytest.approx(0.6 * 5 * 4 + 4.8 + 5)
     s.cached_partial = False  # on images

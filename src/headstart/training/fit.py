@@ -190,7 +190,7 @@ def train(
     if trained.model != config.model:  # auto compared backbones and kept another one
         config, inputs = config.replace(model=trained.model), with_backbone(inputs, trained)
         run.save_config(config)  # predict, export and --resume rebuild the kept backbone
-    adopted = selection is not None and selection.reusable  # no training: the winner's
+    adopted = selection is not None and selection.reusable  # the winner's weights: no training
     p = prepare(trained, inputs, plugins, searched, train=not adopted)
     if selection is not None:
         probe = selection.candidates[0].score
