@@ -99,10 +99,14 @@ def bn_policy(config: TrainConfig, probe_start: bool = False) -> tuple[bool, str
     return False, f"--bn auto: per-device batch {config.batch_size} >= 16"
 
 
+def ever_trainable(strategy: Strategy, num_stages: int, epochs: int) -> set[int]:
+    """Stages that are trainable in some epoch within ``epochs`` epochs."""
+    return {i for e in range(epochs) for i in strategy.trainable_stages(e, num_stages)}
+
+
 def late_joiners(strategy: Strategy, num_stages: int, epochs: int) -> set[int]:
     """Stages that become trainable after epoch 0 within ``epochs`` epochs."""
-    ever = {i for e in range(epochs) for i in strategy.trainable_stages(e, num_stages)}
-    return ever - strategy.trainable_stages(0, num_stages)
+    return ever_trainable(strategy, num_stages, epochs) - strategy.trainable_stages(0, num_stages)
 
 
 def apply_bn_policy(
@@ -119,7 +123,7 @@ def apply_bn_policy(
     if late and not frozen:
         reason += "; stages that join after epoch 0 keep theirs"
     if config.bn == "auto":
-        ever = {i for e in range(config.epochs) for i in strategy.trainable_stages(e, n)}
+        ever = ever_trainable(strategy, n, config.epochs)
         reason += quicken_bn_statistics(
             backbone, [i for i in sorted(ever) if not backbone.bn_frozen[i]]
         )
