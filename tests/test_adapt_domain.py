@@ -216,10 +216,15 @@ def test_dann_on_cached_activations_gives_the_image_paths_weights(
 ) -> None:
     """partial + DANN: the frozen prefix runs once for source and target images, the trainable
     stages see mixed source+target batches (train-mode BatchNorm) as on images. Stored as
-    float32 the weights (discriminator included) are the image path's exactly."""
+    float32 through the unfolded prefix (stores fold BatchNorm: float rounding, tested in
+    test_activations) the weights (discriminator included) are the image path's exactly."""
+    from headstart.models import Backbone
     from headstart.training import activations as act
 
     monkeypatch.setattr(act, "STORE_DTYPE", np.float32)
+    monkeypatch.setattr(
+        Backbone, "inference_prefix", lambda self, stage: self.split_at(stage).prefix[False]
+    )
     source, target, _ = shifted
     kw = {"strategy": "partial", "unfreeze_last": 2, "head_init": "random", "adapt": "dann",
           "target_unlabeled": str(target), "bn": "train", "epochs": 1}  # fmt: skip
