@@ -255,10 +255,11 @@ def _write_activations(
     backbone.eval()
     t0, i = time.perf_counter(), 0
     try:
+        prefix = backbone.inference_prefix(cut)  # once, not per batch
         with torch.inference_mode(), console.status(description), compute.autocast():
             for x, y in loader:
                 x = compute.to(x).contiguous(memory_format=torch.channels_last)
-                a = backbone.inference_prefix(cut)(x).float().cpu().numpy().astype(STORE_DTYPE)
+                a = prefix(x).float().cpu().numpy().astype(STORE_DTYPE)
                 out[i : i + len(a)] = a
                 targets.append(torch.as_tensor(y))
                 i += len(a)
@@ -297,10 +298,11 @@ def features_with_activations(
         backbone.eval()
         i = 0
         try:
+            prefix = backbone.inference_prefix(cut)  # once, not per batch
             with console.status(description), compute.autocast(), torch.inference_mode():
                 for x, y in loader:
                     x = compute.to(x).contiguous(memory_format=torch.channels_last)
-                    a = backbone.inference_prefix(cut)(x)
+                    a = prefix(x)
                     feats.append(backbone.forward_from(cut, a).float().cpu())
                     acts[i : i + len(a)] = a.float().cpu().numpy().astype(STORE_DTYPE)
                     targets.append(torch.as_tensor(y))

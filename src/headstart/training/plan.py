@@ -167,10 +167,11 @@ def quicken_bn_statistics(backbone: Backbone, stages: Sequence[int]) -> str:
     )
 
 
-def bn_line(backbone: Backbone, still: bool, frozen: bool, reason: str) -> str:
+def bn_line(untouched: str, frozen: bool, reason: str) -> str:
     """The plan's BatchNorm line (newline-terminated), or nothing when no BatchNorm layer will
-    train: a backbone frozen throughout, or one without BatchNorm (transformers, MiniLM)."""
-    if bn_untouched(backbone, still):
+    train (``untouched``, :func:`bn_untouched`'s answer: a backbone frozen throughout, or one
+    without BatchNorm such as transformers, MiniLM)."""
+    if untouched:
         return ""
     return f"BatchNorm statistics of trainable stages: {'frozen' if frozen else 'updated'} ({reason})\n"
 
@@ -286,13 +287,14 @@ def make_plan(
         config.head_init == "probe" and (fast or cosine or head_first) and splits.single_label
     )  # the probe fits one softmax head; a multi-label or multi-task head starts random
     bn_frozen, bn_reason = apply_bn_policy(config, strategy, backbone, probe and not still)
-    bn_reason = bn_untouched(backbone, still) or bn_reason  # metrics.json and the report
+    untouched = bn_untouched(backbone, still)
+    bn_reason = untouched or bn_reason  # metrics.json and the report
     trainable, total = backbone.param_counts()
     console.print(
         f"[bold]{config.model}[/] weights={backbone.weights_label}  input "
         f"{modality.describe_input(backbone)} ({backbone.preprocessing.source})\n"
         f"strategy {strategy.describe(backbone)}\n"
-        f"{bn_line(backbone, still, bn_frozen, bn_reason)}"
+        f"{bn_line(untouched, bn_frozen, bn_reason)}"
         f"trainable parameters {trainable:,} / {total:,} ({100 * trainable / total:.2f} %)"
     )
     if head_kind(backbone.head) == "detection":  # its step depends on the detector
